@@ -1,4 +1,10 @@
 //! podlb agent library: sources, model, reconciler, datapath loader, CLI helpers.
+//!
+//! Pure logic (`model`, `reconcile`) is kept apart from I/O (`manifests`, `datapath`, `agent`).
+pub mod agent;
+pub mod cli;
+pub mod datapath;
 pub mod manifests;
 pub mod model;
+pub mod reconcile;
 pub mod testbed;

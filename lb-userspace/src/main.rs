@@ -1,1 +1,136 @@
-fn main() {}
+//! `podlb`: the agent and the operator CLI.
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use podlb::{agent, cli, datapath};
+
+const DEFAULT_BPF_ROOT: &str = "/sys/fs/bpf/podlb";
+
+#[derive(Parser)]
+#[command(
+    name = "podlb",
+    version,
+    about = "In-kernel Kubernetes Service load balancer (kube-proxy replacement)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent: watch Services and EndpointSlices, program the datapath.
+    Agent(AgentArgs),
+    /// Inspect Services as programmed in the datapath (reads the pinned maps).
+    Service {
+        #[command(subcommand)]
+        cmd: ServiceCmd,
+    },
+    /// Show the datapath status: pins, attached interfaces, map fill.
+    Status(ReadArgs),
+    /// Detach and remove everything podlb pinned under the bpf root.
+    Reset {
+        #[arg(long, default_value = DEFAULT_BPF_ROOT)]
+        bpf_root: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Kubeconfig for the kubernetes source (default: in-cluster config).
+    #[arg(long, conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+    /// Read Services, EndpointSlices and Nodes from YAML files in DIR (live).
+    #[arg(long, value_name = "DIR")]
+    manifests: Option<PathBuf>,
+    /// This node's name (default: $NODE_NAME, then the hostname).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// External interface (repeatable).
+    #[arg(long = "external-interface", value_name = "IFACE")]
+    external_interfaces: Vec<String>,
+    /// Glob for host-side pod interfaces, e.g. 'veth*' (repeatable).
+    #[arg(long = "pod-interface", value_name = "GLOB")]
+    pod_interfaces: Vec<String>,
+    #[arg(long, default_value = DEFAULT_BPF_ROOT)]
+    bpf_root: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// List frontends with their backends and counters.
+    List(ReadArgs),
+}
+
+#[derive(clap::Args)]
+struct ReadArgs {
+    #[arg(long, default_value = DEFAULT_BPF_ROOT)]
+    bpf_root: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PODLB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Agent(a) => run_agent(a),
+        Cmd::Service {
+            cmd: ServiceCmd::List(r),
+        } => cli::service_list(&r.bpf_root, matches!(r.output, Output::Json)),
+        Cmd::Status(r) => cli::status(&r.bpf_root, matches!(r.output, Output::Json)),
+        Cmd::Reset { bpf_root } => {
+            let n = datapath::reset(&bpf_root)?;
+            println!("removed {n} pinned objects from {}", bpf_root.display());
+            Ok(())
+        }
+    }
+}
+
+fn run_agent(a: AgentArgs) -> Result<()> {
+    let Some(manifests) = a.manifests else {
+        bail!("the kubernetes source (--kubeconfig or in-cluster) is not implemented yet; use --manifests DIR");
+    };
+    let node_name = match a.node_name {
+        Some(n) => n,
+        None => hostname()?,
+    };
+    let pod_interfaces = a
+        .pod_interfaces
+        .iter()
+        .map(|g| {
+            glob::Pattern::new(g)
+                .map_err(|e| anyhow::anyhow!("bad --pod-interface glob {g:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cfg = agent::AgentConfig {
+        manifests,
+        node_name,
+        external_interfaces: a.external_interfaces,
+        pod_interfaces,
+        bpf_root: a.bpf_root,
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(agent::run(cfg))
+}
+
+fn hostname() -> Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_string())
+}

@@ -1,0 +1,934 @@
+//! Test bed: builds a Kubernetes node out of network namespaces, with real servers and clients.
+//!
+//! Used by the integration tests and by the demo binary. It only needs std, libc and the `ip`
+//! command, and must run as root. Every object is a guard that cleans up on `Drop` (also while a
+//! test panics), and every name is unique per process and per call, so tests may run in parallel
+//! threads and in parallel processes.
+//!
+//! Topology built by [`Node::new`]:
+//!
+//! ```text
+//!  [ext ns] eth0 192.168.77.2 ──veth── ext0 192.168.77.1 [node ns, ip_forward=1]
+//!                                       lxc0 ──veth── eth0 10.244.0.10 [pod0 ns]
+//!                                       lxc1 ──veth── eth0 10.244.0.11 [pod1 ns]
+//! ```
+//!
+//! With [`PodNetwork::Routed`] (Calico style) every pod has a /32 and a default route via the
+//! link-local gateway 169.254.1.1, and the node has one /32 route per pod. With
+//! [`PodNetwork::Bridge`] (bridge CNI style) the `lxc` interfaces are ports of the bridge `cbr0`
+//! (10.244.0.1/24), the pods' gateway.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Address of the node on the external network (`ext0`).
+pub const EXT_NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+/// Address of the external client (`eth0` in the ext namespace).
+pub const EXT_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+/// Gateway address of the pods in [`PodNetwork::Bridge`] mode (address of `cbr0`).
+pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
+/// Link-local gateway of the pods in [`PodNetwork::Routed`] mode (answered by proxy ARP).
+pub const ROUTED_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// MAC address of every host-side `lxc` veth in routed mode (as Calico does).
+pub const ROUTED_HOST_MAC: &str = "ee:ee:ee:ee:ee:ee";
+/// Directory under which [`BpfRoot`] mounts its bpffs instances.
+pub const BPF_TEST_DIR: &str = "/run/podlb-test";
+
+const NAME_PREFIX: &str = "plb";
+const SERVER_POLL: Duration = Duration::from_millis(100);
+
+/// Address of pod `i`: 10.244.0.(10+i).
+pub fn pod_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 0, 10 + i as u8)
+}
+
+/// `plb{pid}-{counter}`: unique within the machine for as long as this process lives.
+fn unique_prefix() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{NAME_PREFIX}{}-{n}", std::process::id())
+}
+
+/// A short unique name such as `plb1234-7-pod0` (process id + per-process counter + role).
+pub fn unique_name(role: &str) -> String {
+    format!("{}-{role}", unique_prefix())
+}
+
+/// Fails with a clear message unless running as root (the test bed needs it; never skip).
+pub fn require_root() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the podlb test bed needs root (network namespaces, veths, bpffs mounts); run as root"
+        );
+    }
+    Ok(())
+}
+
+/// Polls `cond` every `poll` until it returns true (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, poll: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(poll);
+    }
+}
+
+/// Retries `f` every 50 ms until it returns `Ok` or `timeout` passes; then returns the last error.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!("still failing after {timeout:?}")))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Runs a command, returns its stdout; the error carries the command line, status and stderr.
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
+    let desc = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("spawning {desc}"))?;
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{desc} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            stdin
+                .map(|s| format!("\nbatch input:\n{s}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs several `ip` commands (one per line) in namespace `ns` with `ip -n NS -batch -`.
+fn ip_batch(ns: &Netns, lines: &[String]) -> Result<()> {
+    let input = lines.join("\n") + "\n";
+    run(
+        Command::new("ip").args(["-n", ns.name(), "-batch", "-"]),
+        Some(&input),
+    )?;
+    Ok(())
+}
+
+/// Serialises `ip netns add/del` within this process: concurrent first-time setup of the
+/// /run/netns shared mount by iproute2 is racy.
+static NETNS_LOCK: Mutex<()> = Mutex::new(());
+
+/// Removes leftovers (namespaces and bpffs mounts named `plb{pid}-…`) of test processes that died
+/// without cleaning up. Runs once per process, automatically, before the first namespace or bpf
+/// root is created.
+pub fn cleanup_stale() {
+    fn dead_owner(name: &str) -> bool {
+        let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+            return false;
+        };
+        let Some((pid, _)) = rest.split_once('-') else {
+            return false;
+        };
+        pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        })
+    }
+    for entry in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if dead_owner(&name) {
+            let _lock = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = run(Command::new("ip").args(["netns", "del", &name]), None);
+        }
+    }
+    for entry in fs::read_dir(BPF_TEST_DIR).into_iter().flatten().flatten() {
+        if dead_owner(&entry.file_name().to_string_lossy()) {
+            unmount_and_remove(&entry.path());
+        }
+    }
+}
+
+fn cleanup_stale_once() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(cleanup_stale);
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates namespace `unique_name(role)` with `lo` up.
+    pub fn new(role: &str) -> Result<Netns> {
+        Self::with_name(unique_name(role))
+    }
+
+    fn with_name(name: String) -> Result<Netns> {
+        require_root()?;
+        cleanup_stale_once();
+        {
+            let _lock = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            run(Command::new("ip").args(["netns", "add", &name]), None)?;
+        }
+        let ns = Netns { name };
+        run(
+            Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]),
+            None,
+        )?;
+        Ok(ns)
+    }
+
+    /// The namespace name, as `ip netns` knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/NAME`: open it for `setns`.
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Runs `args` inside the namespace (`ip netns exec`; note: that also remounts /sys) and
+    /// returns its stdout; a failure carries the exit status and stderr.
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
+        run(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(args),
+            None,
+        )
+        .with_context(|| format!("in netns {}", self.name))
+    }
+
+    /// Runs `f` on a fresh OS thread that has entered this network namespace (mount namespace
+    /// unchanged) and returns its result. Sockets created in `f` belong to the namespace and may
+    /// be used from any thread afterwards. Panics if the namespace cannot be entered; a panic in
+    /// `f` is propagated.
+    pub fn run_in<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {
+        self.try_run_in(f).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Like [`Netns::run_in`], but failing to enter the namespace is an error, not a panic.
+    pub fn try_run_in<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T> {
+        let file =
+            File::open(self.path()).with_context(|| format!("opening netns {}", self.name))?;
+        let joined = thread::scope(|s| {
+            s.spawn(move || {
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+        });
+        match joined {
+            Ok(r) => r.with_context(|| format!("setns into netns {}", self.name)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Writes sysctls (`net.ipv4.ip_forward` style keys) from inside the namespace.
+    pub fn sysctl(&self, settings: &[(&str, &str)]) -> Result<()> {
+        self.try_run_in(|| -> Result<()> {
+            for (key, value) in settings {
+                let path = format!("/proc/sys/{}", key.replace('.', "/"));
+                fs::write(&path, value).with_context(|| format!("sysctl {key}={value}"))?;
+            }
+            Ok(())
+        })?
+        .with_context(|| format!("in netns {}", self.name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _lock = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = run(Command::new("ip").args(["netns", "del", &self.name]), None);
+    }
+}
+
+/// How pods are wired to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodNetwork {
+    /// Calico style: pod /32, gateway 169.254.1.1 answered by proxy ARP, host route per pod.
+    Routed,
+    /// Bridge CNI style: pods in 10.244.0.0/24 on bridge `cbr0` (10.244.0.1).
+    Bridge,
+}
+
+/// Options for [`Node::new`].
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Number of pods created up front (more with [`Node::add_pod`]).
+    pub pods: usize,
+    pub network: PodNetwork,
+    /// Create the `ext` client namespace on `ext0` (192.168.77.0/24).
+    pub external_client: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            pods: 2,
+            network: PodNetwork::Routed,
+            external_client: false,
+        }
+    }
+}
+
+/// A pod: its own network namespace with `eth0`, wired to the node's `lxc{i}`.
+#[derive(Debug)]
+pub struct Pod {
+    ns: Netns,
+    name: String,
+    ip: Ipv4Addr,
+    host_if: String,
+}
+
+impl Pod {
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+    /// The pod's IPv4 address, 10.244.0.(10+i).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+    /// `pod{i}`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Host-side veth in the node namespace, `lxc{i}`.
+    pub fn host_if(&self) -> &str {
+        &self.host_if
+    }
+}
+
+/// A Kubernetes node built from network namespaces; everything is deleted on drop.
+#[derive(Debug)]
+pub struct Node {
+    // Field order is drop order: pods and the client go before the node.
+    pods: Vec<Pod>,
+    ext: Option<Netns>,
+    ns: Netns,
+    prefix: String,
+    network: PodNetwork,
+}
+
+impl Node {
+    /// Builds the node namespace, `opts.pods` pods and, if asked, the external client.
+    pub fn new(opts: NodeOptions) -> Result<Node> {
+        let prefix = unique_prefix();
+        let ns = Netns::with_name(format!("{prefix}-node"))?;
+        let mut node = Node {
+            pods: Vec::new(),
+            ext: None,
+            ns,
+            prefix,
+            network: opts.network,
+        };
+        node.ns.sysctl(&[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ])?;
+        if opts.network == PodNetwork::Bridge {
+            ip_batch(
+                &node.ns,
+                &[
+                    "link add cbr0 type bridge".into(),
+                    format!("addr add {BRIDGE_IP}/24 dev cbr0"),
+                    "link set cbr0 up".into(),
+                ],
+            )?;
+        }
+        if opts.external_client {
+            let ext = new_leaf_ns(format!("{}-ext", node.prefix))?;
+            let ext_ref = node.ext.insert(ext);
+            ip_batch(
+                &node.ns,
+                &[
+                    format!(
+                        "link add ext0 type veth peer name eth0 netns {}",
+                        ext_ref.name()
+                    ),
+                    format!("addr add {EXT_NODE_IP}/24 dev ext0"),
+                    "link set ext0 up".into(),
+                ],
+            )?;
+            ip_batch(
+                ext_ref,
+                &[
+                    format!("addr add {EXT_CLIENT_IP}/24 dev eth0"),
+                    "link set eth0 up".into(),
+                    // Covers the pod CIDR 10.244.0.0/16 and the Service CIDR 10.96.0.0/16.
+                    format!("route add default via {EXT_NODE_IP}"),
+                ],
+            )?;
+        }
+        for _ in 0..opts.pods {
+            node.add_pod()?;
+        }
+        Ok(node)
+    }
+
+    /// Adds pod number `pods().len()` (same scheme as the initial ones) and returns its index.
+    pub fn add_pod(&mut self) -> Result<usize> {
+        let i = self.pods.len();
+        if i > 245 {
+            bail!("at most 246 pods per node");
+        }
+        let (name, host_if, ip) = (format!("pod{i}"), format!("lxc{i}"), pod_ip(i));
+        let ns = new_leaf_ns(format!("{}-{name}", self.prefix))?;
+        let pod = Pod {
+            ns,
+            name,
+            ip,
+            host_if,
+        };
+        let (hif, pns) = (&pod.host_if, pod.ns.name());
+        match self.network {
+            PodNetwork::Routed => {
+                ip_batch(
+                    &self.ns,
+                    &[
+                        format!("link add {hif} address {ROUTED_HOST_MAC} type veth peer name eth0 netns {pns}"),
+                        format!("link set {hif} up"),
+                        format!("route add {ip}/32 dev {hif}"),
+                    ],
+                )?;
+                self.ns.sysctl(&[
+                    (&format!("net.ipv4.conf.{hif}.proxy_arp"), "1"),
+                    (&format!("net.ipv4.neigh.{hif}.proxy_delay"), "0"),
+                ])?;
+                // The node namespace has no default route, so proxy ARP cannot answer for
+                // 169.254.1.1 (the kernel needs a route to it via another device, which a real
+                // Calico host has); pin the gateway's neighbour entry instead.
+                ip_batch(
+                    &pod.ns,
+                    &[
+                        format!("addr add {ip}/32 dev eth0"),
+                        "link set eth0 up".into(),
+                        format!("route add {ROUTED_GATEWAY} dev eth0 scope link"),
+                        format!("neigh add {ROUTED_GATEWAY} lladdr {ROUTED_HOST_MAC} dev eth0 nud permanent"),
+                        format!("route add default via {ROUTED_GATEWAY} dev eth0"),
+                    ],
+                )?;
+            }
+            PodNetwork::Bridge => {
+                ip_batch(
+                    &self.ns,
+                    &[
+                        format!("link add {hif} type veth peer name eth0 netns {pns}"),
+                        format!("link set {hif} master cbr0"),
+                        format!("link set {hif} up"),
+                    ],
+                )?;
+                ip_batch(
+                    &pod.ns,
+                    &[
+                        format!("addr add {ip}/24 dev eth0"),
+                        "link set eth0 up".into(),
+                        format!("route add default via {BRIDGE_IP} dev eth0"),
+                    ],
+                )?;
+            }
+        }
+        self.pods.push(pod);
+        Ok(i)
+    }
+
+    /// The node namespace (where the agent runs).
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+    /// Pod `i`; panics if there is no such pod.
+    pub fn pod(&self, i: usize) -> &Pod {
+        &self.pods[i]
+    }
+    pub fn pods(&self) -> &[Pod] {
+        &self.pods
+    }
+    pub fn network(&self) -> PodNetwork {
+        self.network
+    }
+    /// The external client namespace, if created.
+    pub fn ext(&self) -> Option<&Netns> {
+        self.ext.as_ref()
+    }
+    /// The external client's address (192.168.77.2), if created.
+    pub fn ext_ip(&self) -> Option<Ipv4Addr> {
+        self.ext.as_ref().map(|_| EXT_CLIENT_IP)
+    }
+    /// The node's address on the external network (192.168.77.1, for NodePorts), if created.
+    pub fn node_ip(&self) -> Option<Ipv4Addr> {
+        self.ext.as_ref().map(|_| EXT_NODE_IP)
+    }
+}
+
+/// A pod or client namespace: IPv6 off.
+fn new_leaf_ns(name: String) -> Result<Netns> {
+    let ns = Netns::with_name(name)?;
+    ns.sysctl(&[
+        ("net.ipv6.conf.all.disable_ipv6", "1"),
+        ("net.ipv6.conf.default.disable_ipv6", "1"),
+    ])?;
+    Ok(ns)
+}
+
+fn unmount_and_remove(path: &Path) {
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = fs::remove_dir(path);
+}
+
+/// A private bpffs mounted on a unique directory under /run/podlb-test (outside /sys, which
+/// `ip netns exec` remounts). Drop unmounts it (lazily) and removes the directory.
+#[derive(Debug)]
+pub struct BpfRoot {
+    path: PathBuf,
+}
+
+impl BpfRoot {
+    pub fn new() -> Result<BpfRoot> {
+        require_root()?;
+        cleanup_stale_once();
+        let path = Path::new(BPF_TEST_DIR).join(unique_name("bpf"));
+        fs::create_dir_all(&path).with_context(|| format!("mkdir -p {}", path.display()))?;
+        let root = BpfRoot { path };
+        let c = std::ffi::CString::new(root.path.as_os_str().as_encoded_bytes())?;
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                c.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("mount -t bpf bpf {}", root.path.display()));
+        }
+        Ok(root)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BpfRoot {
+    fn drop(&mut self) {
+        unmount_and_remove(&self.path);
+    }
+}
+
+/// A child process running in a network namespace; killed and reaped on drop.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    log_path: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+/// Spawns `cmd` with only its network namespace switched to `ns` (it keeps the caller's mount
+/// namespace, so it sees the caller's bpffs mounts). stdin is /dev/null; stdout and stderr go to
+/// a log file, see [`Process::log`].
+pub fn spawn_in_netns(ns: &Netns, mut cmd: Command) -> io::Result<Process> {
+    let nsfile = File::open(ns.path())?; // opened before fork; O_CLOEXEC, so the child won't keep it
+    let fd = nsfile.as_raw_fd();
+    let dir = std::env::temp_dir().join("podlb-test");
+    fs::create_dir_all(&dir)?;
+    let log_path = dir.join(format!("{}.log", unique_name("proc")));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setns is async-signal-safe and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || match libc::setns(fd, libc::CLONE_NEWNET) {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(nsfile);
+    Ok(Process {
+        child,
+        log_path,
+        status: None,
+    })
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Waits up to `d` for the process to exit.
+    pub fn wait_timeout(&mut self, d: Duration) -> Option<ExitStatus> {
+        wait_until(d, Duration::from_millis(10), || self.try_wait().is_some());
+        self.status
+    }
+
+    /// The exit status if the process has exited (reaping it).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) -> ExitStatus {
+        if let Some(s) = self.try_wait() {
+            return s;
+        }
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+        *self.status.insert(status)
+    }
+
+    /// SIGTERM, wait up to 5 s, then SIGKILL; returns the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        if let Some(s) = self.try_wait() {
+            return s;
+        }
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        match self.wait_timeout(Duration::from_secs(5)) {
+            Some(s) => s,
+            None => self.kill9(),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+        if thread::panicking() {
+            let log = self.log();
+            let tail = &log[log.len().saturating_sub(8192)..];
+            eprintln!(
+                "--- log of pid {} ({}), tail ---\n{}\n--- end of log ---",
+                self.child.id(),
+                self.log_path.display(),
+                tail.trim_end()
+            );
+        } else {
+            let _ = fs::remove_file(&self.log_path);
+        }
+    }
+}
+
+/// What a test server answered: `"{ident} {client address it saw}"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The server's ident (e.g. the pod name).
+    pub ident: String,
+    /// The client address the server saw (after any NAT).
+    pub seen_client: SocketAddr,
+    /// Where the reply came from: the TCP peer or the UDP datagram source.
+    pub peer: SocketAddr,
+    /// The client socket's local address.
+    pub local: SocketAddr,
+}
+
+fn parse_reply(line: &str, peer: SocketAddr, local: SocketAddr) -> Result<Reply> {
+    let (ident, seen) = line
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| anyhow!("malformed reply {line:?}"))?;
+    let seen_client = seen
+        .parse()
+        .with_context(|| format!("malformed reply {line:?}"))?;
+    Ok(Reply {
+        ident: ident.to_string(),
+        seen_client,
+        peer,
+        local,
+    })
+}
+
+/// Stop flag + counter + thread shared by the servers.
+#[derive(Debug)]
+struct ServerThread {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerThread {
+    fn spawn(f: impl FnOnce(Arc<AtomicBool>, Arc<AtomicUsize>) + Send + 'static) -> Self {
+        let (stop, count) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (s, c) = (stop.clone(), count.clone());
+        ServerThread {
+            stop,
+            count,
+            thread: Some(thread::spawn(move || f(s, c))),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// TCP echo-ident server on 0.0.0.0:port in a namespace: every line received on a connection is
+/// answered with `"{ident} {peer_addr}\n"`. Stops on drop (within ~100 ms, closing connections).
+#[derive(Debug)]
+pub struct TcpServer {
+    inner: ServerThread,
+    port: u16,
+}
+
+impl TcpServer {
+    /// Panics (with context) if the port cannot be bound.
+    pub fn start(ns: &Netns, port: u16, ident: &str) -> TcpServer {
+        let listener = ns
+            .run_in(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "TcpServer {ident}: bind :{port} in netns {}: {e}",
+                    ns.name()
+                )
+            });
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+        let ident = ident.to_string();
+        let inner = ServerThread::spawn(move |stop, accepted| {
+            let mut conns: Vec<JoinHandle<()>> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                if !poll_readable(&listener, SERVER_POLL) {
+                    continue;
+                }
+                let Ok((stream, peer)) = listener.accept() else {
+                    continue;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (stop, reply) = (stop.clone(), format!("{ident} {peer}\n"));
+                conns.retain(|h| !h.is_finished());
+                conns.push(thread::spawn(move || serve_tcp_conn(stream, &reply, &stop)));
+            }
+            conns.into_iter().for_each(|h| drop(h.join()));
+        });
+        TcpServer { inner, port }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.inner.count.load(Ordering::SeqCst)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn poll_readable(sock: &impl AsRawFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) > 0 }
+}
+
+fn serve_tcp_conn(stream: TcpStream, reply: &str, stop: &AtomicBool) {
+    let _ = stream.set_read_timeout(Some(SERVER_POLL));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        // read_until keeps partial data across timeouts.
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) if line.ends_with(b"\n") => {
+                line.clear();
+                if writer.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => return, // EOF in the middle of a line
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// UDP ident server on 0.0.0.0:port in a namespace: every datagram is answered with
+/// `"{ident} {peer_addr}"` to its sender. Stops on drop.
+#[derive(Debug)]
+pub struct UdpServer {
+    inner: ServerThread,
+    port: u16,
+}
+
+impl UdpServer {
+    /// Panics (with context) if the port cannot be bound.
+    pub fn start(ns: &Netns, port: u16, ident: &str) -> UdpServer {
+        let sock = ns
+            .run_in(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "UdpServer {ident}: bind :{port} in netns {}: {e}",
+                    ns.name()
+                )
+            });
+        let port = sock.local_addr().map(|a| a.port()).unwrap_or(port);
+        let _ = sock.set_read_timeout(Some(SERVER_POLL));
+        let ident = ident.to_string();
+        let inner = ServerThread::spawn(move |stop, received| {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    received.fetch_add(1, Ordering::SeqCst);
+                    let _ = sock.send_to(format!("{ident} {peer}").as_bytes(), peer);
+                }
+            }
+        });
+        UdpServer { inner, port }
+    }
+
+    /// Datagrams received so far.
+    pub fn received(&self) -> usize {
+        self.inner.count.load(Ordering::SeqCst)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// Connects from inside `ns` with a timeout, returning a stream with read/write timeouts set.
+fn tcp_connect(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<TcpStream> {
+    let stream = ns.try_run_in(|| TcpStream::connect_timeout(&dst.into(), timeout))??;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// One TCP request from `ns` to `dst`: connect, send `"hello\n"`, read one reply line, close.
+pub fn tcp_request(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Reply> {
+    TcpSession::connect(ns, dst, timeout)?.request()
+}
+
+/// One UDP request from `ns`: an unconnected socket on 0.0.0.0:0 sends `"hello\n"` to `dst` and
+/// waits for one datagram; `Reply::peer` is that datagram's source address.
+pub fn udp_request(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Reply> {
+    (|| -> Result<Reply> {
+        let sock = ns.try_run_in(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.send_to(b"hello\n", dst)?;
+        let mut buf = [0u8; 2048];
+        let (n, peer) = sock.recv_from(&mut buf).context("waiting for the reply")?;
+        parse_reply(
+            &String::from_utf8_lossy(&buf[..n]),
+            peer,
+            sock.local_addr()?,
+        )
+    })()
+    .with_context(|| format!("udp request from netns {} to {dst}", ns.name()))
+}
+
+/// A persistent TCP connection from a namespace; each [`TcpSession::request`] is one
+/// line/reply exchange on the same connection.
+#[derive(Debug)]
+pub struct TcpSession {
+    reader: BufReader<TcpStream>,
+    desc: String,
+}
+
+impl TcpSession {
+    pub fn connect(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<TcpSession> {
+        let desc = format!("tcp session from netns {} to {dst}", ns.name());
+        let stream = tcp_connect(ns, dst, timeout).with_context(|| format!("{desc}: connect"))?;
+        Ok(TcpSession {
+            reader: BufReader::new(stream),
+            desc,
+        })
+    }
+
+    /// Sends `"hello\n"` and reads one reply line.
+    pub fn request(&mut self) -> Result<Reply> {
+        (|| -> Result<Reply> {
+            let stream = self.reader.get_mut();
+            stream.write_all(b"hello\n")?;
+            let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("connection closed by peer");
+            }
+            parse_reply(&line, peer, local)
+        })()
+        .with_context(|| format!("{}: request", self.desc))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.reader.get_ref().local_addr()
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.reader.get_ref().peer_addr()
+    }
+}

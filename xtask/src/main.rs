@@ -1,1 +1,205 @@
-fn main() {}
+//! Developer and CI entry points: `cargo xtask setup | build | test | demo`.
+//!
+//! The build recipe is the one in TOOLCHAIN.md: the eBPF crate is compiled with Debian's
+//! `rustc-web` (which ships a prebuilt BPF `core`) and linked by bpf-linker built against
+//! LLVM 22; everything else uses the rustup toolchain.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "podlb developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks (Debian packages, bpf-linker). Idempotent.
+    Setup,
+    /// Build the eBPF object (with BTF), then `podlb` with the object embedded.
+    Build,
+    /// Setup, build, then run the unit tests and the privileged integration tests.
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build a small node from network namespaces, run the agent on it and send traffic.
+    Demo {
+        /// Keep the topology and the agent running until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// Debian packages: the build toolchain (TOOLCHAIN.md) and the tools tests and demo use.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "bpftool",
+    "iproute2",
+    "iptables",
+    "nftables",
+    "socat",
+    "iperf3",
+    "tcpdump",
+    "conntrack",
+    "netcat-openbsd",
+    "iputils-ping",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Build => {
+            setup()?;
+            build()
+        }
+        Cmd::Test { args } => {
+            setup()?;
+            build()?;
+            test(&args)
+        }
+        Cmd::Demo { keep } => {
+            setup()?;
+            build()?;
+            let mut cmd = Command::new(root().join("target/release/podlb-demo"));
+            cmd.arg("--podlb").arg(root().join("target/release/podlb"));
+            cmd.arg("--bpftool").arg("bpftool");
+            if keep {
+                cmd.arg("--keep");
+            }
+            run(&mut cmd)
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn ebpf_object() -> PathBuf {
+    root().join("target/ebpf/bpfel-unknown-none/release/lb-ebpf")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    let t = Instant::now();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    let linker_ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false);
+    if !linker_ok {
+        eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (LLVM 22)");
+        let path = format!(
+            "{LLVM_PREFIX}/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path)
+            .env("LLVM_PREFIX", LLVM_PREFIX))?;
+    }
+    eprintln!("setup: done in {:.1?}", t.elapsed());
+    Ok(())
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn build() -> Result<()> {
+    let t = Instant::now();
+    // The eBPF crate: Debian's compiler, prebuilt BPF core, BTF for every map.
+    run(Command::new("cargo")
+        .current_dir(root().join("lb-ebpf"))
+        .args(["build", "--release", "--target", "bpfel-unknown-none"])
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", root().join("target/ebpf"))
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        )
+        .env_remove("RUSTFLAGS"))?;
+    if !ebpf_object().exists() {
+        bail!(
+            "eBPF object missing after build: {}",
+            ebpf_object().display()
+        );
+    }
+    run(userspace_cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    eprintln!("build: done in {:.1?}", t.elapsed());
+    Ok(())
+}
+
+/// `cargo` for the user-space workspace, told where the eBPF object to embed is.
+fn userspace_cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root()).env("PODLB_EBPF_OBJ", ebpf_object());
+    cmd
+}
+
+fn test(args: &[String]) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "cargo xtask test needs root: the integration tests create network namespaces, \
+             load eBPF programs and mount bpffs. Run it as root."
+        );
+    }
+    let t = Instant::now();
+    run(userspace_cargo()
+        .args(["test", "--release", "--workspace"])
+        .args(args))?;
+    eprintln!("test: done in {:.1?}", t.elapsed());
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The agent loop: source -> model -> reconciler -> maps, plus interface attachment.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Result;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    datapath::{Datapath, Maps},
+    manifests::ManifestDir,
+    model::{self, NodeInfo},
+    reconcile::{self, MapState},
+};
+
+pub struct AgentConfig {
+    pub manifests: PathBuf,
+    pub node_name: String,
+    pub external_interfaces: Vec<String>,
+    pub pod_interfaces: Vec<glob::Pattern>,
+    pub bpf_root: PathBuf,
+}
+
+/// How often the manifests directory and the interface list are polled.
+const POLL: Duration = Duration::from_millis(200);
+
+pub async fn run(cfg: AgentConfig) -> Result<()> {
+    let mut dp = Datapath::open(&cfg.bpf_root)?;
+    let mut maps = Maps::open(&cfg.bpf_root)?;
+    let mut mirror = maps.read_state()?;
+    tracing::info!(
+        root = %cfg.bpf_root.display(),
+        adopted = dp.adopted,
+        frontends = mirror.frontends.len(),
+        backends = mirror.backends.len(),
+        "datapath ready"
+    );
+    let orphans = maps.orphans(&mirror)?;
+    for op in &orphans {
+        maps.apply(op)?;
+    }
+    let mut src = ManifestDir::new(&cfg.manifests);
+    let node = NodeInfo {
+        name: cfg.node_name.clone(),
+    };
+    let wants = |name: &str| {
+        cfg.external_interfaces.iter().any(|e| e == name)
+            || cfg.pod_interfaces.iter().any(|g| g.matches(name))
+    };
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(POLL);
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {}
+        }
+        match dp.sync_interfaces(wants) {
+            Ok(new) if !new.is_empty() => tracing::info!(interfaces = ?new, "attached"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("interface attach: {e:#}"),
+        }
+        let report = match src.rescan() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(dir = %cfg.manifests.display(), "cannot read manifests directory: {e}");
+                continue;
+            }
+        };
+        for e in &report.errors {
+            tracing::error!("rejected manifest, keeping its last good state: {e}");
+        }
+        if report.changed || first {
+            first = false;
+            mirror = sync(&mut maps, &mirror, &src, &node);
+        }
+    }
+    tracing::info!("stopping; the datapath stays pinned and keeps forwarding");
+    Ok(())
+}
+
+/// Computes the desired state and writes the difference. Returns the new mirror.
+fn sync(maps: &mut Maps, mirror: &MapState, src: &ManifestDir, node: &NodeInfo) -> MapState {
+    let objs = src.objects();
+    let built = model::build(&objs.services, &objs.slices, node);
+    for w in &built.warnings {
+        tracing::warn!("{w}");
+    }
+    let plan = reconcile::plan(mirror, &built.state);
+    for e in &plan.errors {
+        tracing::error!("{e}");
+    }
+    for op in &plan.ops {
+        if let Err(e) = maps.apply(op) {
+            tracing::error!("{e:#}; re-reading the maps");
+            return maps.read_state().unwrap_or_default();
+        }
+    }
+    tracing::info!(
+        writes = plan.ops.len(),
+        frontends = plan.next.frontends.len(),
+        backends = plan.next.backends.len(),
+        "synced"
+    );
+    plan.next
+}

@@ -1,0 +1,417 @@
+//! Datapath I/O: the bpf root, loading or re-adopting the programs and maps, attaching to
+//! interfaces, reading and writing the maps, and `reset`.
+//!
+//! Pin layout under the bpf root:
+//! - `<root>/<map name>` for every map (see `lb_common::ALL_MAPS`), so that
+//!   `bpftool map dump pinned <root>/<map>` works;
+//! - `<root>/<program name>` for the TC program;
+//! - `<root>/links/tc-<ifname>@<ifindex>` for each attachment (a TCX link).
+//!
+//! A restarted agent finds the pins and adopts them: the maps keep their contents, the links
+//! keep their programs attached, and nothing is reloaded.
+use std::{
+    collections::BTreeMap,
+    ffi::CStr,
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{links::FdLink, SchedClassifier, TcAttachType},
+    util::nr_cpus,
+    EbpfLoader,
+};
+use lb_common::*;
+
+use crate::reconcile::{BackendKey, FrontendState, MapState, Op};
+
+/// The eBPF object, embedded at build time (see build.rs).
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/podlb.bpf.o"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Makes sure `root` exists on a bpffs, mounting one at `root` when it is not.
+pub fn ensure_bpffs(root: &Path) -> Result<()> {
+    fs::create_dir_all(root)
+        .with_context(|| format!("cannot create bpf root {}", root.display()))?;
+    if fs_magic(root)? == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())?;
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "bpf root {} is not on a bpffs, and mounting one there failed: {}. Mount one \
+             (`mount -t bpf bpf {}`), or, when running under `ip netns exec` (which remounts \
+             /sys), use a bpf root outside /sys.",
+            root.display(),
+            std::io::Error::last_os_error(),
+            root.display()
+        );
+    }
+    tracing::info!(root = %root.display(), "mounted a bpffs at the bpf root");
+    Ok(())
+}
+
+fn fs_magic(p: &Path) -> Result<i64> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        bail!(
+            "statfs {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(st.f_type as i64)
+}
+
+/// The loaded (or adopted) TC program and the pin directory.
+pub struct Datapath {
+    root: PathBuf,
+    prog: SchedClassifier,
+    /// Whether the program was found pinned (re-adopted) rather than loaded now.
+    pub adopted: bool,
+}
+
+impl Datapath {
+    /// Loads the programs and maps, or adopts them when they are already pinned under `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        if EBPF_OBJECT.is_empty() {
+            bail!("this podlb binary was built without its eBPF object; build it with `cargo xtask build`");
+        }
+        ensure_bpffs(root)?;
+        fs::create_dir_all(root.join("links"))?;
+        let prog_pin = root.join(PROG_TC_POD);
+        let adopted = prog_pin.exists();
+        // Maps: opened from their pins when present, otherwise created and pinned.
+        let mut loader = EbpfLoader::new();
+        let pins: Vec<(&str, PathBuf)> = ALL_MAPS.iter().map(|m| (*m, root.join(m))).collect();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object")?;
+        let prog = if adopted {
+            SchedClassifier::from_pin(&prog_pin).context("adopting the pinned TC program")?
+        } else {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(PROG_TC_POD)
+                .ok_or_else(|| anyhow!("program {PROG_TC_POD} missing from the eBPF object"))?
+                .try_into()?;
+            p.load().context("loading the TC program (verifier)")?;
+            p.pin(&prog_pin).context("pinning the TC program")?;
+            SchedClassifier::from_pin(&prog_pin)?
+        };
+        Ok(Self {
+            root: root.to_path_buf(),
+            prog,
+            adopted,
+        })
+    }
+
+    /// Attaches the TC program to every interface whose name matches, unless a pinned link
+    /// already does; removes pins of links whose interface is gone. Returns newly attached names.
+    pub fn sync_interfaces(&mut self, want: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        let present = interfaces();
+        let links = self.root.join("links");
+        let mut attached = Vec::new();
+        for (name, index) in &present {
+            if !want(name) {
+                continue;
+            }
+            let pin = links.join(format!("tc-{name}@{index}"));
+            if pin.exists() {
+                continue;
+            }
+            let id = self
+                .prog
+                .attach(name, TcAttachType::Ingress)
+                .with_context(|| format!("attaching to {name}"))?;
+            let link: FdLink = self.prog.take_link(id)?.try_into()?;
+            link.pin(&pin)
+                .with_context(|| format!("pinning link for {name}"))?;
+            attached.push(name.clone());
+        }
+        for entry in fs::read_dir(&links)? {
+            let entry = entry?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let alive = file
+                .strip_prefix("tc-")
+                .and_then(|s| s.rsplit_once('@'))
+                .is_some_and(|(n, i)| {
+                    present
+                        .iter()
+                        .any(|(pn, pi)| pn == n && pi.to_string() == i)
+                });
+            if !alive {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(attached)
+    }
+
+    /// Names of the interfaces the program is attached to (from the link pins).
+    pub fn attached(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(root.join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let f = e.file_name().to_string_lossy().into_owned();
+                f.strip_prefix("tc-")
+                    .and_then(|s| s.rsplit_once('@'))
+                    .map(|(n, _)| n.to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Interfaces of the current network namespace, as (name, index).
+pub fn interfaces() -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 {
+            let name = CStr::from_ptr((*p).if_name).to_string_lossy().into_owned();
+            out.push((name, (*p).if_index));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
+/// Detaches and removes everything podlb pinned under `root`. Returns what was removed.
+pub fn reset(root: &Path) -> Result<usize> {
+    if !root.exists() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    // Links first, so that traffic stops being rewritten before maps go away.
+    for dir in [root.join("links"), root.to_path_buf()] {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type()?.is_file() {
+                fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+                n += 1;
+            }
+        }
+    }
+    let _ = fs::remove_dir(root.join("links"));
+    Ok(n)
+}
+
+fn open_map(root: &Path, name: &str) -> Result<Map> {
+    let path = root.join(name);
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!(
+            "cannot open pinned map {} (is the agent's bpf root right? has it run?)",
+            path.display()
+        )
+    })?;
+    Ok(Map::from_map_data(data)?)
+}
+
+/// Typed handles on the pinned maps.
+pub struct Maps {
+    pub frontends: HashMap<MapData, Frontend4Key, Frontend>,
+    pub slots: HashMap<MapData, SlotKey, Slot>,
+    pub backends: Array<MapData, Backend4>,
+    pub conntrack: HashMap<MapData, Ct4Key, Ct4Entry>,
+    pub stats: PerCpuArray<MapData, SvcStats>,
+    pub meta: HashMap<MapData, u32, SvcMeta>,
+}
+
+impl Maps {
+    pub fn open(root: &Path) -> Result<Self> {
+        Ok(Self {
+            frontends: open_map(root, MAP_FRONTENDS)?.try_into()?,
+            slots: open_map(root, MAP_SLOTS)?.try_into()?,
+            backends: open_map(root, MAP_BACKENDS)?.try_into()?,
+            conntrack: open_map(root, MAP_CONNTRACK)?.try_into()?,
+            stats: open_map(root, MAP_SVC_STATS)?.try_into()?,
+            meta: open_map(root, MAP_SVC_META)?.try_into()?,
+        })
+    }
+
+    /// Reads the service maps into a mirror. Slots beyond a frontend's count and backends no
+    /// slot refers to are left out, so the next plan removes them.
+    pub fn read_state(&self) -> Result<MapState> {
+        let mut st = MapState::default();
+        for item in self.frontends.iter() {
+            let (key, fe) = item?;
+            let mut slots = Vec::with_capacity(fe.count as usize);
+            for slot in 0..fe.count {
+                match self.slots.get(
+                    &SlotKey {
+                        svc_id: fe.svc_id,
+                        slot,
+                    },
+                    0,
+                ) {
+                    Ok(s) => slots.push(s.backend_id),
+                    Err(_) => break,
+                }
+            }
+            let name = self
+                .meta
+                .get(&fe.svc_id, 0)
+                .map(|m| meta_name(&m))
+                .unwrap_or_default();
+            st.frontends.insert(
+                key,
+                FrontendState {
+                    svc_id: fe.svc_id,
+                    name,
+                    slots,
+                },
+            );
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            let b = b?;
+            if b != Backend4::default() {
+                st.backends.insert(i as u32, BackendKey::from_map(&b));
+            }
+        }
+        Ok(st)
+    }
+
+    /// Slots and names that no frontend owns (left by a crash mid-update): to delete.
+    pub fn orphans(&self, st: &MapState) -> Result<Vec<Op>> {
+        let owned: BTreeMap<u32, usize> = st
+            .frontends
+            .values()
+            .map(|f| (f.svc_id, f.slots.len()))
+            .collect();
+        let mut ops = Vec::new();
+        for k in self.slots.keys() {
+            let k = k?;
+            if owned.get(&k.svc_id).is_none_or(|n| k.slot as usize >= *n) {
+                ops.push(Op::DelSlot {
+                    svc_id: k.svc_id,
+                    slot: k.slot,
+                });
+            }
+        }
+        for k in self.meta.keys() {
+            let k = k?;
+            if !owned.contains_key(&k) {
+                ops.push(Op::DelMeta(k));
+            }
+        }
+        Ok(ops)
+    }
+
+    /// Applies one planned write. Deleting what is already gone is not an error.
+    pub fn apply(&mut self, op: &Op) -> Result<()> {
+        let r = match op {
+            Op::SetBackend(id, k) => self.backends.set(*id, k.to_map(), 0),
+            Op::SetMeta(id, name) => self.meta.insert(id, make_meta(name), 0),
+            Op::ResetStats(id) => {
+                let zero = PerCpuValues::try_from(vec![
+                    SvcStats::default();
+                    nr_cpus().map_err(|(_, e)| e)?
+                ])?;
+                self.stats.set(*id, zero, 0)
+            }
+            Op::SetSlot {
+                svc_id,
+                slot,
+                backend_id,
+            } => self.slots.insert(
+                SlotKey {
+                    svc_id: *svc_id,
+                    slot: *slot,
+                },
+                Slot {
+                    backend_id: *backend_id,
+                },
+                0,
+            ),
+            Op::SetFrontend(k, f) => self.frontends.insert(k, f, 0),
+            Op::DelSlot { svc_id, slot } => ignore_missing(self.slots.remove(&SlotKey {
+                svc_id: *svc_id,
+                slot: *slot,
+            })),
+            Op::DelFrontend(k) => ignore_missing(self.frontends.remove(k)),
+            Op::DelMeta(id) => ignore_missing(self.meta.remove(id)),
+            Op::DelBackend(id) => self.backends.set(*id, Backend4::default(), 0),
+        };
+        r.with_context(|| format!("map write {op:?}"))
+    }
+
+    /// Sum of the per-CPU counters of one service.
+    pub fn stats_of(&self, svc_id: u32) -> SvcStats {
+        self.stats
+            .get(&svc_id, 0)
+            .map(|v| {
+                v.iter().fold(SvcStats::default(), |a, s| SvcStats {
+                    packets: a.packets + s.packets,
+                    bytes: a.bytes + s.bytes,
+                })
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+pub fn make_meta(name: &str) -> SvcMeta {
+    let mut m = SvcMeta {
+        name_len: 0,
+        pad: 0,
+        name: [0; SVC_NAME_LEN],
+    };
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(SVC_NAME_LEN);
+    m.name[..n].copy_from_slice(&bytes[..n]);
+    m.name_len = n as u32;
+    m
+}
+
+pub fn meta_name(m: &SvcMeta) -> String {
+    String::from_utf8_lossy(&m.name[..(m.name_len as usize).min(SVC_NAME_LEN)]).into_owned()
+}
+
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        PROTO_TCP => "TCP",
+        PROTO_UDP => "UDP",
+        PROTO_SCTP => "SCTP",
+        _ => "?",
+    }
+}
+
+pub fn fmt_addr(addr: [u8; 4], port: u16) -> String {
+    format!("{}:{}", Ipv4Addr::from(addr), port)
+}
