@@ -201,20 +201,24 @@ pub fn interfaces() -> Vec<(String, u32)> {
     out
 }
 
-/// Detaches and removes everything podlb pinned under `root`. Returns what was removed.
+/// Detaches and removes everything podlb pinned under `root`. Returns how many pins it removed.
+/// Only podlb's own pins are touched (a fresh bpffs also holds `maps.debug`/`progs.debug`).
 pub fn reset(root: &Path) -> Result<usize> {
-    if !root.exists() {
-        return Ok(0);
-    }
+    let mut pins: Vec<PathBuf> = fs::read_dir(root.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    // Links first, so that traffic stops being rewritten before the maps go away.
+    pins.push(root.join(PROG_TC_POD));
+    pins.extend(ALL_MAPS.iter().map(|m| root.join(m)));
     let mut n = 0;
-    // Links first, so that traffic stops being rewritten before maps go away.
-    for dir in [root.join("links"), root.to_path_buf()] {
-        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_type()?.is_file() {
-                fs::remove_file(e.path())
-                    .with_context(|| format!("removing {}", e.path().display()))?;
-                n += 1;
-            }
+    for p in pins {
+        match fs::remove_file(&p) {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
         }
     }
     let _ = fs::remove_dir(root.join("links"));

@@ -565,8 +565,13 @@ pub struct Process {
 /// Spawns `cmd` with only its network namespace switched to `ns` (it keeps the caller's mount
 /// namespace, so it sees the caller's bpffs mounts). stdin is /dev/null; stdout and stderr go to
 /// a log file, see [`Process::log`].
-pub fn spawn_in_netns(ns: &Netns, mut cmd: Command) -> io::Result<Process> {
-    let nsfile = File::open(ns.path())?; // opened before fork; O_CLOEXEC, so the child won't keep it
+pub fn spawn_in_netns(ns: &Netns, cmd: Command) -> io::Result<Process> {
+    spawn_in_netns_path(&ns.path(), cmd)
+}
+
+/// [`spawn_in_netns`] for a namespace given by its path (`/run/netns/NAME`).
+pub fn spawn_in_netns_path(ns: &Path, mut cmd: Command) -> io::Result<Process> {
+    let nsfile = File::open(ns)?; // opened before fork; O_CLOEXEC, so the child won't keep it
     let fd = nsfile.as_raw_fd();
     let dir = std::env::temp_dir().join("podlb-test");
     fs::create_dir_all(&dir)?;
@@ -930,5 +935,173 @@ impl TcpSession {
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.reader.get_ref().peer_addr()
+    }
+}
+
+/// A `podlb agent` on a [`Node`], with its own manifests directory and bpf root. It attaches to
+/// the pod interfaces (`lxc*`) and to `ext0` when the node has an external client. Drop stops
+/// it, removes everything it pinned (`podlb reset`) and unmounts the bpf root.
+pub struct Agent {
+    binary: PathBuf,
+    node_ns: PathBuf,
+    args: Vec<String>,
+    manifests: PathBuf,
+    root: BpfRoot,
+    proc: Option<Process>,
+    /// Logs of earlier runs of this agent (before restarts).
+    old_logs: String,
+}
+
+impl Agent {
+    /// Starts the agent. `binary` is the `podlb` executable.
+    pub fn start(binary: &Path, node: &Node) -> Result<Agent> {
+        let root = BpfRoot::new()?;
+        let manifests = std::env::temp_dir()
+            .join("podlb-test")
+            .join(unique_name("manifests"));
+        fs::create_dir_all(&manifests)?;
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--manifests".into(),
+            manifests.display().to_string(),
+            "--node-name".into(),
+            "node-a".into(),
+            "--pod-interface".into(),
+            "lxc*".into(),
+            "--bpf-root".into(),
+            root.path().display().to_string(),
+        ];
+        if node.ext().is_some() {
+            args.extend(["--external-interface".into(), "ext0".into()]);
+        }
+        let mut agent = Agent {
+            binary: binary.to_path_buf(),
+            node_ns: node.ns().path(),
+            args,
+            manifests,
+            root,
+            proc: None,
+            old_logs: String::new(),
+        };
+        agent.restart()?;
+        Ok(agent)
+    }
+
+    /// Starts the agent process (again).
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+            self.old_logs.push_str(&p.log());
+        }
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.args).env("PODLB_LOG", "info");
+        self.proc = Some(spawn_in_netns_path(&self.node_ns, cmd).context("spawning podlb agent")?);
+        Ok(())
+    }
+
+    /// `kill -9` the agent: the datapath stays pinned and keeps forwarding.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+            self.old_logs.push_str(&p.log());
+        }
+    }
+
+    /// The running process, if any.
+    pub fn process(&mut self) -> Option<&mut Process> {
+        self.proc.as_mut()
+    }
+
+    pub fn bpf_root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn manifests(&self) -> &Path {
+        &self.manifests
+    }
+
+    /// All log output of this agent so far, across restarts.
+    pub fn log(&self) -> String {
+        let mut s = self.old_logs.clone();
+        if let Some(p) = &self.proc {
+            s.push_str(&p.log());
+        }
+        s
+    }
+
+    /// Writes a manifest file atomically (temp file, then rename), as a ConfigMap update would.
+    pub fn write_manifest(&self, file: &str, yaml: &str) -> Result<()> {
+        let tmp = self.manifests.join(format!(".{file}.tmp"));
+        fs::write(&tmp, yaml)?;
+        fs::rename(&tmp, self.manifests.join(file))?;
+        Ok(())
+    }
+
+    pub fn remove_manifest(&self, file: &str) -> Result<()> {
+        Ok(fs::remove_file(self.manifests.join(file))?)
+    }
+
+    /// Runs a `podlb` CLI subcommand against this agent's bpf root; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args).arg("--bpf-root").arg(self.root.path());
+        run(&mut cmd, None)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+        let _ = Command::new(&self.binary)
+            .args(["reset", "--bpf-root"])
+            .arg(self.root.path())
+            .output();
+        let _ = fs::remove_dir_all(&self.manifests);
+    }
+}
+
+/// YAML builders for the manifests the tests and the demo write.
+pub mod manifest {
+    use std::net::Ipv4Addr;
+
+    /// A ClusterIP Service with `(name, port, protocol)` ports.
+    pub fn service(name: &str, cluster_ip: &str, ports: &[(&str, u16, &str)]) -> String {
+        let mut s = format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n\
+             spec:\n  type: ClusterIP\n  clusterIP: {cluster_ip}\n  ports:\n"
+        );
+        for (pname, port, proto) in ports {
+            s += &format!(
+                "  - {{name: {pname}, port: {port}, protocol: {proto}, targetPort: 9999}}\n"
+            );
+        }
+        s
+    }
+
+    /// An EndpointSlice for Service `service`, with `(name, port, protocol)` ports and
+    /// `(address, ready)` endpoints.
+    pub fn slice(
+        service: &str,
+        slice: &str,
+        ports: &[(&str, u16, &str)],
+        endpoints: &[(Ipv4Addr, bool)],
+    ) -> String {
+        let mut s = format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {slice}\n  \
+             namespace: default\n  labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n"
+        );
+        for (pname, port, proto) in ports {
+            s += &format!("- {{name: {pname}, port: {port}, protocol: {proto}}}\n");
+        }
+        s += "endpoints:\n";
+        for (ip, ready) in endpoints {
+            s += &format!("- addresses: [\"{ip}\"]\n  conditions: {{ready: {ready}}}\n");
+        }
+        if endpoints.is_empty() {
+            s += "[]\n";
+        }
+        s
     }
 }
