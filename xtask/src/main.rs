@@ -81,7 +81,9 @@ fn main() -> Result<()> {
             if keep {
                 cmd.arg("--keep");
             }
-            run(&mut cmd)
+            // Replace this process, so Ctrl-C and SIGTERM reach the demo, which tears down.
+            let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+            Err(err).context("running podlb-demo")
         }
     }
 }
