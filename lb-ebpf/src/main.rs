@@ -108,7 +108,7 @@ fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
 }
 
 /// Parses Ethernet + IPv4 (with options) + TCP/UDP ports. `None` means "not ours": not IPv4,
-/// truncated, malformed (IHL < 5, total length shorter than the header), a fragment, or
+/// truncated, malformed (IHL < 5, total length shorter than the headers), a fragment, or
 /// another protocol.
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Option<Packet> {
@@ -123,22 +123,20 @@ fn parse(ctx: &TcContext) -> Option<Packet> {
         return None;
     }
     let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    if tot_len < ihl * 4 {
-        return None;
-    }
     // More-fragments flag or a fragment offset: ports are not (all) there.
     if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
         return None;
     }
     let proto = ip[9];
     let l4_off = ETH_HLEN + ihl * 4;
-    // The L4 header must be complete, up to and including the checksum we rewrite.
+    // The L4 header must be complete, up to and including the checksum we rewrite, both in the
+    // frame and inside the datagram (a short datagram in a padded frame is truncated too).
     let ports: [u8; 4] = match proto {
-        PROTO_TCP => {
+        PROTO_TCP if tot_len >= ihl * 4 + 20 => {
             let tcp = unsafe { *ptr_at::<[u8; 20]>(ctx, l4_off)? };
             [tcp[0], tcp[1], tcp[2], tcp[3]]
         }
-        PROTO_UDP => {
+        PROTO_UDP if tot_len >= ihl * 4 + 8 => {
             let udp = unsafe { *ptr_at::<[u8; 8]>(ctx, l4_off)? };
             [udp[0], udp[1], udp[2], udp[3]]
         }

@@ -50,21 +50,37 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(POLL);
     let mut first = true;
+    let mut failed_attach: Vec<(String, String)> = Vec::new();
+    let mut dir_error: Option<String> = None;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => {}
         }
-        match dp.sync_interfaces(wants) {
-            Ok(new) if !new.is_empty() => tracing::info!(interfaces = ?new, "attached"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("interface attach: {e:#}"),
+        let (new, failed) = dp.sync_interfaces(wants);
+        if !new.is_empty() {
+            tracing::info!(interfaces = ?new, "attached");
+        }
+        // Failures are retried every poll but logged once per interface and reason.
+        failed_attach.retain(|f| failed.contains(f));
+        for f in failed {
+            if !failed_attach.contains(&f) {
+                tracing::error!(interface = %f.0, "cannot attach: {}", f.1);
+                failed_attach.push(f);
+            }
         }
         let report = match src.rescan() {
-            Ok(r) => r,
+            Ok(r) => {
+                dir_error = None;
+                r
+            }
             Err(e) => {
-                tracing::warn!(dir = %cfg.manifests.display(), "cannot read manifests directory: {e}");
+                let e = e.to_string();
+                if dir_error.as_ref() != Some(&e) {
+                    tracing::error!(dir = %cfg.manifests.display(), "cannot read manifests directory: {e}");
+                    dir_error = Some(e);
+                }
                 continue;
             }
         };

@@ -124,30 +124,26 @@ impl Datapath {
     }
 
     /// Attaches the TC program to every interface whose name matches, unless a pinned link
-    /// already does; removes pins of links whose interface is gone. Returns newly attached names.
-    pub fn sync_interfaces(&mut self, want: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    /// already does; removes pins of links whose interface is gone. Returns the newly attached
+    /// interfaces, and the failures as (interface, error).
+    pub fn sync_interfaces(
+        &mut self,
+        want: impl Fn(&str) -> bool,
+    ) -> (Vec<String>, Vec<(String, String)>) {
         let present = interfaces();
         let links = self.root.join("links");
-        let mut attached = Vec::new();
-        for (name, index) in &present {
-            if !want(name) {
-                continue;
-            }
+        let (mut attached, mut failed) = (Vec::new(), Vec::new());
+        for (name, index) in present.iter().filter(|(n, _)| want(n)) {
             let pin = links.join(format!("tc-{name}@{index}"));
             if pin.exists() {
                 continue;
             }
-            let id = self
-                .prog
-                .attach(name, TcAttachType::Ingress)
-                .with_context(|| format!("attaching to {name}"))?;
-            let link: FdLink = self.prog.take_link(id)?.try_into()?;
-            link.pin(&pin)
-                .with_context(|| format!("pinning link for {name}"))?;
-            attached.push(name.clone());
+            match self.attach(name, &pin) {
+                Ok(()) => attached.push(name.clone()),
+                Err(e) => failed.push((format!("{name}@{index}"), format!("{e:#}"))),
+            }
         }
-        for entry in fs::read_dir(&links)? {
-            let entry = entry?;
+        for entry in fs::read_dir(&links).into_iter().flatten().flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
             let alive = file
                 .strip_prefix("tc-")
@@ -161,7 +157,14 @@ impl Datapath {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(attached)
+        (attached, failed)
+    }
+
+    fn attach(&mut self, name: &str, pin: &Path) -> Result<()> {
+        let id = self.prog.attach(name, TcAttachType::Ingress)?;
+        let link: FdLink = self.prog.take_link(id)?.try_into()?;
+        link.pin(pin)?;
+        Ok(())
     }
 
     /// Names of the interfaces the program is attached to (from the link pins).
