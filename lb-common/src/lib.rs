@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. Bump when a key or value type changes shape.
-pub const PIN_LAYOUT_VERSION: u32 = 1;
+pub const PIN_LAYOUT_VERSION: u32 = 2;
 
 /// Map names. These are also the pin names under the bpf root.
 pub const MAP_FRONTENDS: &str = "lb4_frontends";
@@ -16,14 +16,20 @@ pub const MAP_BACKENDS: &str = "lb4_backends";
 pub const MAP_CONNTRACK: &str = "lb4_conntrack";
 pub const MAP_SVC_STATS: &str = "lb_svc_stats";
 pub const MAP_SVC_META: &str = "lb_svc_meta";
+pub const MAP_VIPS: &str = "lb4_vips";
+pub const MAP_CONFIG: &str = "lb_config";
+pub const MAP_COUNTERS: &str = "lb_counters";
 /// All maps, in the order they are pinned.
-pub const ALL_MAPS: [&str; 6] = [
+pub const ALL_MAPS: [&str; 9] = [
     MAP_FRONTENDS,
     MAP_SLOTS,
     MAP_BACKENDS,
     MAP_CONNTRACK,
     MAP_SVC_STATS,
     MAP_SVC_META,
+    MAP_VIPS,
+    MAP_CONFIG,
+    MAP_COUNTERS,
 ];
 
 /// Name of the TC program (the function name in lb-ebpf) and its pin name.
@@ -62,9 +68,67 @@ pub struct Frontend4Key {
 pub struct Frontend {
     pub svc_id: u32,
     pub count: u32,
-    pub flags: u32,
+    /// `FE_*` bits.
+    pub flags: u16,
+    /// `KIND_*`: for operators only; the datapath reads `flags`.
+    pub kind: u16,
     pub pad: u32,
 }
+
+/// `Frontend::flags`: masquerade every new flow to the node address (externalTrafficPolicy
+/// Cluster on NodePort, ExternalIP and LoadBalancer frontends).
+pub const FE_SNAT: u16 = 1;
+/// `Frontend::flags`: with no backends, drop instead of rejecting (traffic policy Local).
+pub const FE_DROP_EMPTY: u16 = 2;
+
+pub const KIND_CLUSTER_IP: u16 = 1;
+pub const KIND_NODE_PORT: u16 = 2;
+pub const KIND_EXTERNAL_IP: u16 = 3;
+pub const KIND_LOAD_BALANCER: u16 = 4;
+
+/// Value of `lb4_vips` (key: a ClusterIP as `[u8; 4]`): traffic to a ClusterIP on a port that
+/// is not a frontend is rejected.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Vip {
+    pub flags: u32,
+}
+
+/// The one entry of `lb_config` (an array of size 1), written by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Source address for SNAT (masquerade and hairpin); 0.0.0.0 disables SNAT.
+    pub snat_addr: [u8; 4],
+    /// SNAT source ports are taken from `snat_port_min..=snat_port_max`.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+}
+
+/// Default SNAT port range: above Linux's default ephemeral range (32768-60999), so SNATed
+/// flows do not collide with the node's own connections.
+pub const SNAT_PORT_MIN: u16 = 61000;
+pub const SNAT_PORT_MAX: u16 = 65535;
+
+/// Indexes of `lb_counters`, a per-CPU array of `u64` event counters.
+pub const CNT_REJECT_NO_BACKEND: u32 = 0;
+pub const CNT_REJECT_NO_PORT: u32 = 1;
+pub const CNT_DROP_NO_BACKEND: u32 = 2;
+pub const CNT_SNAT_NO_PORT: u32 = 3;
+pub const CNT_NAT_ERROR: u32 = 4;
+pub const CNT_HAIRPIN: u32 = 5;
+pub const CNT_SNAT: u32 = 6;
+pub const COUNTERS: u32 = 8;
+/// Names of the counters, by index, for the CLI.
+pub const COUNTER_NAMES: [&str; 7] = [
+    "reject_no_backend",
+    "reject_no_port",
+    "drop_no_backend",
+    "snat_no_free_port",
+    "nat_error",
+    "hairpin",
+    "snat",
+];
 
 /// Key of `lb4_slots`: the `slot`-th backend of service `svc_id`.
 #[repr(C)]
@@ -108,19 +172,24 @@ pub struct Ct4Key {
 pub const CT_FORWARD: u32 = 1;
 /// `Ct4Entry::flags`: reply entry (backend to client); rewrite the source back to the VIP.
 pub const CT_REPLY: u32 = 2;
+/// `Ct4Entry::flags`: the flow is source-NATed (`snat_*` are used).
+pub const CT_SNAT: u32 = 4;
 
-/// Conntrack value. For a forward entry `nat_addr:nat_port` is the backend; for a reply entry it
-/// is the VIP and Service port.
+/// Conntrack value.
+/// - forward entry: `nat_*` is the backend; with `CT_SNAT`, `snat_*` is the source the
+///   client is rewritten to (node address and allocated port);
+/// - reply entry: `nat_*` is the VIP and Service port (the new source); with `CT_SNAT`,
+///   `snat_*` is the original client (the new destination).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ct4Entry {
     pub nat_addr: [u8; 4],
     pub nat_port: u16,
-    pub pad: u16,
+    pub snat_port: u16,
+    pub snat_addr: [u8; 4],
     pub flags: u32,
     pub svc_id: u32,
     pub backend_id: u32,
-    pub pad2: u32,
 }
 
 /// Per-CPU counters per service (indexed by `svc_id`), in `lb_svc_stats`.
@@ -156,4 +225,6 @@ mod pod {
     unsafe impl aya::Pod for Ct4Entry {}
     unsafe impl aya::Pod for SvcStats {}
     unsafe impl aya::Pod for SvcMeta {}
+    unsafe impl aya::Pod for Vip {}
+    unsafe impl aya::Pod for Config {}
 }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    datapath::{Datapath, Maps},
+    datapath::{interface_ipv4, Datapath, Maps},
     manifests::ManifestDir,
     model::{self, NodeInfo},
     reconcile::{self, MapState},
@@ -38,9 +38,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         maps.apply(op)?;
     }
     let mut src = ManifestDir::new(&cfg.manifests);
-    let node = NodeInfo {
-        name: cfg.node_name.clone(),
-    };
+    let node_name = cfg.node_name.clone();
     let wants = |name: &str| {
         cfg.external_interfaces.iter().any(|e| e == name)
             || cfg.pod_interfaces.iter().any(|g| g.matches(name))
@@ -89,6 +87,10 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         }
         if report.changed || first {
             first = false;
+            let node = NodeInfo {
+                name: node_name.clone(),
+                fallback_addresses: interface_ipv4(&cfg.external_interfaces),
+            };
             mirror = sync(&mut maps, &mirror, &src, &node);
         }
     }
@@ -99,7 +101,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 /// Computes the desired state and writes the difference. Returns the new mirror.
 fn sync(maps: &mut Maps, mirror: &MapState, src: &ManifestDir, node: &NodeInfo) -> MapState {
     let objs = src.objects();
-    let built = model::build(&objs.services, &objs.slices, node);
+    let built = model::build(&objs.services, &objs.slices, &objs.nodes, node);
     for w in &built.warnings {
         tracing::warn!("{w}");
     }

@@ -204,6 +204,32 @@ pub fn interfaces() -> Vec<(String, u32)> {
     out
 }
 
+/// IPv4 addresses of the named interfaces (in the current network namespace), in order.
+pub fn interface_ipv4(names: &[String]) -> Vec<Ipv4Addr> {
+    let mut found: Vec<(usize, Ipv4Addr)> = Vec::new();
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return Vec::new();
+        }
+        let mut p = list;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                let name = CStr::from_ptr((*p).ifa_name).to_string_lossy();
+                if let Some(i) = names.iter().position(|n| *n == name) {
+                    let sin = &*(a as *const libc::sockaddr_in);
+                    found.push((i, Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, a)| a).collect()
+}
+
 /// Detaches and removes everything podlb pinned under `root`. Returns how many pins it removed.
 /// Only podlb's own pins are touched (a fresh bpffs also holds `maps.debug`/`progs.debug`).
 pub fn reset(root: &Path) -> Result<usize> {
@@ -247,6 +273,9 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, Ct4Key, Ct4Entry>,
     pub stats: PerCpuArray<MapData, SvcStats>,
     pub meta: HashMap<MapData, u32, SvcMeta>,
+    pub vips: HashMap<MapData, [u8; 4], Vip>,
+    pub config: Array<MapData, Config>,
+    pub counters: PerCpuArray<MapData, u64>,
 }
 
 impl Maps {
@@ -258,6 +287,9 @@ impl Maps {
             conntrack: open_map(root, MAP_CONNTRACK)?.try_into()?,
             stats: open_map(root, MAP_SVC_STATS)?.try_into()?,
             meta: open_map(root, MAP_SVC_META)?.try_into()?,
+            vips: open_map(root, MAP_VIPS)?.try_into()?,
+            config: open_map(root, MAP_CONFIG)?.try_into()?,
+            counters: open_map(root, MAP_COUNTERS)?.try_into()?,
         })
     }
 
@@ -290,10 +322,16 @@ impl Maps {
                 FrontendState {
                     svc_id: fe.svc_id,
                     name,
+                    flags: fe.flags,
+                    kind: fe.kind,
                     slots,
                 },
             );
         }
+        for k in self.vips.keys() {
+            st.vips.insert(Ipv4Addr::from(k?));
+        }
+        st.config = self.config.get(&0, 0)?;
         for (i, b) in self.backends.iter().enumerate() {
             let b = b?;
             if b != Backend4::default() {
@@ -363,8 +401,27 @@ impl Maps {
             Op::DelFrontend(k) => ignore_missing(self.frontends.remove(k)),
             Op::DelMeta(id) => ignore_missing(self.meta.remove(id)),
             Op::DelBackend(id) => self.backends.set(*id, Backend4::default(), 0),
+            Op::SetVip(ip) => self.vips.insert(ip.octets(), Vip::default(), 0),
+            Op::DelVip(ip) => ignore_missing(self.vips.remove(&ip.octets())),
+            Op::SetConfig(c) => self.config.set(0, c, 0),
         };
         r.with_context(|| format!("map write {op:?}"))
+    }
+
+    /// The `CNT_*` event counters, summed over CPUs, with their names.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        COUNTER_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let v = self
+                    .counters
+                    .get(&(i as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
+                (*name, v)
+            })
+            .collect()
     }
 
     /// Sum of the per-CPU counters of one service.

@@ -1,14 +1,18 @@
-//! Desired IPv4 ClusterIP datapath state computed from Kubernetes objects.
+//! Desired IPv4 datapath state computed from Kubernetes objects.
 //!
-//! Pure functions, no I/O. The rules are kube-proxy's (kube-proxy-contract.md points 1-6 and 25):
-//! which Services and EndpointSlices count, how slice ports are matched to Service ports, and
-//! which endpoints become backends.
+//! Pure functions, no I/O. The rules are kube-proxy's (kube-proxy-contract.md points 1-6, 9, 10,
+//! 13-16, 19, 21, 24 and 25): which Services and EndpointSlices count, how slice ports are matched
+//! to Service ports, which frontends every Service type gets (ClusterIP, NodePort, externalIPs,
+//! LoadBalancer ingress), and which endpoints become the backends of each frontend.
+//!
+//! Only IPv4 is programmed. Every address list goes through [`ipv4_only`], the one place that
+//! sorts addresses by family, so IPv6 can be added there.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -76,10 +80,62 @@ pub struct BackendAddr {
     pub port: u16,
 }
 
+/// How a frontend address was derived from its Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FrontendKind {
+    /// `spec.clusterIPs`.
+    ClusterIp,
+    /// A node address and `ports[].nodePort` (Services of type NodePort and LoadBalancer).
+    NodePort,
+    /// `spec.externalIPs`.
+    ExternalIp,
+    /// `status.loadBalancer.ingress[].ip` (Services of type LoadBalancer).
+    LoadBalancer,
+}
+
+impl FrontendKind {
+    /// Reachable from outside the cluster: externalTrafficPolicy applies, not
+    /// internalTrafficPolicy (contract point 10).
+    pub fn is_external(self) -> bool {
+        self != FrontendKind::ClusterIp
+    }
+
+    /// Which kind keeps an address two frontends claim: the addresses the API server allocates
+    /// (ClusterIPs, NodePorts) before the ones a controller writes (LoadBalancer ingress), and
+    /// those before the ones any Service author may write (externalIPs), so that an externalIP
+    /// cannot take over another Service's ClusterIP.
+    fn precedence(self) -> u8 {
+        match self {
+            FrontendKind::ClusterIp => 0,
+            FrontendKind::NodePort => 1,
+            FrontendKind::LoadBalancer => 2,
+            FrontendKind::ExternalIp => 3,
+        }
+    }
+}
+
+impl fmt::Display for FrontendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FrontendKind::ClusterIp => "ClusterIP",
+            FrontendKind::NodePort => "NodePort",
+            FrontendKind::ExternalIp => "ExternalIP",
+            FrontendKind::LoadBalancer => "LoadBalancer",
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrontendSpec {
     /// "namespace/name:portname", or "namespace/name" when the port has no name.
     pub name: String,
+    pub kind: FrontendKind,
+    /// Masquerade (SNAT to the node address) every new flow: externally reachable frontends
+    /// (NodePort, ExternalIp, LoadBalancer) with externalTrafficPolicy Cluster (contract point 13).
+    pub snat: bool,
+    /// With no backends: drop silently (true: iTP=Local / eTP=Local with no local endpoints,
+    /// points 14-15) instead of rejecting (false: point 16).
+    pub drop_when_empty: bool,
     /// Sorted and deduplicated; empty when the Service has no usable endpoints.
     pub backends: Vec<BackendAddr>,
 }
@@ -87,15 +143,25 @@ pub struct FrontendSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub frontends: BTreeMap<FrontendAddr, FrontendSpec>,
+    /// Every programmed ClusterIP (IPv4): traffic to one of these on a port that is not a
+    /// frontend is rejected (point 24).
+    pub cluster_ips: BTreeSet<Ipv4Addr>,
+    /// The addresses NodePorts are served on (point 21 and DESIGN: the Node object's InternalIP
+    /// and ExternalIP addresses, else NodeInfo.fallback_addresses). Never loopback.
+    pub node_addresses: Vec<Ipv4Addr>,
 }
 
 pub struct NodeInfo {
+    /// This node's name: the Node object to read addresses from, and endpoints whose `nodeName`
+    /// is this name are local.
     pub name: String,
+    /// Where NodePorts are served when the Node object is missing or has no usable address.
+    pub fallback_addresses: Vec<Ipv4Addr>,
 }
 
 pub struct Built {
     pub state: DesiredState,
-    /// One line per skipped malformed object, naming it.
+    /// One line per skipped malformed object, address or frontend, naming its object.
     pub warnings: Vec<String>,
 }
 
@@ -116,6 +182,65 @@ fn foreign_or_headless(meta: &ObjectMeta) -> bool {
     has_label(meta, LABEL_SERVICE_PROXY_NAME) || has_label(meta, LABEL_HEADLESS)
 }
 
+/// The per-family filter of every address the model reads: `Ok(Some)` for IPv4, `Ok(None)` for
+/// an address of a family that is not programmed (IPv6), `Err` when it is no IP address at all.
+pub fn ipv4_only(s: &str) -> Result<Option<Ipv4Addr>, String> {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Ok(Some(ip)),
+        Ok(IpAddr::V6(_)) => Ok(None),
+        Err(_) => Err(format!("{s:?} is not an IP address")),
+    }
+}
+
+fn push_unique(list: &mut Vec<Ipv4Addr>, ip: Ipv4Addr) {
+    if !list.contains(&ip) {
+        list.push(ip);
+    }
+}
+
+/// The IPv4 addresses of `addrs` in order, without duplicates; a string that is no IP address
+/// is left out with a warning naming `what`.
+fn ipv4_list<'a>(
+    addrs: impl IntoIterator<Item = &'a str>,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for a in addrs {
+        match ipv4_only(a) {
+            Ok(Some(ip)) => push_unique(&mut out, ip),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!("{what} {e}; skipped")),
+        }
+    }
+    out
+}
+
+/// Where NodePorts are served (point 21): the InternalIP and ExternalIP addresses of the Node
+/// object named `node.name`, else `node.fallback_addresses`; never loopback or 0.0.0.0.
+fn node_addresses(nodes: &[Node], node: &NodeInfo, warnings: &mut Vec<String>) -> Vec<Ipv4Addr> {
+    let usable = |ip: &Ipv4Addr| !ip.is_loopback() && !ip.is_unspecified();
+    let mut own = Vec::new();
+    if let Some(obj) = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node.name.as_str()))
+    {
+        let addrs = obj.status.iter().flat_map(|s| s.addresses.iter().flatten());
+        let addrs = addrs
+            .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+            .map(|a| a.address.as_str());
+        let what = format!("node {}: address", node.name);
+        own = ipv4_list(addrs, &what, warnings);
+        own.retain(usable);
+    }
+    if own.is_empty() {
+        for ip in node.fallback_addresses.iter().filter(|ip| usable(ip)) {
+            push_unique(&mut own, *ip);
+        }
+    }
+    own
+}
+
 #[derive(Clone, Copy)]
 struct Conditions {
     ready: bool,
@@ -129,14 +254,22 @@ struct SlicePort {
     port: u16,
 }
 
+#[derive(Clone, Copy)]
+struct Endpoint {
+    ip: Ipv4Addr,
+    conditions: Conditions,
+    /// `nodeName` is this node.
+    local: bool,
+}
+
 /// A validated IPv4 EndpointSlice reduced to what the model reads.
 struct SliceView {
     ports: Vec<SlicePort>,
-    endpoints: Vec<(Ipv4Addr, Conditions)>,
+    endpoints: Vec<Endpoint>,
 }
 
 impl SliceView {
-    fn new(slice: &EndpointSlice) -> Result<SliceView, String> {
+    fn new(slice: &EndpointSlice, node_name: &str) -> Result<SliceView, String> {
         let mut ports = Vec::new();
         for p in slice.ports.iter().flatten() {
             let Some(number) = p.port else { continue };
@@ -162,7 +295,11 @@ impl SliceView {
                 serving: c.and_then(|c| c.serving).unwrap_or(true),
                 terminating: c.and_then(|c| c.terminating).unwrap_or(false),
             };
-            endpoints.push((first.parse().expect("validated above"), conditions));
+            endpoints.push(Endpoint {
+                ip: first.parse().expect("validated above"),
+                conditions,
+                local: ep.node_name.as_deref() == Some(node_name),
+            });
         }
         Ok(SliceView { ports, endpoints })
     }
@@ -181,10 +318,17 @@ fn slice_service(slice: &EndpointSlice) -> Option<String> {
     })
 }
 
-/// kube-proxy's cluster endpoint set for one Service port: ready endpoints, else the ones
-/// that are serving and terminating. A non-terminating endpoint wins over a duplicate.
-fn backends(slices: &[SliceView], port_name: &str, proto: Proto) -> Vec<BackendAddr> {
-    let mut seen: BTreeMap<BackendAddr, Conditions> = BTreeMap::new();
+/// kube-proxy's two endpoint sets for one Service port (point 6).
+struct EndpointSets {
+    /// Ready endpoints, else the ones that are serving and terminating.
+    cluster: Vec<BackendAddr>,
+    /// The same rule applied to this node's endpoints only.
+    local: Vec<BackendAddr>,
+}
+
+/// The endpoint sets of one Service port. A non-terminating endpoint wins over a duplicate.
+fn endpoint_sets(slices: &[SliceView], port_name: &str, proto: Proto) -> EndpointSets {
+    let mut seen: BTreeMap<BackendAddr, Endpoint> = BTreeMap::new();
     for slice in slices {
         let Some(sp) = slice
             .ports
@@ -193,89 +337,204 @@ fn backends(slices: &[SliceView], port_name: &str, proto: Proto) -> Vec<BackendA
         else {
             continue;
         };
-        for &(ip, cond) in &slice.endpoints {
-            match seen.entry(BackendAddr { ip, port: sp.port }) {
+        for ep in &slice.endpoints {
+            match seen.entry(BackendAddr {
+                ip: ep.ip,
+                port: sp.port,
+            }) {
                 Entry::Vacant(v) => {
-                    v.insert(cond);
+                    v.insert(*ep);
                 }
-                Entry::Occupied(mut o) if o.get().terminating && !cond.terminating => {
-                    o.insert(cond);
+                Entry::Occupied(mut o)
+                    if o.get().conditions.terminating && !ep.conditions.terminating =>
+                {
+                    o.insert(*ep);
                 }
                 Entry::Occupied(_) => {}
             }
         }
     }
-    let pick = |f: fn(&Conditions) -> bool| -> Vec<BackendAddr> {
-        seen.iter().filter(|(_, c)| f(c)).map(|(a, _)| *a).collect()
+    let usable = |local_only: bool| -> Vec<BackendAddr> {
+        let pick = |f: fn(&Conditions) -> bool| -> Vec<BackendAddr> {
+            seen.iter()
+                .filter(|(_, e)| (e.local || !local_only) && f(&e.conditions))
+                .map(|(a, _)| *a)
+                .collect()
+        };
+        let ready = pick(|c| c.ready);
+        if ready.is_empty() {
+            pick(|c| c.serving && c.terminating)
+        } else {
+            ready
+        }
     };
-    let ready = pick(|c| c.ready);
-    if ready.is_empty() {
-        pick(|c| c.serving && c.terminating)
-    } else {
-        ready
+    EndpointSets {
+        cluster: usable(false),
+        local: usable(true),
     }
 }
 
-/// The frontends of one Service (empty when kube-proxy would skip it); Err when malformed.
+/// What one accepted Service contributes.
+struct ServiceOutput {
+    cluster_ips: Vec<Ipv4Addr>,
+    /// Port by port, in Service port order; several may claim the same address.
+    frontends: Vec<(FrontendAddr, FrontendSpec)>,
+    /// Addresses and frontends left out of an otherwise good Service.
+    warnings: Vec<String>,
+}
+
+struct PortView<'a> {
+    name: &'a str,
+    proto: Proto,
+    port: u16,
+    node_port: Option<i32>,
+}
+
+/// The frontends of one Service; `None` when kube-proxy would skip it, Err when malformed.
 fn service_frontends(
     svc: &Service,
     key: &str,
     slices: &[SliceView],
-) -> Result<BTreeMap<FrontendAddr, FrontendSpec>, String> {
-    let mut out = BTreeMap::new();
+    node_addresses: &[Ipv4Addr],
+) -> Result<Option<ServiceOutput>, String> {
     let Some(spec) = svc.spec.as_ref() else {
-        return Ok(out);
+        return Ok(None);
     };
-    if foreign_or_headless(&svc.metadata) || spec.type_.as_deref() == Some("ExternalName") {
-        return Ok(out);
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if foreign_or_headless(&svc.metadata) || type_ == "ExternalName" {
+        return Ok(None);
     }
     let cluster_ip = match spec.cluster_ip.as_ref() {
         Some(ip) if !ip.is_empty() && ip != "None" => ip,
-        _ => return Ok(out),
+        _ => return Ok(None),
     };
     let ips = match spec.cluster_ips.as_deref() {
         Some(ips) if !ips.is_empty() => ips,
         _ => std::slice::from_ref(cluster_ip),
     };
-    let mut v4 = Vec::new();
+    let mut cluster_ips = Vec::new();
     for ip in ips {
-        match ip.parse::<IpAddr>() {
-            Ok(IpAddr::V4(ip)) => v4.push(ip),
-            Ok(IpAddr::V6(_)) => {}
+        match ipv4_only(ip) {
+            Ok(Some(ip)) => push_unique(&mut cluster_ips, ip),
+            Ok(None) => {}
             Err(_) => return Err(format!("clusterIP {ip:?} is not an IPv4 address")),
         }
     }
+    let mut ports = Vec::new();
     for sp in spec.ports.iter().flatten() {
-        let proto = Proto::parse(sp.protocol.as_deref())?;
-        let port = u16::try_from(sp.port)
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| format!("port {} is out of range", sp.port))?;
-        let port_name = sp.name.as_deref().unwrap_or("");
-        let name = match port_name {
+        ports.push(PortView {
+            name: sp.name.as_deref().unwrap_or(""),
+            proto: Proto::parse(sp.protocol.as_deref())?,
+            port: u16::try_from(sp.port)
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("port {} is out of range", sp.port))?,
+            // 0 is the API's "no nodePort" (kube-proxy tests `NodePort() != 0`).
+            node_port: sp.node_port.filter(|&n| n != 0),
+        });
+    }
+
+    let mut warnings = Vec::new();
+    let external_ips = ipv4_list(
+        spec.external_ips.iter().flatten().map(String::as_str),
+        &format!("service {key}: externalIP"),
+        &mut warnings,
+    );
+    let lb_ips = if type_ == "LoadBalancer" {
+        let ingress = svc
+            .status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            // Point 9: with ipMode Proxy (anything but VIP) the load balancer delivers to the
+            // nodes itself; hostname-only entries have nothing to program.
+            .filter(|ing| ing.ip_mode.as_deref().is_none_or(|m| m == "VIP"))
+            .filter_map(|ing| ing.ip.as_deref().filter(|ip| !ip.is_empty()));
+        ipv4_list(
+            ingress,
+            &format!("service {key}: loadBalancer ingress IP"),
+            &mut warnings,
+        )
+    } else {
+        Vec::new()
+    };
+    let node_ports = matches!(type_, "NodePort" | "LoadBalancer");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+
+    let mut frontends = Vec::new();
+    for p in &ports {
+        let name = match p.name {
             "" => key.to_string(),
             n => format!("{key}:{n}"),
         };
-        let backends = backends(slices, port_name, proto);
-        for &ip in &v4 {
-            let addr = FrontendAddr { ip, port, proto };
+        let sets = endpoint_sets(slices, p.name, p.proto);
+        let mut add = |kind: FrontendKind, ip: Ipv4Addr, port: u16| {
+            // Point 10: the Local set when the policy that applies to this kind is Local.
+            let local = if kind.is_external() {
+                external_local
+            } else {
+                internal_local
+            };
+            let addr = FrontendAddr {
+                ip,
+                port,
+                proto: p.proto,
+            };
             let spec = FrontendSpec {
                 name: name.clone(),
-                backends: backends.clone(),
+                kind,
+                snat: kind.is_external() && !local,
+                drop_when_empty: local,
+                backends: if local { &sets.local } else { &sets.cluster }.clone(),
             };
-            if out.insert(addr, spec).is_some() {
-                return Err(format!("frontend {addr} is listed twice"));
+            frontends.push((addr, spec));
+        };
+        for &ip in &cluster_ips {
+            add(FrontendKind::ClusterIp, ip, p.port);
+        }
+        if let (true, Some(number)) = (node_ports, p.node_port) {
+            match u16::try_from(number) {
+                Ok(np) => {
+                    for &ip in node_addresses {
+                        add(FrontendKind::NodePort, ip, np);
+                    }
+                }
+                Err(_) => warnings.push(format!(
+                    "service {key}: nodePort {number} of port {}/{} is out of range; skipped",
+                    p.port, p.proto
+                )),
             }
         }
+        for &ip in &external_ips {
+            add(FrontendKind::ExternalIp, ip, p.port);
+        }
+        for &ip in &lb_ips {
+            add(FrontendKind::LoadBalancer, ip, p.port);
+        }
     }
-    Ok(out)
+    Ok(Some(ServiceOutput {
+        cluster_ips,
+        frontends,
+        warnings,
+    }))
 }
 
-/// Computes the desired state. Malformed objects are skipped with a warning; objects are
-/// processed in "namespace/name" order, so when two Services claim the same frontend the
-/// first one in that order keeps it.
-pub fn build(services: &[Service], slices: &[EndpointSlice], _node: &NodeInfo) -> Built {
+/// Computes the desired state. Malformed objects are skipped with a warning. When several
+/// frontends claim one address, the kind with the higher precedence keeps it (ClusterIP, then
+/// NodePort, LoadBalancer, ExternalIP), then the first Service in "namespace/name" order, then
+/// the first port of that Service; the others are left out with a warning naming both.
+pub fn build(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    nodes: &[Node],
+    node: &NodeInfo,
+) -> Built {
     let mut warnings = Vec::new();
+    let mut state = DesiredState {
+        node_addresses: node_addresses(nodes, node, &mut warnings),
+        ..DesiredState::default()
+    };
 
     let mut sorted: Vec<&EndpointSlice> = slices.iter().collect();
     sorted.sort_by_cached_key(|s| object_key(&s.metadata));
@@ -284,7 +543,7 @@ pub fn build(services: &[Service], slices: &[EndpointSlice], _node: &NodeInfo) -
         let Some(service) = slice_service(slice) else {
             continue;
         };
-        match SliceView::new(slice) {
+        match SliceView::new(slice, &node.name) {
             Ok(view) => by_service.entry(service).or_default().push(view),
             Err(e) => warnings.push(format!(
                 "endpointslice {}: {e}",
@@ -295,27 +554,35 @@ pub fn build(services: &[Service], slices: &[EndpointSlice], _node: &NodeInfo) -
 
     let mut sorted: Vec<&Service> = services.iter().collect();
     sorted.sort_by_cached_key(|s| object_key(&s.metadata));
-    let mut state = DesiredState::default();
+    let mut claims = Vec::new();
     for svc in sorted {
         let key = object_key(&svc.metadata);
         let slices = by_service.get(&key).map_or(&[][..], Vec::as_slice);
-        let frontends = match service_frontends(svc, &key, slices) {
-            Ok(f) => f,
-            Err(e) => {
-                warnings.push(format!("service {key}: {e}"));
-                continue;
+        match service_frontends(svc, &key, slices, &state.node_addresses) {
+            Ok(Some(out)) => {
+                state.cluster_ips.extend(out.cluster_ips);
+                claims.extend(out.frontends);
+                warnings.extend(out.warnings);
             }
-        };
-        if let Some((addr, other)) = frontends
-            .keys()
-            .find_map(|a| state.frontends.get(a).map(|o| (a, &o.name)))
-        {
-            warnings.push(format!(
-                "service {key}: frontend {addr} is already used by {other}"
-            ));
-            continue;
+            Ok(None) => {}
+            Err(e) => warnings.push(format!("service {key}: {e}")),
         }
-        state.frontends.extend(frontends);
+    }
+    // Stable: within one kind, Service order and then port order are kept.
+    claims.sort_by_key(|(_, spec)| spec.kind.precedence());
+    for (addr, spec) in claims {
+        match state.frontends.entry(addr) {
+            Entry::Vacant(v) => {
+                v.insert(spec);
+            }
+            Entry::Occupied(o) => warnings.push(format!(
+                "service {}: frontend {addr} ({}) is already used by {} ({})",
+                spec.name,
+                spec.kind,
+                o.get().name,
+                o.get().kind
+            )),
+        }
     }
     Built { state, warnings }
 }
@@ -325,26 +592,41 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
-    fn objects(yaml: &str) -> (Vec<Service>, Vec<EndpointSlice>) {
-        let (mut services, mut slices) = (Vec::new(), Vec::new());
+    #[derive(Default)]
+    struct Objects {
+        services: Vec<Service>,
+        slices: Vec<EndpointSlice>,
+        nodes: Vec<Node>,
+    }
+
+    fn objects(yaml: &str) -> Objects {
+        let mut o = Objects::default();
         for doc in serde_yaml::Deserializer::from_str(yaml) {
             let v = serde_yaml::Value::deserialize(doc).unwrap();
             match v["kind"].as_str() {
-                Some("Service") => services.push(serde_yaml::from_value(v).unwrap()),
-                Some("EndpointSlice") => slices.push(serde_yaml::from_value(v).unwrap()),
+                Some("Service") => o.services.push(serde_yaml::from_value(v).unwrap()),
+                Some("EndpointSlice") => o.slices.push(serde_yaml::from_value(v).unwrap()),
+                Some("Node") => o.nodes.push(serde_yaml::from_value(v).unwrap()),
                 other => panic!("unexpected kind {other:?}"),
             }
         }
-        (services, slices)
+        o
     }
 
+    /// Builds on "node-a", whose fallback address is 192.168.0.1.
     fn run(yaml: &str) -> Built {
-        let (services, slices) = objects(yaml);
+        run_with(yaml, &["192.168.0.1"])
+    }
+
+    fn run_with(yaml: &str, fallback: &[&str]) -> Built {
+        let o = objects(yaml);
         build(
-            &services,
-            &slices,
+            &o.services,
+            &o.slices,
+            &o.nodes,
             &NodeInfo {
                 name: "node-a".into(),
+                fallback_addresses: fallback.iter().map(|a| a.parse().unwrap()).collect(),
             },
         )
     }
@@ -355,6 +637,10 @@ mod tests {
             port,
             proto,
         }
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
     }
 
     fn be(s: &str) -> BackendAddr {
@@ -788,10 +1074,6 @@ metadata: {name: range}
 spec: {clusterIP: 10.96.0.3, ports: [{port: 70000}]}
 ---
 kind: Service
-metadata: {name: twice}
-spec: {clusterIP: 10.96.0.4, ports: [{name: a, port: 80}, {name: b, port: 80}]}
----
-kind: Service
 metadata: {name: good}
 spec: {clusterIP: 10.96.0.5, ports: [{port: 80}]}
 ---
@@ -820,11 +1102,11 @@ endpoints: [{addresses: [10.0.0.3]}]
                 r#"endpointslice default/good-proto: unknown protocol "tcp""#,
                 r#"service default/proto: unknown protocol "ICMP""#,
                 "service default/range: port 70000 is out of range",
-                "service default/twice: frontend 10.96.0.4:80/TCP is listed twice",
                 r#"service default/web: clusterIP "10.0.0.300" is not an IPv4 address"#,
             ]
         );
         assert_eq!(b.state.frontends.len(), 1);
+        assert_eq!(b.state.cluster_ips, [ip("10.96.0.5")].into());
         assert_eq!(
             backends_of(&b, "10.96.0.5", 80, Proto::Tcp),
             bes(&["10.0.0.3:8080"])
@@ -832,7 +1114,7 @@ endpoints: [{addresses: [10.0.0.3]}]
     }
 
     #[test]
-    fn conflicting_frontend_keeps_first_service() {
+    fn conflicting_frontend_keeps_first_service_and_port() {
         let b = run(r#"
 kind: Service
 metadata: {name: b}
@@ -841,15 +1123,32 @@ spec: {clusterIP: 10.96.0.1, ports: [{port: 80}, {port: 81}]}
 kind: Service
 metadata: {name: a}
 spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: twice}
+spec: {clusterIP: 10.96.0.4, ports: [{name: a, port: 80}, {name: b, port: 80}]}
 "#);
         assert_eq!(
             b.warnings,
-            vec!["service default/b: frontend 10.96.0.1:80/TCP is already used by default/a"]
+            vec![
+                "service default/b: frontend 10.96.0.1:80/TCP (ClusterIP) is already used by default/a (ClusterIP)",
+                "service default/twice:b: frontend 10.96.0.4:80/TCP (ClusterIP) is already used by default/twice:a (ClusterIP)",
+            ]
         );
-        assert_eq!(b.state.frontends.len(), 1);
+        // Only the conflicting frontends are left out, not their Services.
+        let names: Vec<(FrontendAddr, &str)> = b
+            .state
+            .frontends
+            .iter()
+            .map(|(a, f)| (*a, f.name.as_str()))
+            .collect();
         assert_eq!(
-            b.state.frontends[&fe("10.96.0.1", 80, Proto::Tcp)].name,
-            "default/a"
+            names,
+            vec![
+                (fe("10.96.0.1", 80, Proto::Tcp), "default/a"),
+                (fe("10.96.0.1", 81, Proto::Tcp), "default/b"),
+                (fe("10.96.0.4", 80, Proto::Tcp), "default/twice:a"),
+            ]
         );
     }
 
@@ -858,5 +1157,589 @@ spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
         let b = run(WEB);
         assert_eq!(b.state.frontends.len(), 2);
         assert!(b.state.frontends.values().all(|f| f.backends.is_empty()));
+    }
+
+    /// Frontend addresses of the given kind, in order.
+    fn of_kind(b: &Built, kind: FrontendKind) -> Vec<FrontendAddr> {
+        let fes = b.state.frontends.iter();
+        fes.filter(|(_, f)| f.kind == kind)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    const NODE_A: &str = r#"
+kind: Node
+apiVersion: v1
+metadata: {name: node-a}
+status:
+  addresses:
+  - {type: Hostname, address: node-a}
+  - {type: InternalIP, address: 10.1.0.5}
+  - {type: InternalIP, address: "fd00::5"}
+  - {type: InternalIP, address: 127.0.0.1}
+  - {type: ExternalIP, address: 203.0.113.5}
+  - {type: InternalDNS, address: 10.1.0.99}
+  - {type: ExternalIP, address: 10.1.0.5}
+"#;
+
+    /// Ready endpoints on node-a and node-b, a serving+terminating one on node-a, and one
+    /// without a node name.
+    const WEB_SLICE: &str = r#"
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: [10.0.1.1], nodeName: node-a}
+- {addresses: [10.0.2.1], nodeName: node-b}
+- {addresses: [10.0.1.2], nodeName: node-a, conditions: {ready: false, terminating: true}}
+- {addresses: [10.0.3.1]}
+"#;
+
+    const NODE_PORT_WEB: &str = r#"
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, nodePort: 30080}]
+"#;
+
+    #[test]
+    fn node_port_served_on_node_object_addresses() {
+        let b = run(&format!(
+            "{NODE_PORT_WEB}---{NODE_A}---
+kind: Node
+metadata: {{name: node-b}}
+status: {{addresses: [{{type: InternalIP, address: 10.1.0.6}}]}}
+---{WEB_SLICE}"
+        ));
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        // IPv6, loopback, Hostname and InternalDNS entries are ignored, duplicates dropped, and
+        // the fallback is not used; node-b's addresses are not ours.
+        assert_eq!(
+            b.state.node_addresses,
+            vec![ip("10.1.0.5"), ip("203.0.113.5")]
+        );
+        assert_eq!(
+            of_kind(&b, FrontendKind::NodePort),
+            vec![
+                fe("10.1.0.5", 30080, Proto::Tcp),
+                fe("203.0.113.5", 30080, Proto::Tcp)
+            ]
+        );
+        assert_eq!(
+            of_kind(&b, FrontendKind::ClusterIp),
+            vec![fe("10.96.0.10", 80, Proto::Tcp)]
+        );
+        assert_eq!(b.state.frontends.len(), 3);
+        let np = &b.state.frontends[&fe("203.0.113.5", 30080, Proto::Tcp)];
+        assert_eq!(
+            np,
+            &FrontendSpec {
+                name: "default/web:http".into(),
+                kind: FrontendKind::NodePort,
+                snat: true,
+                drop_when_empty: false,
+                backends: bes(&["10.0.1.1:8080", "10.0.2.1:8080", "10.0.3.1:8080"]),
+            }
+        );
+        let cip = &b.state.frontends[&fe("10.96.0.10", 80, Proto::Tcp)];
+        assert_eq!(
+            (cip.kind, cip.snat, cip.drop_when_empty),
+            (FrontendKind::ClusterIp, false, false)
+        );
+        assert_eq!(cip.backends, np.backends);
+    }
+
+    #[test]
+    fn node_port_on_fallback_addresses_without_usable_node_object() {
+        // No Node object at all; loopback and duplicate fallbacks are dropped.
+        let b = run_with(
+            NODE_PORT_WEB,
+            &["192.168.0.1", "127.0.0.1", "192.168.0.2", "192.168.0.1"],
+        );
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        assert_eq!(
+            b.state.node_addresses,
+            vec![ip("192.168.0.1"), ip("192.168.0.2")]
+        );
+        assert_eq!(
+            of_kind(&b, FrontendKind::NodePort),
+            vec![
+                fe("192.168.0.1", 30080, Proto::Tcp),
+                fe("192.168.0.2", 30080, Proto::Tcp)
+            ]
+        );
+        // A Node object with no usable address: the fallback too, and a bad address warns.
+        let b = run(&format!(
+            "{NODE_PORT_WEB}---
+kind: Node
+metadata: {{name: node-a}}
+status:
+  addresses:
+  - {{type: InternalIP, address: 127.0.0.1}}
+  - {{type: InternalIP, address: \"fd00::5\"}}
+  - {{type: ExternalIP, address: not-an-ip}}
+"
+        ));
+        assert_eq!(
+            b.warnings,
+            vec![r#"node node-a: address "not-an-ip" is not an IP address; skipped"#]
+        );
+        assert_eq!(b.state.node_addresses, vec![ip("192.168.0.1")]);
+        assert_eq!(
+            of_kind(&b, FrontendKind::NodePort),
+            vec![fe("192.168.0.1", 30080, Proto::Tcp)]
+        );
+        // Nothing at all: no NodePort frontends, the ClusterIP stays.
+        let b = run_with(NODE_PORT_WEB, &[]);
+        assert!(b.state.node_addresses.is_empty());
+        assert_eq!(
+            b.state.frontends.keys().copied().collect::<Vec<_>>(),
+            vec![fe("10.96.0.10", 80, Proto::Tcp)]
+        );
+    }
+
+    #[test]
+    fn load_balancer_ingress_ip_modes() {
+        let b = run(r#"
+kind: Service
+metadata: {name: lb}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.20
+  ports: [{port: 443, nodePort: 30443}]
+status:
+  loadBalancer:
+    ingress:
+    - {ip: 198.51.100.1}
+    - {ip: 198.51.100.2, ipMode: VIP}
+    - {ip: 198.51.100.3, ipMode: Proxy}
+    - {hostname: lb.example.com}
+    - {hostname: lb2.example.com, ip: 198.51.100.4}
+    - {ip: "2001:db8::1"}
+    - {ip: 198.51.100.300}
+    - {ip: 198.51.100.1, ipMode: VIP}
+---
+kind: Service
+metadata: {name: stale}
+spec: {clusterIP: 10.96.0.21, ports: [{port: 443}]}
+status: {loadBalancer: {ingress: [{ip: 198.51.100.9}]}}
+"#);
+        assert_eq!(
+            b.warnings,
+            vec![
+                r#"service default/lb: loadBalancer ingress IP "198.51.100.300" is not an IP address; skipped"#
+            ]
+        );
+        // Proxy and hostname-only entries are not programmed; neither is the status of a
+        // Service that is not of type LoadBalancer.
+        assert_eq!(
+            of_kind(&b, FrontendKind::LoadBalancer),
+            vec![
+                fe("198.51.100.1", 443, Proto::Tcp),
+                fe("198.51.100.2", 443, Proto::Tcp),
+                fe("198.51.100.4", 443, Proto::Tcp),
+            ]
+        );
+        let f = &b.state.frontends[&fe("198.51.100.2", 443, Proto::Tcp)];
+        assert_eq!(
+            (f.name.as_str(), f.snat, f.drop_when_empty),
+            ("default/lb", true, false)
+        );
+        assert!(f.backends.is_empty());
+    }
+
+    #[test]
+    fn load_balancer_also_gets_node_ports_and_cluster_ip() {
+        let b = run(&format!(
+            r#"
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: LoadBalancer
+  allocateLoadBalancerNodePorts: false
+  clusterIP: 10.96.0.10
+  ports:
+  - {{name: http, port: 80, nodePort: 30080}}
+  - {{name: https, port: 443}}
+status: {{loadBalancer: {{ingress: [{{ip: 198.51.100.1}}]}}}}
+---{WEB_SLICE}"#
+        ));
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        let kinds: Vec<(FrontendAddr, FrontendKind)> = b
+            .state
+            .frontends
+            .iter()
+            .map(|(a, f)| (*a, f.kind))
+            .collect();
+        // https has no nodePort (allocateLoadBalancerNodePorts: false): no NodePort frontend.
+        assert_eq!(
+            kinds,
+            vec![
+                (fe("10.96.0.10", 80, Proto::Tcp), FrontendKind::ClusterIp),
+                (fe("10.96.0.10", 443, Proto::Tcp), FrontendKind::ClusterIp),
+                (fe("192.168.0.1", 30080, Proto::Tcp), FrontendKind::NodePort),
+                (
+                    fe("198.51.100.1", 80, Proto::Tcp),
+                    FrontendKind::LoadBalancer
+                ),
+                (
+                    fe("198.51.100.1", 443, Proto::Tcp),
+                    FrontendKind::LoadBalancer
+                ),
+            ]
+        );
+        assert!(b
+            .state
+            .frontends
+            .values()
+            .all(|f| f.snat == f.kind.is_external()));
+        assert_eq!(
+            backends_of(&b, "198.51.100.1", 80, Proto::Tcp),
+            bes(&["10.0.1.1:8080", "10.0.2.1:8080", "10.0.3.1:8080"])
+        );
+        assert_eq!(b.state.cluster_ips, [ip("10.96.0.10")].into());
+    }
+
+    #[test]
+    fn external_ips_on_cluster_ip_service() {
+        let b = run(r#"
+kind: Service
+metadata: {name: ext, namespace: shop}
+spec:
+  clusterIP: 10.96.0.30
+  externalIPs: [203.0.113.10, "fd00::10", bogus, 203.0.113.11, 203.0.113.10]
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: web, port: 80, nodePort: 30080}]
+---
+kind: Service
+metadata: {name: extname, namespace: shop}
+spec: {type: ExternalName, externalName: example.com, externalIPs: [203.0.113.20], ports: [{port: 80}]}
+"#);
+        assert_eq!(
+            b.warnings,
+            vec![r#"service shop/ext: externalIP "bogus" is not an IP address; skipped"#]
+        );
+        assert_eq!(
+            of_kind(&b, FrontendKind::ExternalIp),
+            vec![
+                fe("203.0.113.10", 53, Proto::Udp),
+                fe("203.0.113.10", 80, Proto::Tcp),
+                fe("203.0.113.11", 53, Proto::Udp),
+                fe("203.0.113.11", 80, Proto::Tcp),
+            ]
+        );
+        // A ClusterIP Service gets no NodePort even if a port carries one.
+        assert!(of_kind(&b, FrontendKind::NodePort).is_empty());
+        assert_eq!(b.state.frontends.len(), 6);
+        let f = &b.state.frontends[&fe("203.0.113.11", 53, Proto::Udp)];
+        assert_eq!(
+            (f.name.as_str(), f.snat, f.drop_when_empty),
+            ("shop/ext:dns", true, false)
+        );
+    }
+
+    #[test]
+    fn external_traffic_policy_local_uses_local_endpoints_without_snat() {
+        let svc = r#"
+kind: Service
+metadata: {name: web}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  clusterIP: 10.96.0.10
+  externalIPs: [203.0.113.10]
+  ports: [{name: http, port: 80, nodePort: 30080}]
+status: {loadBalancer: {ingress: [{ip: 198.51.100.1}]}}
+"#;
+        let b = run(&format!("{svc}---{WEB_SLICE}"));
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        assert_eq!(b.state.frontends.len(), 4);
+        for (addr, f) in &b.state.frontends {
+            if f.kind == FrontendKind::ClusterIp {
+                // iTP Cluster: the whole cluster set, rejected when empty.
+                assert_eq!((f.snat, f.drop_when_empty), (false, false), "{addr}");
+                assert_eq!(
+                    f.backends,
+                    bes(&["10.0.1.1:8080", "10.0.2.1:8080", "10.0.3.1:8080"])
+                );
+            } else {
+                assert_eq!((f.snat, f.drop_when_empty), (false, true), "{addr}");
+                assert_eq!(f.backends, bes(&["10.0.1.1:8080"]), "{addr}");
+            }
+        }
+        // No local ready endpoint: local serving+terminating ones, even with remote ready ones.
+        let b = run(&format!(
+            r#"{svc}---
+kind: EndpointSlice
+metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080}}]
+endpoints:
+- {{addresses: [10.0.2.1], nodeName: node-b}}
+- {{addresses: [10.0.1.2], nodeName: node-a, conditions: {{ready: false, terminating: true}}}}
+- {{addresses: [10.0.1.3], nodeName: node-a, conditions: {{ready: false}}}}
+"#
+        ));
+        assert_eq!(
+            backends_of(&b, "192.168.0.1", 30080, Proto::Tcp),
+            bes(&["10.0.1.2:8080"])
+        );
+        assert_eq!(
+            backends_of(&b, "10.96.0.10", 80, Proto::Tcp),
+            bes(&["10.0.2.1:8080"])
+        );
+        // No local endpoint at all: empty, dropped rather than rejected.
+        let b = run(&format!(
+            r#"{svc}---
+kind: EndpointSlice
+metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080}}]
+endpoints: [{{addresses: [10.0.2.1], nodeName: node-b}}]
+"#
+        ));
+        let f = &b.state.frontends[&fe("198.51.100.1", 80, Proto::Tcp)];
+        assert!(f.backends.is_empty() && f.drop_when_empty && !f.snat);
+        let f = &b.state.frontends[&fe("10.96.0.10", 80, Proto::Tcp)];
+        assert_eq!(f.backends, bes(&["10.0.2.1:8080"]));
+    }
+
+    #[test]
+    fn external_traffic_policy_cluster_snats() {
+        for policy in ["", "externalTrafficPolicy: Cluster"] {
+            let b = run(&format!(
+                r#"
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  {policy}
+  clusterIP: 10.96.0.10
+  externalIPs: [203.0.113.10]
+  ports: [{{name: http, port: 80, nodePort: 30080}}]
+---{WEB_SLICE}"#
+            ));
+            assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+            assert_eq!(b.state.frontends.len(), 3);
+            for f in b.state.frontends.values() {
+                assert_eq!(f.snat, f.kind != FrontendKind::ClusterIp, "{policy}");
+                assert!(!f.drop_when_empty);
+                assert_eq!(
+                    f.backends,
+                    bes(&["10.0.1.1:8080", "10.0.2.1:8080", "10.0.3.1:8080"])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_for_cluster_ip() {
+        let svc = r#"
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  internalTrafficPolicy: Local
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, nodePort: 30080}]
+"#;
+        let b = run(&format!("{svc}---{WEB_SLICE}"));
+        let f = &b.state.frontends[&fe("10.96.0.10", 80, Proto::Tcp)];
+        assert_eq!(
+            f,
+            &FrontendSpec {
+                name: "default/web:http".into(),
+                kind: FrontendKind::ClusterIp,
+                snat: false,
+                drop_when_empty: true,
+                backends: bes(&["10.0.1.1:8080"]),
+            }
+        );
+        // The NodePort follows externalTrafficPolicy (Cluster), not iTP.
+        let f = &b.state.frontends[&fe("192.168.0.1", 30080, Proto::Tcp)];
+        assert_eq!((f.snat, f.drop_when_empty), (true, false));
+        assert_eq!(
+            f.backends,
+            bes(&["10.0.1.1:8080", "10.0.2.1:8080", "10.0.3.1:8080"])
+        );
+        // No local endpoints: the ClusterIP is dropped, not rejected.
+        let b = run(svc);
+        let f = &b.state.frontends[&fe("10.96.0.10", 80, Proto::Tcp)];
+        assert!(f.backends.is_empty() && f.drop_when_empty);
+    }
+
+    #[test]
+    fn type_change_cluster_ip_to_node_port_adds_frontends() {
+        let svc = |type_: &str| {
+            format!(
+                r#"
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: {type_}
+  clusterIP: 10.96.0.10
+  ports: [{{name: http, port: 80, nodePort: 30080}}, {{name: dns, port: 53, protocol: UDP, nodePort: 30053}}]
+---{WEB_SLICE}"#
+            )
+        };
+        let before = run(&svc("ClusterIP"));
+        let after = run(&svc("NodePort"));
+        assert!(after.warnings.is_empty(), "{:?}", after.warnings);
+        assert_eq!(
+            before.state.frontends.keys().copied().collect::<Vec<_>>(),
+            vec![
+                fe("10.96.0.10", 53, Proto::Udp),
+                fe("10.96.0.10", 80, Proto::Tcp)
+            ]
+        );
+        let added: Vec<FrontendAddr> = after
+            .state
+            .frontends
+            .keys()
+            .filter(|a| !before.state.frontends.contains_key(a))
+            .copied()
+            .collect();
+        assert_eq!(
+            added,
+            vec![
+                fe("192.168.0.1", 30053, Proto::Udp),
+                fe("192.168.0.1", 30080, Proto::Tcp)
+            ]
+        );
+        for (addr, f) in &before.state.frontends {
+            assert_eq!(&after.state.frontends[addr], f);
+        }
+        // And back: the NodePorts go away.
+        assert_eq!(run(&svc("ClusterIP")).state, before.state);
+    }
+
+    #[test]
+    fn cluster_ips_of_accepted_services() {
+        let b = run(r#"
+kind: Service
+metadata: {name: a-plain}
+spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: b-dual}
+spec: {clusterIP: "fd00::2", clusterIPs: ["fd00::2", 10.96.0.2], ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: c-node-port}
+spec: {type: NodePort, clusterIP: 10.96.0.3, ports: [{port: 80, nodePort: 30003}]}
+---
+kind: Service
+metadata: {name: d-no-ports}
+spec: {clusterIP: 10.96.0.4}
+---
+kind: Service
+metadata: {name: e-loses-conflict}
+spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: f-headless}
+spec: {clusterIP: None, ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: g-foreign, labels: {service.kubernetes.io/service-proxy-name: other}}
+spec: {clusterIP: 10.96.0.7, ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: h-external-name}
+spec: {type: ExternalName, externalName: example.com, clusterIP: 10.96.0.8}
+---
+kind: Service
+metadata: {name: i-malformed}
+spec: {clusterIP: 10.96.0.9, ports: [{port: 80, protocol: ICMP}]}
+---
+kind: Service
+metadata: {name: j-v6}
+spec: {clusterIP: "fd00::10", ports: [{port: 80}]}
+"#);
+        assert_eq!(
+            b.state.cluster_ips,
+            ["10.96.0.1", "10.96.0.2", "10.96.0.3", "10.96.0.4"]
+                .map(ip)
+                .into()
+        );
+    }
+
+    #[test]
+    fn conflicting_node_ports_warn() {
+        let b = run_with(
+            r#"
+kind: Service
+metadata: {name: b}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.2
+  ports: [{name: web, port: 80, nodePort: 30080}, {name: other, port: 81, nodePort: 30081}]
+---
+kind: Service
+metadata: {name: a}
+spec: {type: NodePort, clusterIP: 10.96.0.1, ports: [{port: 80, nodePort: 30080}]}
+---
+kind: Service
+metadata: {name: c-udp}
+spec: {type: NodePort, clusterIP: 10.96.0.3, ports: [{port: 80, protocol: UDP, nodePort: 30080}]}
+---
+kind: Service
+metadata: {name: d-range}
+spec: {type: NodePort, clusterIP: 10.96.0.4, ports: [{port: 80, nodePort: 70000}]}
+"#,
+            &["192.168.0.1", "192.168.0.2"],
+        );
+        assert_eq!(
+            b.warnings,
+            vec![
+                "service default/d-range: nodePort 70000 of port 80/TCP is out of range; skipped",
+                "service default/b:web: frontend 192.168.0.1:30080/TCP (NodePort) is already used by default/a (NodePort)",
+                "service default/b:web: frontend 192.168.0.2:30080/TCP (NodePort) is already used by default/a (NodePort)",
+            ]
+        );
+        let np: Vec<(FrontendAddr, &str)> = b
+            .state
+            .frontends
+            .iter()
+            .filter(|(_, f)| f.kind == FrontendKind::NodePort)
+            .map(|(a, f)| (*a, f.name.as_str()))
+            .collect();
+        assert_eq!(
+            np,
+            vec![
+                (fe("192.168.0.1", 30080, Proto::Tcp), "default/a"),
+                (fe("192.168.0.1", 30080, Proto::Udp), "default/c-udp"),
+                (fe("192.168.0.1", 30081, Proto::Tcp), "default/b:other"),
+                (fe("192.168.0.2", 30080, Proto::Tcp), "default/a"),
+                (fe("192.168.0.2", 30080, Proto::Udp), "default/c-udp"),
+                (fe("192.168.0.2", 30081, Proto::Tcp), "default/b:other"),
+            ]
+        );
+        // The Services' other frontends are kept, d-range's ClusterIP included.
+        assert_eq!(of_kind(&b, FrontendKind::ClusterIp).len(), 5);
+    }
+
+    #[test]
+    fn external_ip_cannot_take_another_services_cluster_ip() {
+        let b = run(r#"
+kind: Service
+metadata: {name: a-hijack}
+spec: {clusterIP: 10.96.0.1, externalIPs: [10.96.0.2], ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: b-victim}
+spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}
+"#);
+        assert_eq!(
+            b.warnings,
+            vec!["service default/a-hijack: frontend 10.96.0.2:80/TCP (ExternalIP) is already used by default/b-victim (ClusterIP)"]
+        );
+        let f = &b.state.frontends[&fe("10.96.0.2", 80, Proto::Tcp)];
+        assert_eq!(
+            (f.name.as_str(), f.kind),
+            ("default/b-victim", FrontendKind::ClusterIp)
+        );
     }
 }

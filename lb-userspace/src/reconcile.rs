@@ -18,10 +18,12 @@ use std::{
 };
 
 use lb_common::{
-    Backend4, Frontend, Frontend4Key, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE, MAX_SERVICES,
+    Backend4, Config, Frontend, Frontend4Key, FE_DROP_EMPTY, FE_SNAT, KIND_CLUSTER_IP,
+    KIND_EXTERNAL_IP, KIND_LOAD_BALANCER, KIND_NODE_PORT, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
+    MAX_SERVICES, SNAT_PORT_MAX, SNAT_PORT_MIN,
 };
 
-use crate::model::{BackendAddr, DesiredState, FrontendAddr, Proto};
+use crate::model::{BackendAddr, DesiredState, FrontendAddr, FrontendKind, FrontendSpec, Proto};
 
 /// A backend as the datapath sees it: address, port and protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,15 +63,20 @@ impl BackendKey {
 pub struct FrontendState {
     pub svc_id: u32,
     pub name: String,
+    /// `FE_*` flags and `KIND_*` as in the frontend entry.
+    pub flags: u16,
+    pub kind: u16,
     /// `slots[i]` is the backend id in slot `i`; its length is the frontend's count.
     pub slots: Vec<u32>,
 }
 
-/// A mirror of the service maps (frontends, slots, backends, names).
+/// A mirror of the service maps (frontends, slots, backends, names, ClusterIPs, config).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapState {
     pub frontends: BTreeMap<Frontend4Key, FrontendState>,
     pub backends: BTreeMap<u32, BackendKey>,
+    pub vips: BTreeSet<Ipv4Addr>,
+    pub config: Config,
 }
 
 /// One map write.
@@ -91,6 +98,9 @@ pub enum Op {
     DelFrontend(Frontend4Key),
     DelMeta(u32),
     DelBackend(u32),
+    SetVip(Ipv4Addr),
+    DelVip(Ipv4Addr),
+    SetConfig(Config),
 }
 
 /// The plan, and the state the maps hold once it is applied.
@@ -100,6 +110,37 @@ pub struct Plan {
     pub next: MapState,
     /// Frontends or backends that did not fit (map or id space full). They are left out.
     pub errors: Vec<String>,
+}
+
+/// The datapath's view of a frontend's policy: `FE_*` flags and `KIND_*`.
+pub fn flags_and_kind(spec: &FrontendSpec) -> (u16, u16) {
+    let mut flags = 0;
+    if spec.snat {
+        flags |= FE_SNAT;
+    }
+    if spec.drop_when_empty {
+        flags |= FE_DROP_EMPTY;
+    }
+    let kind = match spec.kind {
+        FrontendKind::ClusterIp => KIND_CLUSTER_IP,
+        FrontendKind::NodePort => KIND_NODE_PORT,
+        FrontendKind::ExternalIp => KIND_EXTERNAL_IP,
+        FrontendKind::LoadBalancer => KIND_LOAD_BALANCER,
+    };
+    (flags, kind)
+}
+
+/// SNAT source: the first node address (0.0.0.0, i.e. no SNAT, when none is known).
+pub fn config_for(desired: &DesiredState) -> Config {
+    Config {
+        snat_addr: desired
+            .node_addresses
+            .first()
+            .map(|a| a.octets())
+            .unwrap_or_default(),
+        snat_port_min: SNAT_PORT_MIN,
+        snat_port_max: SNAT_PORT_MAX,
+    }
 }
 
 pub fn frontend_key(f: &FrontendAddr) -> Frontend4Key {
@@ -221,14 +262,16 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
                 });
             }
         }
-        if old.map(|o| o.slots.len()) != Some(new_slots.len()) {
+        let (flags, kind) = flags_and_kind(spec);
+        if old.map(|o| (o.slots.len(), o.flags, o.kind)) != Some((new_slots.len(), flags, kind)) {
             let count = new_slots.len() as u32;
             fronts.push(Op::SetFrontend(
                 *key,
                 Frontend {
                     svc_id,
                     count,
-                    flags: 0,
+                    flags,
+                    kind,
                     pad: 0,
                 },
             ));
@@ -244,6 +287,8 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
             FrontendState {
                 svc_id,
                 name: spec.name.clone(),
+                flags,
+                kind,
                 slots: new_slots,
             },
         );
@@ -267,11 +312,22 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
         .filter(|id| !next.backends.contains_key(id))
         .map(|id| Op::DelBackend(*id));
 
-    let ops = set_backends
+    // ClusterIPs are added once their frontends exist and removed before their frontends go,
+    // so that a Service's own ports are never rejected while it changes.
+    next.vips = desired.cluster_ips.clone();
+    let add_vips = next.vips.difference(&cur.vips).map(|ip| Op::SetVip(*ip));
+    let del_vips = cur.vips.difference(&next.vips).map(|ip| Op::DelVip(*ip));
+    next.config = config_for(desired);
+    let config = (next.config != cur.config).then_some(Op::SetConfig(next.config));
+
+    let ops = config
         .into_iter()
+        .chain(set_backends)
         .chain(meta)
         .chain(slots)
         .chain(fronts)
+        .chain(add_vips)
+        .chain(del_vips)
         .chain(shrink)
         .chain(removals)
         .chain(del_backends)
@@ -340,11 +396,16 @@ mod tests {
                         *f,
                         FrontendSpec {
                             name: n.to_string(),
+                            kind: FrontendKind::ClusterIp,
+                            snat: false,
+                            drop_when_empty: false,
                             backends: b.clone(),
                         },
                     )
                 })
                 .collect(),
+            cluster_ips: fes.iter().map(|(f, _, _)| f.ip).collect(),
+            node_addresses: vec![Ipv4Addr::new(192, 168, 77, 1)],
         }
     }
     /// Applies ops to a mirror the way the maps would, checking the datapath invariant after
@@ -359,7 +420,8 @@ mod tests {
                     Frontend {
                         svc_id: f.svc_id,
                         count: f.slots.len() as u32,
-                        flags: 0,
+                        flags: f.flags,
+                        kind: f.kind,
                         pad: 0,
                     },
                 )
@@ -374,6 +436,7 @@ mod tests {
             names.insert(f.svc_id, f.name.clone());
         }
         let mut backends = cur.backends.clone();
+        let (mut vips, mut config) = (cur.vips.clone(), cur.config);
         for op in ops {
             match op {
                 Op::SetBackend(id, k) => {
@@ -405,6 +468,20 @@ mod tests {
                 Op::DelBackend(id) => {
                     backends.remove(id);
                 }
+                Op::SetVip(ip) => {
+                    vips.insert(*ip);
+                }
+                Op::DelVip(ip) => {
+                    vips.remove(ip);
+                }
+                Op::SetConfig(c) => config = *c,
+            }
+            // A ClusterIP is never marked (rejecting unknown ports) without its frontends.
+            for ip in &vips {
+                assert!(
+                    fronts.keys().any(|k| k.addr == ip.octets()),
+                    "VIP {ip} without frontends after {op:?}"
+                );
             }
             for (k, f) in &fronts {
                 for s in 0..f.count {
@@ -420,6 +497,8 @@ mod tests {
         }
         let mut out = MapState {
             backends,
+            vips,
+            config,
             ..Default::default()
         };
         for (k, f) in fronts {
@@ -429,6 +508,8 @@ mod tests {
                 FrontendState {
                     svc_id: f.svc_id,
                     name: names[&f.svc_id].clone(),
+                    flags: f.flags,
+                    kind: f.kind,
                     slots: s,
                 },
             );
@@ -469,7 +550,7 @@ mod tests {
         assert_eq!(s1, s2);
         // Remove everything.
         let (s3, ops) = step(&s2, &DesiredState::default());
-        assert_eq!(s3, MapState::default());
+        assert!(s3.frontends.is_empty() && s3.backends.is_empty() && s3.vips.is_empty());
         assert!(matches!(ops.last(), Some(Op::DelBackend(_))));
     }
 

@@ -17,11 +17,26 @@
 //! link-local gateway 169.254.1.1, and the node has one /32 route per pod. With
 //! [`PodNetwork::Bridge`] (bridge CNI style) the `lxc` interfaces are ports of the bridge `cbr0`
 //! (10.244.0.1/24), the pods' gateway.
+//!
+//! [`Node::with_index`] builds node `k` of a cluster: its pods are 10.244.k.(10+i) and its
+//! bridge is 10.244.k.1/24. Index 0 is exactly what [`Node::new`] builds.
+//!
+//! Topology built by [`Cluster::new`] (flannel host-gw style underlay):
+//!
+//! ```text
+//!  [bridge ns] br0 ─┬─ n0 ──veth── eth0 192.168.50.10 [node-0 ns] lxc* ── pods 10.244.0.(10+i)
+//!                   ├─ n1 ──veth── eth0 192.168.50.11 [node-1 ns] lxc* ── pods 10.244.1.(10+i)
+//!                   ├─ c0 ──veth── eth0 192.168.50.2  [client0 ns]  (external_client)
+//!                   └─ c1 ──veth── eth0 192.168.50.3  [client1 ns]  (Cluster::add_client)
+//! ```
+//!
+//! Every node routes each other node's pod CIDR 10.244.j.0/24 via 192.168.50.(10+j); the
+//! clients route 10.244.0.0/16 via node 0 and reach the node IPs (NodePorts) directly.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -48,9 +63,38 @@ pub const BPF_TEST_DIR: &str = "/run/podlb-test";
 const NAME_PREFIX: &str = "plb";
 const SERVER_POLL: Duration = Duration::from_millis(100);
 
-/// Address of pod `i`: 10.244.0.(10+i).
+/// Address of the first external client of a [`Cluster`] on the underlay (`br0`).
+pub const CLUSTER_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
+/// Name of a cluster node's uplink to the underlay, in the node namespace.
+pub const CLUSTER_UPLINK: &str = "eth0";
+/// Most nodes in a [`Cluster`] (node IPs 192.168.50.10..=254).
+pub const MAX_CLUSTER_NODES: usize = 245;
+/// Most external clients of a [`Cluster`] (client IPs 192.168.50.2..=9).
+pub const MAX_CLUSTER_CLIENTS: usize = 8;
+
+/// Address of pod `i` on node 0: 10.244.0.(10+i).
 pub fn pod_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 244, 0, 10 + i as u8)
+    pod_ip_on(0, i)
+}
+
+/// Address of pod `i` on node `k`: 10.244.k.(10+i).
+pub fn pod_ip_on(k: u8, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, k, 10 + i as u8)
+}
+
+/// Gateway of the pods on node `k` in [`PodNetwork::Bridge`] mode: 10.244.k.1 (`cbr0`).
+pub fn bridge_ip_on(k: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, k, 1)
+}
+
+/// Address of cluster node `k` on the underlay: 192.168.50.(10+k).
+pub fn cluster_node_ip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 50, 10 + k as u8)
+}
+
+/// Address of cluster client `n` on the underlay: 192.168.50.(2+n).
+pub fn cluster_client_ip(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 50, 2 + n as u8)
 }
 
 /// `plb{pid}-{counter}`: unique within the machine for as long as this process lives.
@@ -280,11 +324,14 @@ impl Drop for Netns {
 pub enum PodNetwork {
     /// Calico style: pod /32, gateway 169.254.1.1 answered by proxy ARP, host route per pod.
     Routed,
-    /// Bridge CNI style: pods in 10.244.0.0/24 on bridge `cbr0` (10.244.0.1).
+    /// Bridge CNI style: pods in 10.244.k.0/24 on bridge `cbr0` (10.244.k.1) of node `k`.
     Bridge,
 }
 
-/// Options for [`Node::new`].
+/// Options for [`Node::new`] and [`Node::with_index`].
+///
+/// The node index (which pod CIDR the node gets) is not a field here, so that existing struct
+/// literals keep compiling: pass it to [`Node::with_index`], or build a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     /// Number of pods created up front (more with [`Node::add_pod`]).
@@ -317,7 +364,7 @@ impl Pod {
     pub fn ns(&self) -> &Netns {
         &self.ns
     }
-    /// The pod's IPv4 address, 10.244.0.(10+i).
+    /// The pod's IPv4 address, 10.244.k.(10+i) on node `k`.
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
     }
@@ -340,12 +387,25 @@ pub struct Node {
     ns: Netns,
     prefix: String,
     network: PodNetwork,
+    index: u8,
+    /// The node's address on the cluster underlay (`eth0`), for a [`Cluster`] node.
+    uplink: Option<Ipv4Addr>,
 }
 
 impl Node {
-    /// Builds the node namespace, `opts.pods` pods and, if asked, the external client.
+    /// Builds node 0: the node namespace, `opts.pods` pods and, if asked, the external client.
     pub fn new(opts: NodeOptions) -> Result<Node> {
-        let prefix = unique_prefix();
+        Self::with_index(opts, 0)
+    }
+
+    /// Like [`Node::new`], but as node `index` of a cluster: pods get 10.244.index.(10+i) and the
+    /// bridge (in bridge mode) 10.244.index.1/24. A standalone node with an external client
+    /// still uses `ext0` and 192.168.77.0/24.
+    pub fn with_index(opts: NodeOptions, index: u8) -> Result<Node> {
+        Self::build(opts, index, unique_prefix())
+    }
+
+    fn build(opts: NodeOptions, index: u8, prefix: String) -> Result<Node> {
         let ns = Netns::with_name(format!("{prefix}-node"))?;
         let mut node = Node {
             pods: Vec::new(),
@@ -353,6 +413,8 @@ impl Node {
             ns,
             prefix,
             network: opts.network,
+            index,
+            uplink: None,
         };
         node.ns.sysctl(&[
             ("net.ipv4.ip_forward", "1"),
@@ -366,7 +428,7 @@ impl Node {
                 &node.ns,
                 &[
                     "link add cbr0 type bridge".into(),
-                    format!("addr add {BRIDGE_IP}/24 dev cbr0"),
+                    format!("addr add {}/24 dev cbr0", bridge_ip_on(index)),
                     "link set cbr0 up".into(),
                 ],
             )?;
@@ -407,7 +469,11 @@ impl Node {
         if i > 245 {
             bail!("at most 246 pods per node");
         }
-        let (name, host_if, ip) = (format!("pod{i}"), format!("lxc{i}"), pod_ip(i));
+        let (name, host_if, ip) = (
+            format!("pod{i}"),
+            format!("lxc{i}"),
+            pod_ip_on(self.index, i),
+        );
         let ns = new_leaf_ns(format!("{}-{name}", self.prefix))?;
         let pod = Pod {
             ns,
@@ -458,7 +524,10 @@ impl Node {
                     &[
                         format!("addr add {ip}/24 dev eth0"),
                         "link set eth0 up".into(),
-                        format!("route add default via {BRIDGE_IP} dev eth0"),
+                        format!(
+                            "route add default via {} dev eth0",
+                            bridge_ip_on(self.index)
+                        ),
                     ],
                 )?;
             }
@@ -489,9 +558,211 @@ impl Node {
     pub fn ext_ip(&self) -> Option<Ipv4Addr> {
         self.ext.as_ref().map(|_| EXT_CLIENT_IP)
     }
-    /// The node's address on the external network (192.168.77.1, for NodePorts), if created.
+    /// The node's address on the external network, for NodePorts: 192.168.50.(10+k) on `eth0`
+    /// for a [`Cluster`] node, 192.168.77.1 on `ext0` for a standalone node with an external
+    /// client, else `None`.
     pub fn node_ip(&self) -> Option<Ipv4Addr> {
-        self.ext.as_ref().map(|_| EXT_NODE_IP)
+        self.uplink
+            .or_else(|| self.ext.as_ref().map(|_| EXT_NODE_IP))
+    }
+    /// The node index `k` (pods are 10.244.k.(10+i)); 0 for [`Node::new`].
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+    /// The Kubernetes node name, `node-{index}` (what [`Agent`] passes as `--node-name`).
+    pub fn name(&self) -> String {
+        format!("node-{}", self.index)
+    }
+    /// The node's pod CIDR, `10.244.k.0/24`.
+    pub fn pod_cidr(&self) -> String {
+        format!("10.244.{}.0/24", self.index)
+    }
+    /// The node's external interfaces (what [`Agent`] passes as `--external-interface`):
+    /// `["eth0"]` for a [`Cluster`] node, `["ext0"]` for a standalone node with an external
+    /// client, else none.
+    pub fn external_interfaces(&self) -> Vec<String> {
+        let mut ifs = Vec::new();
+        if self.uplink.is_some() {
+            ifs.push(CLUSTER_UPLINK.to_string());
+        }
+        if self.ext.is_some() {
+            ifs.push("ext0".to_string());
+        }
+        ifs
+    }
+}
+
+/// Options for [`Cluster::new`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of nodes (at most [`MAX_CLUSTER_NODES`]).
+    pub nodes: usize,
+    /// Pods created up front on every node (more with [`Node::add_pod`] via
+    /// [`Cluster::node_mut`]).
+    pub pods_per_node: usize,
+    pub network: PodNetwork,
+    /// Create client 0 (192.168.50.2) on the underlay; more with [`Cluster::add_client`].
+    pub external_client: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 2,
+            pods_per_node: 2,
+            network: PodNetwork::Routed,
+            external_client: false,
+        }
+    }
+}
+
+/// Several [`Node`]s joined by a Linux bridge `br0` in a bridge namespace (the underlay,
+/// 192.168.50.0/24), plus external client namespaces on the same bridge. See the module docs
+/// for the topology. Everything is deleted on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    // Field order is drop order: clients and nodes go before the bridge.
+    clients: Vec<Netns>,
+    nodes: Vec<Node>,
+    bridge: Netns,
+    prefix: String,
+}
+
+impl Cluster {
+    pub fn new(opts: ClusterOptions) -> Result<Cluster> {
+        if opts.nodes == 0 || opts.nodes > MAX_CLUSTER_NODES {
+            bail!(
+                "a cluster has 1 to {MAX_CLUSTER_NODES} nodes, not {}",
+                opts.nodes
+            );
+        }
+        let prefix = unique_prefix();
+        let bridge = new_leaf_ns(format!("{prefix}-br"))?;
+        ip_batch(
+            &bridge,
+            &["link add br0 type bridge".into(), "link set br0 up".into()],
+        )?;
+        let mut cluster = Cluster {
+            clients: Vec::new(),
+            nodes: Vec::new(),
+            bridge,
+            prefix,
+        };
+        for k in 0..opts.nodes {
+            let node_opts = NodeOptions {
+                pods: opts.pods_per_node,
+                network: opts.network,
+                external_client: false,
+            };
+            let node = Node::build(node_opts, k as u8, format!("{}-n{k}", cluster.prefix))?;
+            let node = cluster.nodes.push_and_get(node);
+            let (ip, port) = (cluster_node_ip(k), format!("n{k}"));
+            ip_batch(
+                &cluster.bridge,
+                &[
+                    format!(
+                        "link add {port} type veth peer name {CLUSTER_UPLINK} netns {}",
+                        node.ns.name()
+                    ),
+                    format!("link set {port} master br0"),
+                    format!("link set {port} up"),
+                ],
+            )?;
+            node.ns
+                .sysctl(&[(&format!("net.ipv4.conf.{CLUSTER_UPLINK}.rp_filter"), "0")])?;
+            let mut lines = vec![
+                format!("addr add {ip}/24 dev {CLUSTER_UPLINK}"),
+                format!("link set {CLUSTER_UPLINK} up"),
+            ];
+            for j in (0..opts.nodes).filter(|&j| j != k) {
+                lines.push(format!(
+                    "route add 10.244.{j}.0/24 via {} dev {CLUSTER_UPLINK}",
+                    cluster_node_ip(j)
+                ));
+            }
+            ip_batch(&node.ns, &lines)?;
+            node.uplink = Some(ip);
+        }
+        if opts.external_client {
+            cluster.add_client()?;
+        }
+        Ok(cluster)
+    }
+
+    /// Adds external client `n = clients().len()` on the underlay: namespace with `eth0`
+    /// 192.168.50.(2+n)/24 and a route to 10.244.0.0/16 via node 0. Returns `n`.
+    pub fn add_client(&mut self) -> Result<usize> {
+        let n = self.clients.len();
+        if n >= MAX_CLUSTER_CLIENTS {
+            bail!("at most {MAX_CLUSTER_CLIENTS} clients per cluster");
+        }
+        let ns = new_leaf_ns(format!("{}-client{n}", self.prefix))?;
+        let ns = self.clients.push_and_get(ns);
+        let port = format!("c{n}");
+        ip_batch(
+            &self.bridge,
+            &[
+                format!(
+                    "link add {port} type veth peer name eth0 netns {}",
+                    ns.name()
+                ),
+                format!("link set {port} master br0"),
+                format!("link set {port} up"),
+            ],
+        )?;
+        ip_batch(
+            ns,
+            &[
+                format!("addr add {}/24 dev eth0", cluster_client_ip(n)),
+                "link set eth0 up".into(),
+                format!("route add 10.244.0.0/16 via {}", cluster_node_ip(0)),
+            ],
+        )?;
+        Ok(n)
+    }
+
+    /// Node `k`; panics if there is no such node.
+    pub fn node(&self, k: usize) -> &Node {
+        &self.nodes[k]
+    }
+    /// Node `k`, e.g. to add pods; panics if there is no such node.
+    pub fn node_mut(&mut self, k: usize) -> &mut Node {
+        &mut self.nodes[k]
+    }
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    /// Node `k`'s address on the underlay, 192.168.50.(10+k); panics if there is no such node.
+    pub fn node_ip(&self, k: usize) -> Ipv4Addr {
+        self.nodes[k].uplink.expect("cluster nodes have an uplink")
+    }
+    /// The first external client, if any.
+    pub fn client(&self) -> Option<&Netns> {
+        self.clients.first()
+    }
+    /// The first external client's address (192.168.50.2), if there is a client.
+    pub fn client_ip(&self) -> Option<Ipv4Addr> {
+        self.clients.first().map(|_| cluster_client_ip(0))
+    }
+    /// All external clients; client `n` has address [`cluster_client_ip`]`(n)`.
+    pub fn clients(&self) -> &[Netns] {
+        &self.clients
+    }
+    /// The namespace holding the underlay bridge `br0` (ports `n{k}` and `c{n}`).
+    pub fn bridge(&self) -> &Netns {
+        &self.bridge
+    }
+}
+
+/// `Vec::push` that returns a reference to the pushed element.
+trait PushAndGet<T> {
+    fn push_and_get(&mut self, v: T) -> &mut T;
+}
+
+impl<T> PushAndGet<T> for Vec<T> {
+    fn push_and_get(&mut self, v: T) -> &mut T {
+        self.push(v);
+        self.last_mut().unwrap()
     }
 }
 
@@ -873,16 +1144,204 @@ fn tcp_connect(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<TcpSt
     Ok(stream)
 }
 
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn setsockopt<T>(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: &T,
+) -> io::Result<()> {
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// A TCP connection from 0.0.0.0:`src_port` (SO_REUSEADDR) to `dst`, in the calling thread's
+/// network namespace: nonblocking connect, then poll up to `timeout`. Returns a blocking stream.
+fn connect_bound(src_port: u16, dst: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    })?;
+    // SAFETY: fd is a fresh socket that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    setsockopt(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &(1 as libc::c_int),
+    )?;
+    let src = sockaddr_in(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, src_port));
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &src as *const libc::sockaddr_in as *const libc::sockaddr,
+            len,
+        )
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("bind 0.0.0.0:{src_port}: {e}")))?;
+    let dst_sa = sockaddr_in(dst);
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &dst_sa as *const libc::sockaddr_in as *const libc::sockaddr,
+            len,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
+            match unsafe { libc::poll(&mut pfd, 1, ms) } {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect timed out after {timeout:?}"),
+                    ))
+                }
+                n if n > 0 => break,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let mut err: libc::c_int = 0;
+        let mut errlen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut err as *mut libc::c_int as *mut libc::c_void,
+                &mut errlen,
+            )
+        })?;
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err));
+        }
+    }
+    let stream = TcpStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Like [`tcp_connect`], from source port `src_port` (0.0.0.0:`src_port`, SO_REUSEADDR).
+fn tcp_connect_from(
+    ns: &Netns,
+    src_port: u16,
+    dst: SocketAddrV4,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    let stream = ns.try_run_in(|| connect_bound(src_port, dst, timeout))??;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
 /// One TCP request from `ns` to `dst`: connect, send `"hello\n"`, read one reply line, close.
 pub fn tcp_request(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Reply> {
     TcpSession::connect(ns, dst, timeout)?.request()
 }
 
+/// [`tcp_request`] from the fixed source port `src_port` (the socket binds 0.0.0.0:`src_port`
+/// with SO_REUSEADDR before connecting). The connection is closed abortively (SO_LINGER 0,
+/// i.e. with a RST), so the client keeps no TIME_WAIT and the same request, with the same
+/// 4-tuple, may be repeated at once. For a graceful close use [`TcpSession::connect_from`].
+pub fn tcp_request_from(
+    ns: &Netns,
+    src_port: u16,
+    dst: SocketAddrV4,
+    timeout: Duration,
+) -> Result<Reply> {
+    let mut session = TcpSession::connect_from(ns, src_port, dst, timeout)?;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    setsockopt(
+        session.reader.get_ref(),
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        &linger,
+    )
+    .with_context(|| format!("{}: SO_LINGER", session.desc))?;
+    session.request()
+}
+
 /// One UDP request from `ns`: an unconnected socket on 0.0.0.0:0 sends `"hello\n"` to `dst` and
 /// waits for one datagram; `Reply::peer` is that datagram's source address.
 pub fn udp_request(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Reply> {
-    (|| -> Result<Reply> {
-        let sock = ns.try_run_in(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
+    udp_request_impl(ns, 0, dst, timeout)
+        .with_context(|| format!("udp request from netns {} to {dst}", ns.name()))
+}
+
+/// [`udp_request`] from the fixed source port `src_port` (0.0.0.0:`src_port`).
+pub fn udp_request_from(
+    ns: &Netns,
+    src_port: u16,
+    dst: SocketAddrV4,
+    timeout: Duration,
+) -> Result<Reply> {
+    udp_request_impl(ns, src_port, dst, timeout).with_context(|| {
+        format!(
+            "udp request from netns {} port {src_port} to {dst}",
+            ns.name()
+        )
+    })
+}
+
+fn udp_request_impl(
+    ns: &Netns,
+    src_port: u16,
+    dst: SocketAddrV4,
+    timeout: Duration,
+) -> Result<Reply> {
+    {
+        let sock = ns
+            .try_run_in(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, src_port)))?
+            .with_context(|| format!("bind 0.0.0.0:{src_port}"))?;
         sock.set_read_timeout(Some(timeout))?;
         sock.send_to(b"hello\n", dst)?;
         let mut buf = [0u8; 2048];
@@ -892,8 +1351,7 @@ pub fn udp_request(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<R
             peer,
             sock.local_addr()?,
         )
-    })()
-    .with_context(|| format!("udp request from netns {} to {dst}", ns.name()))
+    }
 }
 
 /// A persistent TCP connection from a namespace; each [`TcpSession::request`] is one
@@ -908,6 +1366,27 @@ impl TcpSession {
     pub fn connect(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<TcpSession> {
         let desc = format!("tcp session from netns {} to {dst}", ns.name());
         let stream = tcp_connect(ns, dst, timeout).with_context(|| format!("{desc}: connect"))?;
+        Ok(TcpSession {
+            reader: BufReader::new(stream),
+            desc,
+        })
+    }
+
+    /// Like [`TcpSession::connect`], from the fixed source port `src_port` (binds
+    /// 0.0.0.0:`src_port` with SO_REUSEADDR). Closes gracefully on drop, which leaves the
+    /// 4-tuple in TIME_WAIT in `ns` (see [`tcp_request_from`] for an abortive close).
+    pub fn connect_from(
+        ns: &Netns,
+        src_port: u16,
+        dst: SocketAddrV4,
+        timeout: Duration,
+    ) -> Result<TcpSession> {
+        let desc = format!(
+            "tcp session from netns {} port {src_port} to {dst}",
+            ns.name()
+        );
+        let stream = tcp_connect_from(ns, src_port, dst, timeout)
+            .with_context(|| format!("{desc}: connect"))?;
         Ok(TcpSession {
             reader: BufReader::new(stream),
             desc,
@@ -938,9 +1417,11 @@ impl TcpSession {
     }
 }
 
-/// A `podlb agent` on a [`Node`], with its own manifests directory and bpf root. It attaches to
-/// the pod interfaces (`lxc*`) and to `ext0` when the node has an external client. Drop stops
-/// it, removes everything it pinned (`podlb reset`) and unmounts the bpf root.
+/// A `podlb agent` on a [`Node`], with its own manifests directory and bpf root. It runs as
+/// `--node-name node-{k}` ([`Node::name`]) and attaches to the pod interfaces (`lxc*`) and to
+/// the node's [`Node::external_interfaces`] (`ext0` of a standalone node with an external
+/// client, `eth0` of a cluster node). Drop stops it, removes everything it pinned
+/// (`podlb reset`) and unmounts the bpf root.
 pub struct Agent {
     binary: PathBuf,
     node_ns: PathBuf,
@@ -955,6 +1436,12 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent. `binary` is the `podlb` executable.
     pub fn start(binary: &Path, node: &Node) -> Result<Agent> {
+        Self::start_with(binary, node, &[])
+    }
+
+    /// Like [`Agent::start`], with `extra_args` appended to the `podlb agent` command line
+    /// (also on every [`Agent::restart`]).
+    pub fn start_with(binary: &Path, node: &Node, extra_args: &[&str]) -> Result<Agent> {
         let root = BpfRoot::new()?;
         let manifests = std::env::temp_dir()
             .join("podlb-test")
@@ -965,15 +1452,16 @@ impl Agent {
             "--manifests".into(),
             manifests.display().to_string(),
             "--node-name".into(),
-            "node-a".into(),
+            node.name(),
             "--pod-interface".into(),
             "lxc*".into(),
             "--bpf-root".into(),
             root.path().display().to_string(),
         ];
-        if node.ext().is_some() {
-            args.extend(["--external-interface".into(), "ext0".into()]);
+        for iface in node.external_interfaces() {
+            args.extend(["--external-interface".into(), iface]);
         }
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         let mut agent = Agent {
             binary: binary.to_path_buf(),
             node_ns: node.ns().path(),

@@ -120,6 +120,7 @@ impl Harness {
             svc_id,
             count: ids.len() as u32,
             flags: 0,
+            kind: KIND_CLUSTER_IP,
             pad: 0,
         };
         self.hash::<Frontend4Key, Frontend>(MAP_FRONTENDS)
@@ -191,11 +192,11 @@ fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32) -> Ct4Entry {
     Ct4Entry {
         nat_addr: nat.0,
         nat_port: nat.1,
-        pad: 0,
+        snat_port: 0,
+        snat_addr: [0; 4],
         flags,
         svc_id,
         backend_id,
-        pad2: 0,
     }
 }
 
