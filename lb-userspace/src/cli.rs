@@ -5,13 +5,19 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::datapath::{fmt_addr, proto_name, Datapath, Maps};
+use lb_common::{FE_DROP_EMPTY, FE_SNAT};
+
+use crate::datapath::{fmt_addr, kind_name, proto_name, Datapath, Maps};
 
 #[derive(Serialize)]
 pub struct ServiceRow {
     pub id: u32,
     pub frontend: String,
     pub protocol: &'static str,
+    /// ClusterIP, NodePort, ExternalIP or LoadBalancer.
+    pub kind: &'static str,
+    /// Policy flags: "snat" (masquerade), "drop-empty" (drop instead of reject without backends).
+    pub flags: Vec<&'static str>,
     pub service: String,
     pub backends: Vec<String>,
     pub packets: u64,
@@ -31,6 +37,12 @@ pub fn service_rows(root: &Path) -> Result<Vec<ServiceRow>> {
                 id: f.svc_id,
                 frontend: fmt_addr(k.addr, k.port),
                 protocol: proto_name(k.proto),
+                kind: kind_name(f.kind),
+                flags: [(FE_SNAT, "snat"), (FE_DROP_EMPTY, "drop-empty")]
+                    .into_iter()
+                    .filter(|(bit, _)| f.flags & bit != 0)
+                    .map(|(_, n)| n)
+                    .collect(),
                 service: f.name.clone(),
                 backends: f
                     .slots
@@ -55,13 +67,18 @@ pub fn service_list(root: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let table: Vec<[String; 7]> = rows
+    let table: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
             [
                 r.id.to_string(),
                 r.frontend.clone(),
                 r.protocol.to_string(),
+                if r.flags.is_empty() {
+                    r.kind.to_string()
+                } else {
+                    format!("{} ({})", r.kind, r.flags.join(","))
+                },
                 r.service.clone(),
                 if r.backends.is_empty() {
                     "(none)".into()
@@ -75,7 +92,7 @@ pub fn service_list(root: &Path, json: bool) -> Result<()> {
         .collect();
     print_table(
         [
-            "ID", "FRONTEND", "PROTO", "SERVICE", "BACKENDS", "PACKETS", "BYTES",
+            "ID", "FRONTEND", "PROTO", "TYPE", "SERVICE", "BACKENDS", "PACKETS", "BYTES",
         ],
         &table,
     );
@@ -89,6 +106,8 @@ struct Status {
     frontends: usize,
     backends: usize,
     conntrack_entries: usize,
+    snat_address: String,
+    counters: std::collections::BTreeMap<&'static str, u64>,
 }
 
 pub fn status(root: &Path, json: bool) -> Result<()> {
@@ -100,6 +119,8 @@ pub fn status(root: &Path, json: bool) -> Result<()> {
         frontends: st.frontends.len(),
         backends: st.backends.len(),
         conntrack_entries: maps.conntrack.keys().count(),
+        snat_address: std::net::Ipv4Addr::from(st.config.snat_addr).to_string(),
+        counters: maps.counters().into_iter().collect(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -109,6 +130,10 @@ pub fn status(root: &Path, json: bool) -> Result<()> {
         println!("frontends:    {}", s.frontends);
         println!("backends:     {}", s.backends);
         println!("conntrack:    {} entries", s.conntrack_entries);
+        println!("snat address: {}", s.snat_address);
+        for (name, v) in &s.counters {
+            println!("  {name:<20} {v}");
+        }
     }
     Ok(())
 }

@@ -476,6 +476,16 @@ pub fn proto_name(p: u8) -> &'static str {
     }
 }
 
+pub fn kind_name(k: u16) -> &'static str {
+    match k {
+        KIND_CLUSTER_IP => "ClusterIP",
+        KIND_NODE_PORT => "NodePort",
+        KIND_EXTERNAL_IP => "ExternalIP",
+        KIND_LOAD_BALANCER => "LoadBalancer",
+        _ => "?",
+    }
+}
+
 pub fn fmt_addr(addr: [u8; 4], port: u16) -> String {
     format!("{}:{}", Ipv4Addr::from(addr), port)
 }
