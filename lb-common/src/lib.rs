@@ -32,8 +32,9 @@ pub const ALL_MAPS: [&str; 9] = [
     MAP_COUNTERS,
 ];
 
-/// Name of the TC program (the function name in lb-ebpf) and its pin name.
+/// Names of the programs (the function names in lb-ebpf), also their pin names.
 pub const PROG_TC_POD: &str = "podlb_tc_pod";
+pub const PROG_XDP_EXT: &str = "podlb_xdp_ext";
 
 /// Map sizes.
 pub const MAX_SERVICES: u32 = 65536;

@@ -1,7 +1,8 @@
-//! The packet context the shared steps work on: TC (`TcContext`) today. Rewrites go through
-//! this trait so each hook can fix checksums its own way (TC uses the kernel's checksum helpers,
-//! which also handle CHECKSUM_PARTIAL packets from local pods).
-use aya_ebpf::programs::TcContext;
+//! The packet contexts the shared steps work on: TC (`TcContext`) and XDP (`XdpContext`).
+//! Rewrites go through this trait so each hook fixes checksums its own way: TC uses the kernel's
+//! checksum helpers (which also handle CHECKSUM_PARTIAL packets from local pods); XDP writes the
+//! packet directly and updates the checksums incrementally (RFC 1624).
+use aya_ebpf::programs::{TcContext, XdpContext};
 use lb_common::PROTO_UDP;
 
 use crate::parse::{Packet, IP_CSUM_OFF};
@@ -54,4 +55,70 @@ impl Ctx for TcContext {
         self.l4_csum_replace(pkt.csum_off(), from as u64, to as u64, l4_flags(pkt) | 2)?;
         self.store(off, &to, 0)
     }
+}
+
+impl Ctx for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+    #[inline(always)]
+    fn set_addr(&self, pkt: &Packet, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), i64> {
+        let old_w = [u16::from_be_bytes([old[0], old[1]]), u16::from_be_bytes([old[2], old[3]])];
+        let new_w = [u16::from_be_bytes([new[0], new[1]]), u16::from_be_bytes([new[2], new[3]])];
+        update_csum(self, IP_CSUM_OFF, &old_w, &new_w, false)?;
+        update_csum(self, pkt.csum_off(), &old_w, &new_w, pkt.proto == PROTO_UDP)?;
+        *slot::<[u8; 4]>(self, off)? = new;
+        Ok(())
+    }
+    #[inline(always)]
+    fn set_port(&self, pkt: &Packet, off: usize, old: u16, new: u16) -> Result<(), i64> {
+        update_csum(self, pkt.csum_off(), &[old], &[new], pkt.proto == PROTO_UDP)?;
+        *slot::<[u8; 2]>(self, off)? = new.to_be_bytes();
+        Ok(())
+    }
+}
+
+/// A mutable reference to a `T` at `off` in an XDP packet, if it fits.
+#[inline(always)]
+pub fn slot<T>(ctx: &XdpContext, off: usize) -> Result<&mut T, i64> {
+    let start = XdpContext::data(ctx);
+    if start + off + core::mem::size_of::<T>() > XdpContext::data_end(ctx) {
+        return Err(-1);
+    }
+    Ok(unsafe { &mut *((start + off) as *mut T) })
+}
+
+/// RFC 1624 incremental update of the checksum at `off` for 16-bit words changing from `old`
+/// to `new`. A zero UDP checksum means "none" and stays zero; a computed zero becomes 0xffff.
+#[inline(always)]
+fn update_csum(ctx: &XdpContext, off: usize, old: &[u16], new: &[u16], udp: bool) -> Result<(), i64> {
+    let c = slot::<[u8; 2]>(ctx, off)?;
+    let csum = u16::from_be_bytes(*c);
+    if udp && csum == 0 {
+        return Ok(());
+    }
+    let mut sum = (!csum) as u32;
+    for w in old {
+        sum += (!*w) as u32;
+    }
+    for w in new {
+        sum += *w as u32;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let mut out = !(sum as u16);
+    if udp && out == 0 {
+        out = 0xffff;
+    }
+    *c = out.to_be_bytes();
+    Ok(())
 }

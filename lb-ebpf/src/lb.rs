@@ -11,8 +11,10 @@ use crate::{
 
 /// What the hook should do with the packet.
 pub enum Verdict {
-    /// Not service traffic, or rewritten: continue.
+    /// Not service traffic: continue untouched.
     Pass,
+    /// NATed: continue (XDP may forward it itself).
+    Nat,
     Drop,
     /// Answer the client: TCP RST or ICMP port unreachable.
     Reject,
@@ -184,7 +186,7 @@ fn reply_path<C: Ctx>(ctx: &C, pkt: &Packet, e: &Ct4Entry) -> Verdict {
 #[inline(always)]
 fn finish(r: Result<(), i64>) -> Verdict {
     match r {
-        Ok(()) => Verdict::Pass,
+        Ok(()) => Verdict::Nat,
         Err(_) => {
             count_event(CNT_NAT_ERROR);
             Verdict::Drop

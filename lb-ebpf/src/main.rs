@@ -1,24 +1,36 @@
-//! podlb datapath: TC ingress on host-side pod interfaces and on external interfaces.
+//! podlb datapath.
+//! - `podlb_xdp_ext`: XDP on external interfaces, the fast path for NodePort, ExternalIP and
+//!   LoadBalancer traffic (and anything else addressed to a frontend) and for replies coming
+//!   back from other nodes.
+//! - `podlb_tc_pod`: TC ingress on host-side pod interfaces (pod-to-Service traffic and
+//!   reverse NAT of replies), and on external interfaces where XDP cannot finish a packet.
 //!
 //! Per packet (one function per step):
 //! 1. `parse::parse`: Ethernet, IPv4 (with options) and L4 ports, all bounds-checked;
 //! 2. `lb::process`: a Service frontend gets conntrack or a new backend (with SNAT where the
 //!    frontend or a hairpin needs it) and is DNATed; a reply of a NATed flow is reverse-NATed;
 //!    a ClusterIP on a port it does not expose is rejected; anything else is left untouched;
-//! 3. `reject::reject_tc`: answers rejected connections with a TCP RST or ICMP unreachable.
+//! 3. `reject`: answers rejected connections with a TCP RST or ICMP unreachable;
+//! 4. `fwd::forward` (XDP): transmits NATed packets whose route leads back out of the same
+//!    interface, and passes the rest to the kernel stack.
 //!
-//! Every verdict that is not a drop or a reject is `TC_NEXT`, so programs attached after ours
-//! (a CNI's, say) still run.
+//! Every TC verdict that is not a drop or a reject is `TC_NEXT`, so programs attached after
+//! ours (a CNI's, say) still run.
 #![no_std]
 #![no_main]
 
 mod ctx;
+mod fwd;
 mod lb;
 mod maps;
 mod parse;
 mod reject;
 
-use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_SHOT},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 use crate::lb::Verdict;
 
@@ -31,9 +43,22 @@ pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
         return TC_NEXT;
     };
     match lb::process(&ctx, &pkt) {
-        Verdict::Pass => TC_NEXT,
+        Verdict::Pass | Verdict::Nat => TC_NEXT,
         Verdict::Drop => TC_ACT_SHOT,
         Verdict::Reject => reject::reject_tc(&ctx, &pkt),
+    }
+}
+
+#[xdp]
+pub fn podlb_xdp_ext(ctx: XdpContext) -> u32 {
+    let Some(pkt) = parse::parse(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    match lb::process(&ctx, &pkt) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Nat => fwd::forward(&ctx, &pkt),
+        Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Reject => reject::reject_xdp(&ctx, &pkt),
     }
 }
 

@@ -3,16 +3,20 @@
 //! "connection refused" at once instead of a timeout.
 //!
 //! The reply is built whole in a stack buffer from fields read before the packet is resized,
-//! then written with one store. Packets with IPv4 options are dropped instead (rare, and the
-//! client still gets no connection).
+//! then written in one go. Packets with IPv4 options are dropped instead (rare, and the client
+//! still gets no connection).
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
-    helpers::{bpf_redirect, bpf_skb_change_tail},
-    programs::TcContext,
+    bindings::{xdp_action, TC_ACT_SHOT},
+    helpers::{bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail},
+    programs::{TcContext, XdpContext},
+    EbpfContext,
 };
 use lb_common::{PROTO_TCP, PROTO_UDP};
 
-use crate::parse::{ptr_at, Packet, ETH_HLEN};
+use crate::{
+    ctx::{slot, Ctx},
+    parse::{ptr_at, Packet, ETH_HLEN},
+};
 
 const IPPROTO_ICMP: u8 = 1;
 const TCP_FIN: u8 = 0x01;
@@ -22,23 +26,75 @@ const TCP_ACK: u8 = 0x10;
 const RST_LEN: usize = ETH_HLEN + 20 + 20;
 const ICMP_LEN: usize = ETH_HLEN + 20 + 8 + 20 + 8;
 
-/// Turns the packet into a reject and sends it back; returns the TC verdict.
+/// The reject for `pkt`, ready to be written over the packet.
+enum Reply {
+    Rst([u8; RST_LEN]),
+    Icmp([u8; ICMP_LEN]),
+}
+
+#[inline(always)]
+fn build<C: Ctx>(ctx: &C, pkt: &Packet) -> Option<Reply> {
+    if pkt.l4_off != ETH_HLEN + 20 {
+        return None;
+    }
+    let eth = unsafe { *ptr_at::<C, [u8; 14]>(ctx, 0)? };
+    let ip = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
+    if pkt.proto == PROTO_TCP {
+        let tcp = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN + 20)? };
+        tcp_rst(&eth, &ip, &tcp).map(Reply::Rst)
+    } else if pkt.proto == PROTO_UDP {
+        let udp = unsafe { *ptr_at::<C, [u8; 8]>(ctx, ETH_HLEN + 20)? };
+        Some(Reply::Icmp(icmp_unreachable(&eth, &ip, &udp)))
+    } else {
+        None
+    }
+}
+
+/// TC: rewrites the packet into its reject and sends it back out; returns the verdict.
 #[inline(always)]
 pub fn reject_tc(ctx: &TcContext, pkt: &Packet) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let r = if pkt.l4_off != ETH_HLEN + 20 {
-        None
-    } else if pkt.proto == PROTO_TCP {
-        tcp_rst(ctx)
-    } else if pkt.proto == PROTO_UDP {
-        icmp_unreachable(ctx)
-    } else {
-        None
+    let done = match build(ctx, pkt) {
+        Some(Reply::Rst(buf)) => tc_write(ctx, &buf),
+        Some(Reply::Icmp(buf)) => tc_write(ctx, &buf),
+        None => None,
     };
-    match r {
+    match done {
         Some(()) => unsafe { bpf_redirect(ifindex, 0) as i32 },
         None => TC_ACT_SHOT,
     }
+}
+
+#[inline(always)]
+fn tc_write<const N: usize>(ctx: &TcContext, buf: &[u8; N]) -> Option<()> {
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, N as u32, 0) } != 0 {
+        return None;
+    }
+    ctx.store(0, buf, 0).ok()
+}
+
+/// XDP: rewrites the packet into its reject and transmits it back; returns the verdict.
+#[inline(always)]
+pub fn reject_xdp(ctx: &XdpContext, pkt: &Packet) -> u32 {
+    let done = match build(ctx, pkt) {
+        Some(Reply::Rst(buf)) => xdp_write(ctx, &buf),
+        Some(Reply::Icmp(buf)) => xdp_write(ctx, &buf),
+        None => None,
+    };
+    match done {
+        Some(()) => xdp_action::XDP_TX,
+        None => xdp_action::XDP_DROP,
+    }
+}
+
+#[inline(always)]
+fn xdp_write<const N: usize>(ctx: &XdpContext, buf: &[u8; N]) -> Option<()> {
+    let delta = N as i32 - (ctx.data_end() - ctx.data()) as i32;
+    if unsafe { bpf_xdp_adjust_tail(ctx.as_ptr().cast(), delta) } != 0 {
+        return None;
+    }
+    *slot::<[u8; N]>(ctx, 0).ok()? = *buf;
+    Some(())
 }
 
 /// Ethernet header with the addresses swapped, and an IPv4 header (no options) from the
@@ -65,10 +121,7 @@ fn headers(buf: &mut [u8], orig_eth: &[u8; 14], orig_ip: &[u8; 20], proto: u8, t
 }
 
 #[inline(always)]
-fn tcp_rst(ctx: &TcContext) -> Option<()> {
-    let eth = unsafe { *ptr_at::<TcContext, [u8; 14]>(ctx, 0)? };
-    let ip = unsafe { *ptr_at::<TcContext, [u8; 20]>(ctx, ETH_HLEN)? };
-    let tcp = unsafe { *ptr_at::<TcContext, [u8; 20]>(ctx, ETH_HLEN + 20)? };
+fn tcp_rst(eth: &[u8; 14], ip: &[u8; 20], tcp: &[u8; 20]) -> Option<[u8; RST_LEN]> {
     let flags = tcp[13];
     if flags & TCP_RST != 0 {
         return None; // never answer a reset
@@ -79,7 +132,7 @@ fn tcp_rst(ctx: &TcContext) -> Option<()> {
         + (flags & TCP_SYN != 0) as u32
         + (flags & TCP_FIN != 0) as u32;
     let mut buf = [0u8; RST_LEN];
-    headers(&mut buf, &eth, &ip, PROTO_TCP, 40);
+    headers(&mut buf, eth, ip, PROTO_TCP, 40);
     let t = &mut buf[ETH_HLEN + 20..];
     t[0..2].copy_from_slice(&tcp[2..4]);
     t[2..4].copy_from_slice(&tcp[0..2]);
@@ -96,32 +149,21 @@ fn tcp_rst(ctx: &TcContext) -> Option<()> {
     t[12] = 5 << 4;
     let c = fold(sum(&buf[ETH_HLEN + 20..], pseudo(&buf, PROTO_TCP, 20)));
     buf[ETH_HLEN + 20 + 16..ETH_HLEN + 20 + 18].copy_from_slice(&c.to_be_bytes());
-    resize_and_store(ctx, &buf)
+    Some(buf)
 }
 
 #[inline(always)]
-fn icmp_unreachable(ctx: &TcContext) -> Option<()> {
-    let eth = unsafe { *ptr_at::<TcContext, [u8; 14]>(ctx, 0)? };
-    let ip = unsafe { *ptr_at::<TcContext, [u8; 20]>(ctx, ETH_HLEN)? };
-    let udp = unsafe { *ptr_at::<TcContext, [u8; 8]>(ctx, ETH_HLEN + 20)? };
+fn icmp_unreachable(eth: &[u8; 14], ip: &[u8; 20], udp: &[u8; 8]) -> [u8; ICMP_LEN] {
     let mut buf = [0u8; ICMP_LEN];
-    headers(&mut buf, &eth, &ip, IPPROTO_ICMP, (ICMP_LEN - ETH_HLEN) as u16);
+    headers(&mut buf, eth, ip, IPPROTO_ICMP, (ICMP_LEN - ETH_HLEN) as u16);
     let icmp = &mut buf[ETH_HLEN + 20..];
     icmp[0] = 3; // destination unreachable
     icmp[1] = 3; // port unreachable
-    icmp[8..28].copy_from_slice(&ip);
-    icmp[28..36].copy_from_slice(&udp);
+    icmp[8..28].copy_from_slice(ip);
+    icmp[28..36].copy_from_slice(udp);
     let c = fold(sum(icmp, 0));
     buf[ETH_HLEN + 22..ETH_HLEN + 24].copy_from_slice(&c.to_be_bytes());
-    resize_and_store(ctx, &buf)
-}
-
-#[inline(always)]
-fn resize_and_store<const N: usize>(ctx: &TcContext, buf: &[u8; N]) -> Option<()> {
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, N as u32, 0) } != 0 {
-        return None;
-    }
-    ctx.store(0, buf, 0).ok()
+    buf
 }
 
 /// Pseudo-header sum for the L4 checksum of the reply in `buf`.
@@ -133,7 +175,7 @@ fn pseudo(buf: &[u8], proto: u8, l4_len: u16) -> u32 {
 
 /// One's-complement sum of 16-bit big-endian words (`bytes` has even length).
 #[inline(always)]
-fn sum(bytes: &[u8], mut acc: u32) -> u32 {
+pub fn sum(bytes: &[u8], mut acc: u32) -> u32 {
     let mut i = 0;
     while i + 1 < bytes.len() {
         acc += u16::from_be_bytes([bytes[i], bytes[i + 1]]) as u32;
@@ -143,7 +185,7 @@ fn sum(bytes: &[u8], mut acc: u32) -> u32 {
 }
 
 #[inline(always)]
-fn fold(mut acc: u32) -> u16 {
+pub fn fold(mut acc: u32) -> u16 {
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
     !(acc as u16)

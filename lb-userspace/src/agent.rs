@@ -39,10 +39,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     }
     let mut src = ManifestDir::new(&cfg.manifests);
     let node_name = cfg.node_name.clone();
-    let wants = |name: &str| {
-        cfg.external_interfaces.iter().any(|e| e == name)
-            || cfg.pod_interfaces.iter().any(|g| g.matches(name))
-    };
+    let is_external = |name: &str| cfg.external_interfaces.iter().any(|e| e == name);
+    let is_pod = |name: &str| cfg.pod_interfaces.iter().any(|g| g.matches(name));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -56,9 +54,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             _ = int.recv() => break,
             _ = tick.tick() => {}
         }
-        let (new, failed) = dp.sync_interfaces(wants);
-        if !new.is_empty() {
-            tracing::info!(interfaces = ?new, "attached");
+        let (new, failed) = dp.sync_interfaces(is_pod, is_external);
+        for (interface, hook) in new {
+            tracing::info!(%interface, hook = hook.name(), "attached");
         }
         // Failures are retried every poll but logged once per interface and reason.
         failed_attach.retain(|f| failed.contains(f));

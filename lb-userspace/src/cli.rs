@@ -100,9 +100,16 @@ pub fn service_list(root: &Path, json: bool) -> Result<()> {
 }
 
 #[derive(Serialize)]
+struct Attachment {
+    name: String,
+    /// "tc", "xdp-native" or "xdp-generic".
+    hook: &'static str,
+}
+
+#[derive(Serialize)]
 struct Status {
     bpf_root: String,
-    interfaces: Vec<String>,
+    interfaces: Vec<Attachment>,
     frontends: usize,
     backends: usize,
     conntrack_entries: usize,
@@ -115,7 +122,13 @@ pub fn status(root: &Path, json: bool) -> Result<()> {
     let st = maps.read_state()?;
     let s = Status {
         bpf_root: root.display().to_string(),
-        interfaces: Datapath::attached(root),
+        interfaces: Datapath::attached(root)
+            .into_iter()
+            .map(|(name, hook)| Attachment {
+                name,
+                hook: hook.name(),
+            })
+            .collect(),
         frontends: st.frontends.len(),
         backends: st.backends.len(),
         conntrack_entries: maps.conntrack.keys().count(),
@@ -126,7 +139,12 @@ pub fn status(root: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!("bpf root:     {}", s.bpf_root);
-        println!("attached (TC ingress): {}", s.interfaces.join(", "));
+        let ifs: Vec<String> = s
+            .interfaces
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.hook))
+            .collect();
+        println!("attached:     {}", ifs.join(", "));
         println!("frontends:    {}", s.frontends);
         println!("backends:     {}", s.backends);
         println!("conntrack:    {} entries", s.conntrack_entries);

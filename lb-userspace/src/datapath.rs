@@ -20,10 +20,11 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{links::FdLink, SchedClassifier, TcAttachType},
+    programs::{links::FdLink, Program, SchedClassifier, TcAttachType, Xdp, XdpMode},
     util::nr_cpus,
     EbpfLoader,
 };
+use aya_obj::programs::XdpAttachType;
 use lb_common::*;
 
 use crate::reconcile::{BackendKey, FrontendState, MapState, Op};
@@ -78,11 +79,49 @@ fn fs_magic(p: &Path) -> Result<i64> {
     Ok(st.f_type as i64)
 }
 
-/// The loaded (or adopted) TC program and the pin directory.
+/// How a program is attached to an interface; part of the link's pin name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// TC ingress (a TCX link).
+    Tc,
+    /// Native (driver) XDP.
+    XdpNative,
+    /// Generic (skb) XDP, when the driver has no native XDP.
+    XdpGeneric,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Tc => "tc",
+            Hook::XdpNative => "xdp-native",
+            Hook::XdpGeneric => "xdp-generic",
+        }
+    }
+    fn parse(s: &str) -> Option<Hook> {
+        [Hook::Tc, Hook::XdpNative, Hook::XdpGeneric]
+            .into_iter()
+            .find(|h| h.name() == s)
+    }
+}
+
+/// A link pin: `links/<hook>:<ifname>@<ifindex>`.
+fn link_pin_name(hook: Hook, ifname: &str, index: u32) -> String {
+    format!("{}:{ifname}@{index}", hook.name())
+}
+
+fn parse_link_pin(file: &str) -> Option<(Hook, &str, u32)> {
+    let (hook, rest) = file.split_once(':')?;
+    let (name, index) = rest.rsplit_once('@')?;
+    Some((Hook::parse(hook)?, name, index.parse().ok()?))
+}
+
+/// The loaded (or adopted) programs and the pin directory.
 pub struct Datapath {
     root: PathBuf,
-    prog: SchedClassifier,
-    /// Whether the program was found pinned (re-adopted) rather than loaded now.
+    tc: SchedClassifier,
+    xdp: Xdp,
+    /// Whether the programs were found pinned (re-adopted) rather than loaded now.
     pub adopted: bool,
 }
 
@@ -94,8 +133,8 @@ impl Datapath {
         }
         ensure_bpffs(root)?;
         fs::create_dir_all(root.join("links"))?;
-        let prog_pin = root.join(PROG_TC_POD);
-        let adopted = prog_pin.exists();
+        let (tc_pin, xdp_pin) = (root.join(PROG_TC_POD), root.join(PROG_XDP_EXT));
+        let adopted = tc_pin.exists() && xdp_pin.exists();
         // Maps: opened from their pins when present, otherwise created and pinned.
         let mut loader = EbpfLoader::new();
         let pins: Vec<(&str, PathBuf)> = ALL_MAPS.iter().map(|m| (*m, root.join(m))).collect();
@@ -105,82 +144,118 @@ impl Datapath {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the eBPF object")?;
-        let prog = if adopted {
-            SchedClassifier::from_pin(&prog_pin).context("adopting the pinned TC program")?
-        } else {
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(PROG_TC_POD)
-                .ok_or_else(|| anyhow!("program {PROG_TC_POD} missing from the eBPF object"))?
-                .try_into()?;
-            p.load().context("loading the TC program (verifier)")?;
-            p.pin(&prog_pin).context("pinning the TC program")?;
-            SchedClassifier::from_pin(&prog_pin)?
-        };
+        if !adopted {
+            for (name, pin) in [(PROG_TC_POD, &tc_pin), (PROG_XDP_EXT, &xdp_pin)] {
+                let _ = fs::remove_file(pin);
+                let prog = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+                match prog {
+                    Program::SchedClassifier(p) => p.load(),
+                    Program::Xdp(p) => p.load(),
+                    _ => bail!("program {name} has an unexpected type"),
+                }
+                .with_context(|| format!("loading {name} (verifier)"))?;
+                prog.pin(pin).with_context(|| format!("pinning {name}"))?;
+            }
+        }
         Ok(Self {
             root: root.to_path_buf(),
-            prog,
+            tc: SchedClassifier::from_pin(&tc_pin).context("opening the pinned TC program")?,
+            xdp: Xdp::from_pin(&xdp_pin, XdpAttachType::Interface)
+                .context("opening the pinned XDP program")?,
             adopted,
         })
     }
 
-    /// Attaches the TC program to every interface whose name matches, unless a pinned link
-    /// already does; removes pins of links whose interface is gone. Returns the newly attached
-    /// interfaces, and the failures as (interface, error).
+    /// Attaches to every interface that matches: TC ingress on pod interfaces; XDP (native,
+    /// else generic) plus TC ingress on external interfaces. Interfaces whose link pin exists
+    /// are left alone; pins of links whose interface is gone are removed. Returns what was
+    /// attached now as (interface, hook), and the failures as (interface, error).
     pub fn sync_interfaces(
         &mut self,
-        want: impl Fn(&str) -> bool,
-    ) -> (Vec<String>, Vec<(String, String)>) {
+        is_pod: impl Fn(&str) -> bool,
+        is_external: impl Fn(&str) -> bool,
+    ) -> (Vec<(String, Hook)>, Vec<(String, String)>) {
         let present = interfaces();
         let links = self.root.join("links");
-        let (mut attached, mut failed) = (Vec::new(), Vec::new());
-        for (name, index) in present.iter().filter(|(n, _)| want(n)) {
-            let pin = links.join(format!("tc-{name}@{index}"));
-            if pin.exists() {
-                continue;
-            }
-            match self.attach(name, &pin) {
-                Ok(()) => attached.push(name.clone()),
-                Err(e) => failed.push((format!("{name}@{index}"), format!("{e:#}"))),
-            }
-        }
-        for entry in fs::read_dir(&links).into_iter().flatten().flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let alive = file
-                .strip_prefix("tc-")
-                .and_then(|s| s.rsplit_once('@'))
-                .is_some_and(|(n, i)| {
-                    present
-                        .iter()
-                        .any(|(pn, pi)| pn == n && pi.to_string() == i)
-                });
-            if !alive {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        (attached, failed)
-    }
-
-    fn attach(&mut self, name: &str, pin: &Path) -> Result<()> {
-        let id = self.prog.attach(name, TcAttachType::Ingress)?;
-        let link: FdLink = self.prog.take_link(id)?.try_into()?;
-        link.pin(pin)?;
-        Ok(())
-    }
-
-    /// Names of the interfaces the program is attached to (from the link pins).
-    pub fn attached(root: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(root.join("links"))
+        let existing: Vec<(Hook, String, u32)> = fs::read_dir(&links)
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| {
                 let f = e.file_name().to_string_lossy().into_owned();
-                f.strip_prefix("tc-")
-                    .and_then(|s| s.rsplit_once('@'))
-                    .map(|(n, _)| n.to_string())
+                let (h, n, i) = parse_link_pin(&f)?;
+                Some((h, n.to_string(), i))
             })
             .collect();
-        v.sort();
+        let has = |xdp: bool, name: &str, index: u32| {
+            existing
+                .iter()
+                .any(|(h, n, i)| (*h != Hook::Tc) == xdp && n == name && *i == index)
+        };
+        let (mut attached, mut failed) = (Vec::new(), Vec::new());
+        for (name, index) in &present {
+            let external = is_external(name);
+            if external && !has(true, name, *index) {
+                match self.attach_xdp(name, *index) {
+                    Ok(h) => attached.push((name.clone(), h)),
+                    Err(e) => failed.push((format!("{name}@{index} (xdp)"), format!("{e:#}"))),
+                }
+            }
+            if (external || is_pod(name)) && !has(false, name, *index) {
+                let pin = links.join(link_pin_name(Hook::Tc, name, *index));
+                match self.attach_tc(name, &pin) {
+                    Ok(()) => attached.push((name.clone(), Hook::Tc)),
+                    Err(e) => failed.push((format!("{name}@{index} (tc)"), format!("{e:#}"))),
+                }
+            }
+        }
+        for (hook, name, index) in existing {
+            if !present.iter().any(|(n, i)| *n == name && *i == index) {
+                let _ = fs::remove_file(links.join(link_pin_name(hook, &name, index)));
+            }
+        }
+        (attached, failed)
+    }
+
+    fn attach_tc(&mut self, name: &str, pin: &Path) -> Result<()> {
+        let id = self.tc.attach(name, TcAttachType::Ingress)?;
+        let link: FdLink = self.tc.take_link(id)?.try_into()?;
+        link.pin(pin)?;
+        Ok(())
+    }
+
+    /// Native XDP where the driver supports it, else generic XDP.
+    fn attach_xdp(&mut self, name: &str, index: u32) -> Result<Hook> {
+        let (hook, id) = match self.xdp.attach(name, XdpMode::Driver) {
+            Ok(id) => (Hook::XdpNative, id),
+            Err(native) => match self.xdp.attach(name, XdpMode::Skb) {
+                Ok(id) => (Hook::XdpGeneric, id),
+                Err(generic) => bail!("native XDP: {native}; generic XDP: {generic}"),
+            },
+        };
+        let link: FdLink = self.xdp.take_link(id)?.try_into()?;
+        link.pin(
+            self.root
+                .join("links")
+                .join(link_pin_name(hook, name, index)),
+        )?;
+        Ok(hook)
+    }
+
+    /// The attached interfaces and how (from the link pins), sorted by interface.
+    pub fn attached(root: &Path) -> Vec<(String, Hook)> {
+        let mut v: Vec<(String, Hook)> = fs::read_dir(root.join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let f = e.file_name().to_string_lossy().into_owned();
+                parse_link_pin(&f).map(|(h, n, _)| (n.to_string(), h))
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.0, a.1.name()).cmp(&(&b.0, b.1.name())));
         v
     }
 }
@@ -241,6 +316,7 @@ pub fn reset(root: &Path) -> Result<usize> {
         .collect();
     // Links first, so that traffic stops being rewritten before the maps go away.
     pins.push(root.join(PROG_TC_POD));
+    pins.push(root.join(PROG_XDP_EXT));
     pins.extend(ALL_MAPS.iter().map(|m| root.join(m)));
     let mut n = 0;
     for p in pins {

@@ -17,6 +17,9 @@ use podlb::{datapath::EBPF_OBJECT, testbed::require_root};
 /// `TC_NEXT` (-1) as the kernel reports it.
 const TC_NEXT: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
+/// The packet was turned into a reply and redirected (back out of the ingress interface).
+const TC_ACT_REDIRECT: u32 = 7;
+const IPPROTO_ICMP: u8 = 1;
 
 type Addr = ([u8; 4], u16);
 const CLIENT: Addr = ([10, 244, 0, 5], 40000);
@@ -25,8 +28,13 @@ const BE1: Addr = ([10, 244, 0, 11], 8080);
 const BE2: Addr = ([10, 244, 0, 12], 8080);
 const BE3: Addr = ([10, 244, 0, 13], 9090);
 const DNS_BE: Addr = ([10, 244, 0, 21], 5353);
+/// The node address (SNAT source and NodePort address) and an external client.
+const NODE: [u8; 4] = [192, 168, 77, 1];
+const EXT: Addr = ([192, 168, 77, 2], 40000);
+const MSS: [u8; 4] = [2, 4, 0x05, 0xb4];
 
 const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
 // ---------------------------------------------------------------------------------------------
@@ -101,7 +109,16 @@ impl Harness {
 
     /// Writes the slots of `svc_id`, then the frontend with its count, then removes stale slots
     /// (the reconciler's order).
-    fn set_frontend(&mut self, vip: [u8; 4], port: u16, proto: u8, svc_id: u32, ids: &[u32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn set_frontend(
+        &mut self,
+        vip: [u8; 4],
+        port: u16,
+        proto: u8,
+        svc_id: u32,
+        ids: &[u32],
+        flags: u16,
+    ) {
         let mut slots = self.hash::<SlotKey, Slot>(MAP_SLOTS);
         for (i, id) in ids.iter().enumerate() {
             let key = SlotKey {
@@ -119,7 +136,7 @@ impl Harness {
         let fe = Frontend {
             svc_id,
             count: ids.len() as u32,
-            flags: 0,
+            flags,
             kind: KIND_CLUSTER_IP,
             pad: 0,
         };
@@ -142,12 +159,13 @@ impl Harness {
         proto: u8,
         svc_id: u32,
         backends: &[Addr],
+        flags: u16,
     ) -> Vec<u32> {
         let ids: Vec<u32> = backends
             .iter()
             .map(|b| self.new_backend(*b, proto))
             .collect();
-        self.set_frontend(vip, port, proto, svc_id, &ids);
+        self.set_frontend(vip, port, proto, svc_id, &ids, flags);
         ids
     }
 
@@ -174,6 +192,36 @@ impl Harness {
                 packets: a.packets + s.packets,
                 bytes: a.bytes + s.bytes,
             })
+    }
+
+    /// Sum over the CPUs of one `CNT_*` event counter.
+    fn counter(&self, idx: u32) -> u64 {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(MAP_COUNTERS).unwrap()).unwrap();
+        m.get(&idx, 0).unwrap().iter().sum()
+    }
+
+    /// All `CNT_*` counters, by index.
+    fn counters(&self) -> Vec<u64> {
+        (0..COUNTERS).map(|i| self.counter(i)).collect()
+    }
+
+    fn set_config(&mut self, snat_addr: [u8; 4], snat_port_min: u16, snat_port_max: u16) {
+        let mut m: Array<_, Config> =
+            Array::try_from(self.ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
+        let cfg = Config {
+            snat_addr,
+            snat_port_min,
+            snat_port_max,
+        };
+        m.set(0, cfg, 0).unwrap();
+    }
+
+    /// Marks `addr` as a ClusterIP (ports it does not expose are rejected).
+    fn add_vip(&mut self, addr: [u8; 4]) {
+        self.hash::<[u8; 4], Vip>(MAP_VIPS)
+            .insert(addr, Vip { flags: 0 }, 0)
+            .unwrap();
     }
 }
 
@@ -447,9 +495,78 @@ fn changed(a: &[u8], b: &[u8]) -> Vec<usize> {
     (0..a.len()).filter(|&i| a[i] != b[i]).collect()
 }
 
+/// The reply the program must send for `req` (IPv4 without options): Ethernet addresses
+/// swapped, a fresh IPv4 header (ID 0, DF, TTL 64) from the request's destination back to its
+/// source, then `l4` with its checksum filled in (TCP: with the pseudo-header; ICMP: plain).
+fn reply_to(req: &[u8], proto: u8, mut l4: Vec<u8>) -> Vec<u8> {
+    let src: [u8; 4] = req[30..34].try_into().unwrap();
+    let dst: [u8; 4] = req[26..30].try_into().unwrap();
+    let mut f = req[6..12].to_vec();
+    f.extend(&req[0..6]);
+    f.extend([0x08, 0x00, 0x45, 0]);
+    f.extend(((20 + l4.len()) as u16).to_be_bytes());
+    f.extend([0, 0, 0x40, 0, 64, proto, 0, 0]);
+    f.extend(src);
+    f.extend(dst);
+    let c = !fold(sum16(&f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let (off, pseudo) = match proto {
+        PROTO_TCP => (16, pseudo_sum(src, dst, proto, l4.len())),
+        _ => (2, 0),
+    };
+    let c = !fold(pseudo + sum16(&l4));
+    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    f.extend(l4);
+    f
+}
+
+/// The 54-byte RST answering the TCP frame `req`.
+fn rst_for(req: &[u8], seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    let mut t = [&req[36..38], &req[34..36]].concat();
+    t.extend(seq.to_be_bytes());
+    t.extend(ack.to_be_bytes());
+    t.extend([5 << 4, flags, 0, 0, 0, 0, 0, 0]); // data offset, flags, window, csum, urgent
+    reply_to(req, PROTO_TCP, t)
+}
+
+/// The 70-byte ICMP port unreachable answering the UDP frame `req`: the original IPv4 header
+/// and the first 8 bytes of the UDP header.
+fn icmp_for(req: &[u8]) -> Vec<u8> {
+    let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    m.extend(&req[14..42]);
+    reply_to(req, IPPROTO_ICMP, m)
+}
+
+/// Independent check of an ICMP reply's IPv4 header and ICMP checksums.
+#[track_caller]
+fn verify_icmp(f: &[u8]) {
+    assert_eq!(f[23], IPPROTO_ICMP);
+    assert_eq!(fold(sum16(&f[14..34])), 0xffff, "IPv4 header checksum");
+    let end = 14 + be16(f, 16) as usize;
+    assert_eq!(fold(sum16(&f[34..end])), 0xffff, "ICMP checksum");
+}
+
+/// Expects exactly these `CNT_*` counters to be non-zero, with these values.
+#[track_caller]
+fn assert_counters(h: &Harness, nonzero: &[(u32, u64)]) {
+    let mut want = vec![0; COUNTERS as usize];
+    for &(i, n) in nonzero {
+        want[i as usize] = n;
+    }
+    assert_eq!(h.counters(), want, "counters (by index: {COUNTER_NAMES:?})");
+}
+
+/// Runs `input` and expects it dropped (left as it was).
+#[track_caller]
+fn assert_dropped(h: &Harness, input: &[u8]) {
+    let (verdict, out) = h.run(input);
+    assert_eq!(verdict, TC_ACT_SHOT, "verdict");
+    assert_frame_eq(&out, input);
+}
+
 /// A TCP service VIP:80 -> backends, svc_id 1.
 fn web(h: &mut Harness, backends: &[Addr]) -> Vec<u32> {
-    h.add_service(VIP, 80, PROTO_TCP, 1, backends)
+    h.add_service(VIP, 80, PROTO_TCP, 1, backends, 0)
 }
 
 /// Runs `input` and expects it to leave the program unchanged, with `TC_NEXT`.
@@ -530,7 +647,7 @@ fn established_flow_is_sticky_until_backend_gone() {
     h.run(&tcp(CLIENT, (VIP, 80), SYN).build());
 
     let id2 = h.new_backend(BE2, PROTO_TCP);
-    h.set_frontend(VIP, 80, PROTO_TCP, 1, &[ids[0], id2]);
+    h.set_frontend(VIP, 80, PROTO_TCP, 1, &[ids[0], id2], 0);
     for i in 0..20 {
         let (verdict, out) = h.run(&ack.build());
         assert_eq!(verdict, TC_NEXT, "packet {i}");
@@ -540,7 +657,7 @@ fn established_flow_is_sticky_until_backend_gone() {
     // BE1 leaves as the reconciler removes it: slots first, then the backend entry is zeroed.
     // (Zeroing the entry while a slot still names it would make re-selection drop the packet
     // whenever that slot is drawn; the reconciler never leaves such a slot.)
-    h.set_frontend(VIP, 80, PROTO_TCP, 1, &[id2]);
+    h.set_frontend(VIP, 80, PROTO_TCP, 1, &[id2], 0);
     h.set_backend(ids[0], Backend4::default());
     let (verdict, out) = h.run(&ack.build());
     assert_eq!(verdict, TC_NEXT);
@@ -588,7 +705,7 @@ fn reused_backend_id_rebalances_flow() {
 #[test]
 fn udp_to_vip_keeps_checksum_semantics() {
     let mut h = Harness::new();
-    h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE]);
+    h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
     let q = udp((CLIENT.0, 40001), (VIP, 53)).payload(b"hello"); // odd length
 
     let (verdict, out) = h.run(&q.build());
@@ -653,7 +770,7 @@ fn udp_to_vip_keeps_checksum_semantics() {
 fn ipv4_options_are_skipped() {
     let mut h = Harness::new();
     let ids = web(&mut h, &[BE1]);
-    h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE]);
+    h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
     let mut max_opts = [1u8; 40]; // IHL = 15: 39 NOPs and an end-of-list
     max_opts[39] = 0;
     let cases = [
@@ -704,7 +821,7 @@ fn non_service_packet_is_untouched() {
 fn malformed_packets_pass_unchanged() {
     let mut h = Harness::new();
     web(&mut h, &[BE1]);
-    h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE]);
+    h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
     let syn = tcp(CLIENT, (VIP, 80), SYN).build();
     let dns = udp(CLIENT, (VIP, 53)).payload(b"query").build();
     let ethertype = |f: &[u8], t: u16| {
@@ -830,7 +947,7 @@ fn malformed_packets_pass_unchanged() {
 fn truncated_l4_in_padded_frame_passes_unchanged() {
     let mut h = Harness::new();
     web(&mut h, &[BE1]);
-    h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE]);
+    h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
     let pad60 = |mut f: Vec<u8>| {
         f.resize(60, 0);
         f
@@ -858,17 +975,355 @@ fn truncated_l4_in_padded_frame_passes_unchanged() {
     );
 }
 
-/// 8. A frontend without backends drops the SYN (current behaviour; a later version rejects it
-///    with a RST/ICMP instead).
+/// 8. A frontend without backends rejects TCP like kube-proxy: a RST from VIP:port back to the
+///    client, redirected out of the ingress interface. A reset is never answered.
 #[test]
-fn frontend_without_backends_drops() {
+fn tcp_to_frontend_without_backends_is_reset() {
     let mut h = Harness::new();
     web(&mut h, &[]);
-    let input = tcp(CLIENT, (VIP, 80), SYN).build();
-    let (verdict, out) = h.run(&input);
-    assert_eq!(verdict, TC_ACT_SHOT);
-    assert_frame_eq(&out, &input);
+    let syn = tcp(CLIENT, (VIP, 80), SYN);
+    let mut padded = syn.build();
+    padded.resize(60, 0);
+    let (seq, ack) = (0x1122_3344u32, 0x5566_7788u32); // what the builder sends
+    let data = tcp(CLIENT, (VIP, 80), ACK).payload(b"0123456789");
+    let cases = [
+        ("SYN", syn.build(), 0, seq + 1, RST | ACK),
+        (
+            "SYN with MSS",
+            syn.clone().tcp_opts(&MSS).build(),
+            0,
+            seq + 1,
+            RST | ACK,
+        ),
+        ("SYN padded to 60 bytes", padded, 0, seq + 1, RST | ACK),
+        (
+            "SYN with 3 bytes of data",
+            syn.clone().payload(b"abc").build(),
+            0,
+            seq + 4,
+            RST | ACK,
+        ),
+        ("ACK with 10 bytes of data", data.build(), ack, 0, RST),
+    ];
+    for (i, (name, input, seq, ack, flags)) in cases.iter().enumerate() {
+        let (verdict, out) = h.run(input);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{name}");
+        assert_eq!(out.len(), 54, "{name}");
+        assert_frame_eq(&out, &rst_for(input, *seq, *ack, *flags));
+        verify_checksums(&out);
+        assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, i as u64 + 1)]);
+    }
+    // The fields spelled out once, independently of `rst_for`.
+    let (_, out) = h.run(&syn.build());
+    assert_eq!(
+        &out[0..12],
+        &[0x0a, 0x58, 0x0a, 0xf4, 0, 5, 0x0a, 0x58, 0x0a, 0xf4, 0, 1]
+    );
+    assert_eq!(
+        &out[14..24],
+        &[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, PROTO_TCP]
+    );
+    assert_eq!((&out[26..30], &out[30..34]), (&VIP[..], &CLIENT.0[..]));
+    assert_eq!((be16(&out, 34), be16(&out, 36)), (80, CLIENT.1));
+    assert_eq!(
+        &out[38..48],
+        &[0, 0, 0, 0, 0x11, 0x22, 0x33, 0x45, 0x50, RST | ACK]
+    );
+
+    for flags in [RST, RST | ACK] {
+        assert_dropped(&h, &tcp(CLIENT, (VIP, 80), flags).build());
+    }
     assert!(h.conntrack().is_empty());
+}
+
+/// 8b. UDP to a frontend without backends: ICMP port unreachable (70 bytes) quoting the
+///     original IPv4 header and UDP header, whatever the datagram's length.
+#[test]
+fn udp_to_frontend_without_backends_gets_port_unreachable() {
+    let mut h = Harness::new();
+    h.add_service(VIP, 53, PROTO_UDP, 2, &[], 0);
+    let payloads: [&[u8]; 3] = [b"query", &[0xab; 100], b""];
+    for (i, p) in payloads.iter().enumerate() {
+        let input = udp(CLIENT, (VIP, 53)).payload(p).build();
+        let (verdict, out) = h.run(&input);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "payload of {} bytes", p.len());
+        assert_eq!(out.len(), 70, "payload of {} bytes", p.len());
+        assert_frame_eq(&out, &icmp_for(&input));
+        verify_icmp(&out);
+        assert_eq!(
+            &out[14..24],
+            &[0x45, 0, 0, 56, 0, 0, 0x40, 0, 64, IPPROTO_ICMP]
+        );
+        assert_eq!((&out[26..30], &out[30..34]), (&VIP[..], &CLIENT.0[..]));
+        assert_eq!(&out[34..36], &[3, 3], "type 3 code 3");
+        assert_eq!(&out[42..70], &input[14..42], "quoted IPv4 + UDP headers");
+        assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, i as u64 + 1)]);
+    }
+    assert!(h.conntrack().is_empty());
+}
+
+/// 8c. With FE_DROP_EMPTY (traffic policy Local), no backends means a silent drop.
+#[test]
+fn drop_empty_frontend_drops() {
+    let mut h = Harness::new();
+    h.add_service(VIP, 80, PROTO_TCP, 1, &[], FE_DROP_EMPTY);
+    h.add_service(VIP, 53, PROTO_UDP, 2, &[], FE_DROP_EMPTY);
+    assert_dropped(&h, &tcp(CLIENT, (VIP, 80), SYN).build());
+    assert_counters(&h, &[(CNT_DROP_NO_BACKEND, 1)]);
+    assert_dropped(&h, &udp(CLIENT, (VIP, 53)).payload(b"q").build());
+    assert_counters(&h, &[(CNT_DROP_NO_BACKEND, 2)]);
+    assert!(h.conntrack().is_empty());
+}
+
+/// 8d. A ClusterIP (in lb4_vips) on a port it does not expose is rejected; an address that is
+///     no ClusterIP is not.
+#[test]
+fn unexposed_clusterip_port_is_rejected() {
+    let mut h = Harness::new();
+    web(&mut h, &[BE1]);
+    h.add_vip(VIP);
+    let syn81 = tcp(CLIENT, (VIP, 81), SYN).build();
+    let (verdict, out) = h.run(&syn81);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_frame_eq(&out, &rst_for(&syn81, 0, 0x1122_3345, RST | ACK));
+    verify_checksums(&out);
+    assert_counters(&h, &[(CNT_REJECT_NO_PORT, 1)]);
+    let dns = udp(CLIENT, (VIP, 53)).payload(b"q").build();
+    let (verdict, out) = h.run(&dns);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_frame_eq(&out, &icmp_for(&dns));
+    assert_counters(&h, &[(CNT_REJECT_NO_PORT, 2)]);
+
+    // The exposed port still works, replies included.
+    let syn80 = tcp(CLIENT, (VIP, 80), SYN);
+    let (verdict, out) = h.run(&syn80.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &syn80.clone().dst(BE1).build());
+    let reply = tcp(BE1, CLIENT, SYN | ACK);
+    assert_frame_eq(
+        &h.run(&reply.build()).1,
+        &reply.clone().src((VIP, 80)).build(),
+    );
+    // Not a ClusterIP, no frontend: passes.
+    assert_untouched(&h, &tcp(CLIENT, ([10, 96, 0, 11], 81), SYN).build());
+    assert_counters(&h, &[(CNT_REJECT_NO_PORT, 2)]);
+}
+
+/// 8e. Documented limitation: a packet with IPv4 options that should be rejected is dropped.
+#[test]
+fn reject_with_ipv4_options_drops() {
+    let mut h = Harness::new();
+    web(&mut h, &[]);
+    h.add_service(VIP, 53, PROTO_UDP, 2, &[], 0);
+    h.add_vip(VIP);
+    let opts = [1, 1, 1, 0];
+    assert_dropped(&h, &tcp(CLIENT, (VIP, 80), SYN).ip_opts(&opts).build());
+    assert_dropped(
+        &h,
+        &udp(CLIENT, (VIP, 53)).ip_opts(&opts).payload(b"q").build(),
+    );
+    assert_dropped(&h, &tcp(CLIENT, (VIP, 81), SYN).ip_opts(&opts).build());
+}
+
+/// 8f. A NodePort frontend with FE_SNAT masquerades: the client becomes node:P, P from the
+///     configured range, recorded in both conntrack directions; replies are mapped back; later
+///     packets of the flow keep P. TCP and UDP.
+#[test]
+fn nodeport_snat_masquerades_and_reverses() {
+    let mut h = Harness::new();
+    h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
+    let ids = h.add_service(NODE, 30080, PROTO_TCP, 3, &[BE1], FE_SNAT);
+    let syn = tcp(EXT, (NODE, 30080), SYN).tcp_opts(&MSS).payload(b"x");
+    let (verdict, out) = h.run(&syn.build());
+    assert_eq!(verdict, TC_NEXT);
+    let p = be16(&out, 34);
+    assert!(
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&p),
+        "SNAT port {p}"
+    );
+    assert_frame_eq(&out, &syn.clone().src((NODE, p)).dst(BE1).build());
+    verify_checksums(&out);
+
+    let fwd = h.ct_get(ct_key(EXT, (NODE, 30080), PROTO_TCP));
+    let want_fwd = Ct4Entry {
+        snat_addr: NODE,
+        snat_port: p,
+        ..ct_entry(BE1, CT_FORWARD | CT_SNAT, 3, ids[0])
+    };
+    assert_eq!(fwd, Some(want_fwd));
+    let rev = h.ct_get(ct_key(BE1, (NODE, p), PROTO_TCP));
+    let want_rev = Ct4Entry {
+        snat_addr: EXT.0,
+        snat_port: EXT.1,
+        ..ct_entry((NODE, 30080), CT_REPLY | CT_SNAT, 3, ids[0])
+    };
+    assert_eq!(rev, Some(want_rev));
+    assert_eq!(h.conntrack().len(), 2);
+    assert_counters(&h, &[(CNT_SNAT, 1)]);
+
+    let synack = tcp(BE1, (NODE, p), SYN | ACK).tcp_opts(&MSS);
+    let (verdict, out) = h.run(&synack.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &synack.clone().src((NODE, 30080)).dst(EXT).build());
+    verify_checksums(&out);
+    let data = tcp(EXT, (NODE, 30080), ACK).payload(b"GET / HTTP/1.1\r\n\r\n");
+    for _ in 0..3 {
+        let (verdict, out) = h.run(&data.build());
+        assert_eq!(verdict, TC_NEXT);
+        assert_frame_eq(&out, &data.clone().src((NODE, p)).dst(BE1).build());
+    }
+    assert_eq!(h.conntrack().len(), 2);
+    assert_counters(&h, &[(CNT_SNAT, 1)]);
+
+    // UDP, through the same code with UDP checksum handling.
+    h.add_service(NODE, 30053, PROTO_UDP, 4, &[DNS_BE], FE_SNAT);
+    let q = udp(EXT, (NODE, 30053)).payload(b"query");
+    let (verdict, out) = h.run(&q.build());
+    assert_eq!(verdict, TC_NEXT);
+    let pu = be16(&out, 34);
+    assert!(
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&pu),
+        "SNAT port {pu}"
+    );
+    assert_frame_eq(&out, &q.clone().src((NODE, pu)).dst(DNS_BE).build());
+    assert_ne!(verify_checksums(&out), 0);
+    let a = udp(DNS_BE, (NODE, pu)).payload(b"answer");
+    let (verdict, out) = h.run(&a.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &a.clone().src((NODE, 30053)).dst(EXT).build());
+    assert_counters(&h, &[(CNT_SNAT, 2)]);
+}
+
+/// 8g. Clients that use the same source port towards the same backend get different SNAT
+///     ports, and each reply goes back to its own client; so do 200 clients.
+#[test]
+fn snat_ports_do_not_collide() {
+    let mut h = Harness::new();
+    h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
+    h.add_service(NODE, 30080, PROTO_TCP, 3, &[BE1], FE_SNAT);
+    let clients: Vec<Addr> = [EXT, ([192, 168, 77, 3], 40000)]
+        .into_iter()
+        .chain((0..200).map(|i| ([192, 168, 78, 10 + i as u8], 40000)))
+        .collect();
+    let mut ports = Vec::new();
+    for c in &clients {
+        let syn = tcp(*c, (NODE, 30080), SYN);
+        let (verdict, out) = h.run(&syn.build());
+        assert_eq!(verdict, TC_NEXT, "client {c:?}");
+        let p = be16(&out, 34);
+        assert_frame_eq(&out, &syn.clone().src((NODE, p)).dst(BE1).build());
+        ports.push(p);
+    }
+    assert_ne!(ports[0], ports[1], "two clients, same SNAT port");
+    let distinct: std::collections::HashSet<_> = ports.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        clients.len(),
+        "SNAT ports reused: {ports:?}"
+    );
+    for (c, p) in clients.iter().zip(&ports) {
+        let reply = tcp(BE1, (NODE, *p), SYN | ACK);
+        let (verdict, out) = h.run(&reply.build());
+        assert_eq!(verdict, TC_NEXT);
+        assert_frame_eq(&out, &reply.clone().src((NODE, 30080)).dst(*c).build());
+    }
+    assert_eq!(h.conntrack().len(), 2 * clients.len());
+    assert_counters(&h, &[(CNT_SNAT, clients.len() as u64)]);
+}
+
+/// 8h. A SNAT port range with one port: the second flow finds no free port and is dropped.
+#[test]
+fn exhausted_snat_port_range_drops() {
+    let mut h = Harness::new();
+    h.set_config(NODE, 61000, 61000);
+    h.add_service(NODE, 30080, PROTO_TCP, 3, &[BE1], FE_SNAT);
+    let a = tcp(EXT, (NODE, 30080), SYN);
+    let (verdict, out) = h.run(&a.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &a.clone().src((NODE, 61000)).dst(BE1).build());
+    let b = tcp(([192, 168, 77, 3], 40000), (NODE, 30080), SYN).build();
+    assert_dropped(&h, &b);
+    assert_counters(&h, &[(CNT_SNAT, 1), (CNT_SNAT_NO_PORT, 1)]);
+    assert_eq!(h.conntrack().len(), 2, "no entry for the dropped flow");
+    let (_, out) = h.run(&a.build());
+    assert_frame_eq(&out, &a.clone().src((NODE, 61000)).dst(BE1).build());
+}
+
+/// 8i. snat_addr 0.0.0.0 disables SNAT: FE_SNAT and hairpin flows are only DNATed.
+#[test]
+fn snat_disabled_without_snat_addr() {
+    let mut h = Harness::new();
+    h.set_config([0; 4], SNAT_PORT_MIN, SNAT_PORT_MAX);
+    let ids = h.add_service(NODE, 30080, PROTO_TCP, 3, &[BE1], FE_SNAT);
+    let syn = tcp(EXT, (NODE, 30080), SYN);
+    let (verdict, out) = h.run(&syn.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &syn.clone().dst(BE1).build());
+    let fwd = h.ct_get(ct_key(EXT, (NODE, 30080), PROTO_TCP));
+    assert_eq!(fwd, Some(ct_entry(BE1, CT_FORWARD, 3, ids[0])));
+    let rev = h.ct_get(ct_key(BE1, EXT, PROTO_TCP));
+    assert_eq!(rev, Some(ct_entry((NODE, 30080), CT_REPLY, 3, ids[0])));
+    let reply = tcp(BE1, EXT, SYN | ACK);
+    let (verdict, out) = h.run(&reply.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &reply.clone().src((NODE, 30080)).build());
+
+    web(&mut h, &[BE1]);
+    let hp = tcp((BE1.0, 45000), (VIP, 80), SYN);
+    let (verdict, out) = h.run(&hp.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &hp.clone().dst(BE1).build());
+    assert_counters(&h, &[]);
+}
+
+/// 8j. Hairpin: a pod reaching a ClusterIP whose chosen backend is itself is source-NATed to
+///     the node address (else it would answer itself directly); other ClusterIP flows are not.
+#[test]
+fn hairpin_flow_is_source_nated() {
+    let mut h = Harness::new();
+    h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
+    let ids = web(&mut h, &[BE1]);
+    let me: Addr = (BE1.0, 45000);
+    let syn = tcp(me, (VIP, 80), SYN).tcp_opts(&MSS);
+    let (verdict, out) = h.run(&syn.build());
+    assert_eq!(verdict, TC_NEXT);
+    let p = be16(&out, 34);
+    assert!(
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&p),
+        "SNAT port {p}"
+    );
+    assert_frame_eq(&out, &syn.clone().src((NODE, p)).dst(BE1).build());
+    verify_checksums(&out);
+    let fwd = h.ct_get(ct_key(me, (VIP, 80), PROTO_TCP));
+    let want_fwd = Ct4Entry {
+        snat_addr: NODE,
+        snat_port: p,
+        ..ct_entry(BE1, CT_FORWARD | CT_SNAT, 1, ids[0])
+    };
+    assert_eq!(fwd, Some(want_fwd));
+    let rev = h.ct_get(ct_key(BE1, (NODE, p), PROTO_TCP));
+    let want_rev = Ct4Entry {
+        snat_addr: me.0,
+        snat_port: me.1,
+        ..ct_entry((VIP, 80), CT_REPLY | CT_SNAT, 1, ids[0])
+    };
+    assert_eq!(rev, Some(want_rev));
+    assert_counters(&h, &[(CNT_HAIRPIN, 1)]);
+
+    let synack = tcp(BE1, (NODE, p), SYN | ACK);
+    let (verdict, out) = h.run(&synack.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &synack.clone().src((VIP, 80)).dst(me).build());
+    verify_checksums(&out);
+
+    // Another pod: DNAT only.
+    let other = tcp(CLIENT, (VIP, 80), SYN);
+    let (verdict, out) = h.run(&other.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &other.clone().dst(BE1).build());
+    let fwd = h.ct_get(ct_key(CLIENT, (VIP, 80), PROTO_TCP));
+    assert_eq!(fwd, Some(ct_entry(BE1, CT_FORWARD, 1, ids[0])));
+    assert_counters(&h, &[(CNT_HAIRPIN, 1)]);
 }
 
 /// 9. Address and port of a frontend but another protocol: not that frontend.
@@ -885,7 +1340,7 @@ fn other_protocol_on_frontend_port_is_untouched() {
 #[test]
 fn same_port_backend_rewrites_address_only() {
     let mut h = Harness::new();
-    h.add_service(VIP, 80, PROTO_TCP, 1, &[(BE1.0, 80)]);
+    h.add_service(VIP, 80, PROTO_TCP, 1, &[(BE1.0, 80)], 0);
     let syn = tcp(CLIENT, (VIP, 80), SYN).payload(b"abc");
     let input = syn.build();
     let (verdict, out) = h.run(&input);

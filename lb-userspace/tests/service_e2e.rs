@@ -595,7 +595,7 @@ fn new_pod_interface(network: PodNetwork) {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .any(|i| i == "lxc3")
+                    .any(|i| i["name"] == "lxc3" && i["hook"] == "tc")
             })
     });
     assert!(hooked, "agent never attached to lxc3\n{}", f.agent.log());
@@ -691,13 +691,18 @@ fn cli(network: PodNetwork) {
 
     let status: Value =
         serde_json::from_str(&f.agent.cli(&["status", "-o", "json"]).unwrap()).unwrap();
-    let ifs: BTreeSet<&str> = status["interfaces"]
+    let ifs: BTreeSet<(&str, &str)> = status["interfaces"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_str().unwrap())
+        .map(|v| (v["name"].as_str().unwrap(), v["hook"].as_str().unwrap()))
         .collect();
-    assert_eq!(ifs, BTreeSet::from(["lxc0", "lxc1", "lxc2"]), "{status}");
+    let tc = |n| (n, "tc");
+    assert_eq!(
+        ifs,
+        BTreeSet::from([tc("lxc0"), tc("lxc1"), tc("lxc2")]),
+        "{status}"
+    );
     assert_eq!(
         (status["frontends"].as_u64(), status["backends"].as_u64()),
         (Some(1), Some(2))

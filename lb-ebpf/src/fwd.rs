@@ -1,0 +1,64 @@
+//! XDP forwarding of a NATed packet: when the route leads back out of the interface it came in
+//! on (a backend on another node behind the same uplink), rewrite the MACs, decrement the TTL and
+//! transmit it from XDP. Otherwise (a local pod behind a veth, an unresolved neighbour, an
+//! expiring TTL) pass it to the kernel stack, which routes it.
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::bpf_fib_lookup as fib_lookup,
+    programs::XdpContext,
+    EbpfContext,
+};
+
+use crate::{
+    ctx::slot,
+    parse::{Packet, ETH_HLEN},
+};
+
+const AF_INET: u8 = 2;
+
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
+    try_forward(ctx, pkt).unwrap_or(xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+fn try_forward(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let ip = *slot::<[u8; 20]>(ctx, ETH_HLEN).ok()?;
+    if ip[8] <= 1 {
+        return None; // the stack sends "time exceeded"
+    }
+    // The ports after NAT, for multipath hashing.
+    let ports = *slot::<[u8; 4]>(ctx, pkt.l4_off).ok()?;
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = ip[9];
+    fib.sport = u16::from_ne_bytes([ports[0], ports[1]]);
+    fib.dport = u16::from_ne_bytes([ports[2], ports[3]]);
+    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    fib.__bindgen_anon_2.tos = ip[1];
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    fib.ifindex = ingress;
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut fib,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || fib.ifindex != ingress {
+        return None;
+    }
+    // TTL - 1, and the IPv4 checksum with it (RFC 1624: the TTL is the high byte of its word).
+    let hdr = slot::<[u8; 20]>(ctx, ETH_HLEN).ok()?;
+    hdr[8] -= 1;
+    let c = u16::from_be_bytes([hdr[10], hdr[11]]) as u32 + 0x0100;
+    let c = ((c & 0xffff) + (c >> 16)) as u16;
+    hdr[10..12].copy_from_slice(&c.to_be_bytes());
+    let eth = slot::<[u8; 12]>(ctx, 0).ok()?;
+    eth[0..6].copy_from_slice(&fib.dmac);
+    eth[6..12].copy_from_slice(&fib.smac);
+    Some(xdp_action::XDP_TX)
+}
