@@ -2,7 +2,10 @@
 //! Rewrites go through this trait so each hook fixes checksums its own way: TC uses the kernel's
 //! checksum helpers (which also handle CHECKSUM_PARTIAL packets from local pods); XDP writes the
 //! packet directly and updates the checksums incrementally (RFC 1624).
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
 use lb_common::PROTO_UDP;
 
 use crate::parse::{Packet, IP_CSUM_OFF};
@@ -18,6 +21,10 @@ pub trait Ctx {
     fn set_addr(&self, pkt: &Packet, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), i64>;
     /// Replaces the L4 port at `off` (host order values), fixing the L4 checksum.
     fn set_port(&self, pkt: &Packet, off: usize, old: u16, new: u16) -> Result<(), i64>;
+    /// Copies `N` bytes at `off` into `buf`, wherever they lie in the packet.
+    fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64>;
+    /// Writes 4 bytes at `off`, no checksum update.
+    fn write4(&self, off: usize, v: [u8; 4]) -> Result<(), i64>;
 }
 
 /// UDP may carry a zero ("none") checksum, which must stay zero.
@@ -45,15 +52,28 @@ impl Ctx for TcContext {
     #[inline(always)]
     fn set_addr(&self, pkt: &Packet, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), i64> {
         let (from, to) = (u32::from_ne_bytes(old) as u64, u32::from_ne_bytes(new) as u64);
-        self.l4_csum_replace(pkt.csum_off(), from, to, l4_flags(pkt) | BPF_F_PSEUDO_HDR | 4)?;
+        if pkt.inet_csum() {
+            self.l4_csum_replace(pkt.csum_off(), from, to, l4_flags(pkt) | BPF_F_PSEUDO_HDR | 4)?;
+        }
         self.l3_csum_replace(IP_CSUM_OFF, from, to, 4)?;
         self.store(off, &new, 0)
     }
     #[inline(always)]
     fn set_port(&self, pkt: &Packet, off: usize, old: u16, new: u16) -> Result<(), i64> {
         let (from, to) = (old.to_be(), new.to_be());
-        self.l4_csum_replace(pkt.csum_off(), from as u64, to as u64, l4_flags(pkt) | 2)?;
+        if pkt.inet_csum() {
+            self.l4_csum_replace(pkt.csum_off(), from as u64, to as u64, l4_flags(pkt) | 2)?;
+        }
         self.store(off, &to, 0)
+    }
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64> {
+        let rc = unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), off as u32, buf.as_mut_ptr().cast(), N as u32) };
+        if rc == 0 { Ok(()) } else { Err(rc) }
+    }
+    #[inline(always)]
+    fn write4(&self, off: usize, v: [u8; 4]) -> Result<(), i64> {
+        self.store(off, &v, 0)
     }
 }
 
@@ -75,14 +95,28 @@ impl Ctx for XdpContext {
         let old_w = [u16::from_be_bytes([old[0], old[1]]), u16::from_be_bytes([old[2], old[3]])];
         let new_w = [u16::from_be_bytes([new[0], new[1]]), u16::from_be_bytes([new[2], new[3]])];
         update_csum(self, IP_CSUM_OFF, &old_w, &new_w, false)?;
-        update_csum(self, pkt.csum_off(), &old_w, &new_w, pkt.proto == PROTO_UDP)?;
+        if pkt.inet_csum() {
+            update_csum(self, pkt.csum_off(), &old_w, &new_w, pkt.proto == PROTO_UDP)?;
+        }
         *slot::<[u8; 4]>(self, off)? = new;
         Ok(())
     }
     #[inline(always)]
     fn set_port(&self, pkt: &Packet, off: usize, old: u16, new: u16) -> Result<(), i64> {
-        update_csum(self, pkt.csum_off(), &[old], &[new], pkt.proto == PROTO_UDP)?;
+        if pkt.inet_csum() {
+            update_csum(self, pkt.csum_off(), &[old], &[new], pkt.proto == PROTO_UDP)?;
+        }
         *slot::<[u8; 2]>(self, off)? = new.to_be_bytes();
+        Ok(())
+    }
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64> {
+        let rc = unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, buf.as_mut_ptr().cast(), N as u32) };
+        if rc == 0 { Ok(()) } else { Err(rc) }
+    }
+    #[inline(always)]
+    fn write4(&self, off: usize, v: [u8; 4]) -> Result<(), i64> {
+        *slot::<[u8; 4]>(self, off)? = v;
         Ok(())
     }
 }

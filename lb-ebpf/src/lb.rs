@@ -7,7 +7,20 @@ use crate::{
     ctx::Ctx,
     maps::*,
     parse::{Packet, IP_DST_OFF, IP_SRC_OFF},
+    sctp,
 };
+
+/// Handles one parsed packet; an SCTP packet whose ports changed gets its CRC32c recomputed
+/// here, once, after all rewrites.
+#[inline(always)]
+pub fn process<C: Ctx>(ctx: &C, pkt: &Packet) -> Verdict {
+    let v = lookup_and_nat(ctx, pkt);
+    if matches!(v, Verdict::Nat) && pkt.proto == PROTO_SCTP && sctp::fix_crc(ctx, pkt).is_err() {
+        count_event(CNT_NAT_ERROR);
+        return Verdict::Drop;
+    }
+    v
+}
 
 /// What the hook should do with the packet.
 pub enum Verdict {
@@ -24,9 +37,9 @@ const BPF_NOEXIST: u64 = 1;
 /// Attempts at a free SNAT source port before giving up on the flow.
 const SNAT_TRIES: u32 = 16;
 
-/// Handles one parsed packet.
+/// Steps 2-4: frontend, conntrack or reply, and the rewrite.
 #[inline(always)]
-pub fn process<C: Ctx>(ctx: &C, pkt: &Packet) -> Verdict {
+fn lookup_and_nat<C: Ctx>(ctx: &C, pkt: &Packet) -> Verdict {
     let key = Frontend4Key {
         addr: pkt.daddr,
         port: pkt.dport,

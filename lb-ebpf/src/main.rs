@@ -25,6 +25,7 @@ mod lb;
 mod maps;
 mod parse;
 mod reject;
+mod sctp;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT},

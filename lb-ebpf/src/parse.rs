@@ -1,6 +1,6 @@
 //! Step 1: parsing. Every header read is bounds-checked against the frame and, for L4, against
 //! the IPv4 total length.
-use lb_common::{Ct4Key, PROTO_TCP, PROTO_UDP};
+use lb_common::{Ct4Key, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use crate::ctx::Ctx;
 
@@ -10,7 +10,7 @@ pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 pub const IP_SRC_OFF: usize = ETH_HLEN + 12;
 pub const IP_DST_OFF: usize = ETH_HLEN + 16;
 
-/// What the parser extracts from an IPv4 TCP/UDP packet. Ports are in host order.
+/// What the parser extracts from an IPv4 TCP/UDP/SCTP packet. Ports are in host order.
 pub struct Packet {
     pub saddr: [u8; 4],
     pub daddr: [u8; 4],
@@ -19,11 +19,20 @@ pub struct Packet {
     pub proto: u8,
     /// Offset of the L4 header (after IPv4 options).
     pub l4_off: usize,
+    /// Length of the L4 segment according to the IPv4 total length (no Ethernet padding).
+    pub l4_len: usize,
 }
 
 impl Packet {
+    /// Offset of the TCP/UDP checksum (SCTP's CRC32c is handled apart, see `sctp.rs`).
     pub fn csum_off(&self) -> usize {
         self.l4_off + if self.proto == PROTO_TCP { 16 } else { 6 }
+    }
+
+    /// Whether the L4 checksum is the Internet checksum over a pseudo-header (TCP, UDP), which
+    /// address and port changes update incrementally. SCTP's CRC32c is recomputed instead.
+    pub fn inet_csum(&self) -> bool {
+        self.proto != PROTO_SCTP
     }
 
     pub fn ct_key(&self) -> Ct4Key {
@@ -48,7 +57,7 @@ pub fn ptr_at<C: Ctx, T>(ctx: &C, off: usize) -> Option<*const T> {
     Some((start + off) as *const T)
 }
 
-/// Parses Ethernet + IPv4 (with options) + TCP/UDP ports. `None` means "not ours": not IPv4,
+/// Parses Ethernet + IPv4 (with options) + TCP/UDP/SCTP ports. `None` means "not ours": not IPv4,
 /// truncated, malformed (IHL < 5, total length shorter than the headers), a fragment, or
 /// another protocol.
 #[inline(always)]
@@ -81,6 +90,10 @@ pub fn parse<C: Ctx>(ctx: &C) -> Option<Packet> {
             let udp = unsafe { *ptr_at::<C, [u8; 8]>(ctx, l4_off)? };
             [udp[0], udp[1], udp[2], udp[3]]
         }
+        PROTO_SCTP if tot_len >= ihl * 4 + 12 => {
+            let sctp = unsafe { *ptr_at::<C, [u8; 12]>(ctx, l4_off)? };
+            [sctp[0], sctp[1], sctp[2], sctp[3]]
+        }
         _ => return None,
     };
     Some(Packet {
@@ -90,5 +103,6 @@ pub fn parse<C: Ctx>(ctx: &C) -> Option<Packet> {
         dport: u16::from_be_bytes([ports[2], ports[3]]),
         proto,
         l4_off,
+        l4_len: tot_len - ihl * 4,
     })
 }

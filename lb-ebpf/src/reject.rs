@@ -1,5 +1,5 @@
 //! Rejecting a connection the way kube-proxy does (REJECT): a TCP RST, or an ICMP port
-//! unreachable for UDP, sent back out of the interface the packet came in on. The client sees
+//! unreachable for UDP and SCTP, sent back out of the interface the packet came in on. The client sees
 //! "connection refused" at once instead of a timeout.
 //!
 //! The reply is built whole in a stack buffer from fields read before the packet is resized,
@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
-use lb_common::{PROTO_TCP, PROTO_UDP};
+use lb_common::PROTO_TCP;
 
 use crate::{
     ctx::{slot, Ctx},
@@ -42,11 +42,10 @@ fn build<C: Ctx>(ctx: &C, pkt: &Packet) -> Option<Reply> {
     if pkt.proto == PROTO_TCP {
         let tcp = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN + 20)? };
         tcp_rst(&eth, &ip, &tcp).map(Reply::Rst)
-    } else if pkt.proto == PROTO_UDP {
-        let udp = unsafe { *ptr_at::<C, [u8; 8]>(ctx, ETH_HLEN + 20)? };
-        Some(Reply::Icmp(icmp_unreachable(&eth, &ip, &udp)))
     } else {
-        None
+        // UDP and SCTP: ICMP port unreachable quoting the first 8 bytes of the L4 header.
+        let l4 = unsafe { *ptr_at::<C, [u8; 8]>(ctx, ETH_HLEN + 20)? };
+        Some(Reply::Icmp(icmp_unreachable(&eth, &ip, &l4)))
     }
 }
 

@@ -1268,13 +1268,34 @@ fn connect_bound(src_port: u16, dst: SocketAddrV4, timeout: Duration) -> io::Res
 }
 
 /// Like [`tcp_connect`], from source port `src_port` (0.0.0.0:`src_port`, SO_REUSEADDR).
+///
+/// `EADDRNOTAVAIL` (the 4-tuple is still taken) is retried until `timeout`: a socket closed
+/// just before lives on while a child process forked by another thread of this process still
+/// shares the descriptor (until its exec closes it).
 fn tcp_connect_from(
     ns: &Netns,
     src_port: u16,
     dst: SocketAddrV4,
     timeout: Duration,
 ) -> Result<TcpStream> {
-    let stream = ns.try_run_in(|| connect_bound(src_port, dst, timeout))??;
+    let stream = ns.try_run_in(|| {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match connect_bound(src_port, dst, left) {
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                    if Instant::now() >= deadline {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("{e} (the 4-tuple is still in use by another connection)"),
+                        ));
+                    }
+                    thread::sleep(Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    })??;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     Ok(stream)
@@ -1285,29 +1306,18 @@ pub fn tcp_request(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<R
     TcpSession::connect(ns, dst, timeout)?.request()
 }
 
-/// [`tcp_request`] from the fixed source port `src_port` (the socket binds 0.0.0.0:`src_port`
-/// with SO_REUSEADDR before connecting). The connection is closed abortively (SO_LINGER 0,
-/// i.e. with a RST), so the client keeps no TIME_WAIT and the same request, with the same
-/// 4-tuple, may be repeated at once. For a graceful close use [`TcpSession::connect_from`].
+/// [`tcp_request`] from the fixed source port `src_port`: the socket binds 0.0.0.0:`src_port`
+/// with SO_REUSEADDR before connecting, and closes normally (FIN). The same request, with the
+/// same 4-tuple, may be repeated at once: Linux reuses the TIME_WAIT of an explicitly bound
+/// port (TCP timestamps are on by default), and the short FIN_WAIT2 before the server closes
+/// is waited out (see [`TcpSession::connect_from`]).
 pub fn tcp_request_from(
     ns: &Netns,
     src_port: u16,
     dst: SocketAddrV4,
     timeout: Duration,
 ) -> Result<Reply> {
-    let mut session = TcpSession::connect_from(ns, src_port, dst, timeout)?;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    setsockopt(
-        session.reader.get_ref(),
-        libc::SOL_SOCKET,
-        libc::SO_LINGER,
-        &linger,
-    )
-    .with_context(|| format!("{}: SO_LINGER", session.desc))?;
-    session.request()
+    TcpSession::connect_from(ns, src_port, dst, timeout)?.request()
 }
 
 /// One UDP request from `ns`: an unconnected socket on 0.0.0.0:0 sends `"hello\n"` to `dst` and
@@ -1373,8 +1383,10 @@ impl TcpSession {
     }
 
     /// Like [`TcpSession::connect`], from the fixed source port `src_port` (binds
-    /// 0.0.0.0:`src_port` with SO_REUSEADDR). Closes gracefully on drop, which leaves the
-    /// 4-tuple in TIME_WAIT in `ns` (see [`tcp_request_from`] for an abortive close).
+    /// 0.0.0.0:`src_port` with SO_REUSEADDR). While the 4-tuple is still taken by an earlier
+    /// connection (`EADDRNOTAVAIL`, e.g. in FIN_WAIT2), connecting is retried until `timeout`.
+    /// Two sessions with the same 4-tuple cannot be open at once; the same source port from
+    /// different namespaces, or to different destinations, can.
     pub fn connect_from(
         ns: &Netns,
         src_port: u16,

@@ -705,12 +705,21 @@ fn two_clients_same_source_port() {
         // Still both alive.
         assert_eq!(s0.request().unwrap(), r0);
         assert_eq!(s1.request().unwrap(), r1);
+        // A second session with the same 4-tuple cannot be open at the same time.
+        let t0 = Instant::now();
+        let err = TcpSession::connect_from(c0, 40000, dst, Duration::from_millis(300)).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("still in use") && err.contains("40000"),
+            "{err}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     }
     assert_eq!((node_srv.accepted(), tcp.accepted()), (2, 2));
 
-    // One-shot requests with the same 4-tuple, repeated at once (abortive close: no TIME_WAIT).
+    // One-shot requests with the same 4-tuple, repeated at once (TIME_WAIT is reused).
     let dst = SocketAddrV4::new(cluster.node_ip(1), 9000);
-    for _ in 0..3 {
+    for _ in 0..20 {
         for (c, cip) in [(c0, ip0), (c1, ip1)] {
             let r = tcp_request_from(c, 40000, dst, T).unwrap();
             assert_eq!(r.seen_client, SocketAddr::from((cip, 40000)));
