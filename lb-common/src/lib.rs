@@ -35,6 +35,7 @@ pub const ALL_MAPS: [&str; 9] = [
 /// Names of the programs (the function names in lb-ebpf), also their pin names.
 pub const PROG_TC_POD: &str = "podlb_tc_pod";
 pub const PROG_XDP_EXT: &str = "podlb_xdp_ext";
+pub const PROG_TC_EGRESS: &str = "podlb_tc_egress";
 
 /// Map sizes.
 pub const MAX_SERVICES: u32 = 65536;

@@ -23,8 +23,35 @@ pub trait Ctx {
     fn set_port(&self, pkt: &Packet, off: usize, old: u16, new: u16) -> Result<(), i64>;
     /// Copies `N` bytes at `off` into `buf`, wherever they lie in the packet.
     fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64>;
-    /// Writes 4 bytes at `off`, no checksum update.
-    fn write4(&self, off: usize, v: [u8; 4]) -> Result<(), i64>;
+    /// Writes `N` bytes at `off`, no checksum update.
+    fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64>;
+    /// Updates the Internet checksum at `csum_off` (no pseudo-header) for `N` (2 or 4) bytes
+    /// changing from `old` to `new`.
+    fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64>;
+}
+
+/// `N` (2 or 4) bytes as the value the checksum helpers take (the bytes in memory order).
+#[inline(always)]
+fn raw<const N: usize>(b: [u8; N]) -> u64 {
+    let mut w = [0u8; 4];
+    w[..N.min(4)].copy_from_slice(&b[..N.min(4)]);
+    if N == 2 {
+        u16::from_ne_bytes([w[0], w[1]]) as u64
+    } else {
+        u32::from_ne_bytes(w) as u64
+    }
+}
+
+/// `N` (2 or 4) bytes as big-endian 16-bit words.
+#[inline(always)]
+fn words<const N: usize>(b: [u8; N]) -> ([u16; 2], usize) {
+    let mut w = [0u16; 2];
+    let mut i = 0;
+    while i < N / 2 && i < 2 {
+        w[i] = u16::from_be_bytes([b[2 * i], b[2 * i + 1]]);
+        i += 1;
+    }
+    (w, N / 2)
 }
 
 /// UDP may carry a zero ("none") checksum, which must stay zero.
@@ -72,8 +99,12 @@ impl Ctx for TcContext {
         if rc == 0 { Ok(()) } else { Err(rc) }
     }
     #[inline(always)]
-    fn write4(&self, off: usize, v: [u8; 4]) -> Result<(), i64> {
+    fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64> {
         self.store(off, &v, 0)
+    }
+    #[inline(always)]
+    fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64> {
+        self.l3_csum_replace(csum_off, raw(old), raw(new), N as u64)
     }
 }
 
@@ -115,9 +146,14 @@ impl Ctx for XdpContext {
         if rc == 0 { Ok(()) } else { Err(rc) }
     }
     #[inline(always)]
-    fn write4(&self, off: usize, v: [u8; 4]) -> Result<(), i64> {
-        *slot::<[u8; 4]>(self, off)? = v;
+    fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64> {
+        *slot::<[u8; N]>(self, off)? = v;
         Ok(())
+    }
+    #[inline(always)]
+    fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64> {
+        let ((o, n), (w, _)) = (words(old), words(new));
+        update_csum(self, csum_off, &o[..n], &w[..n], false)
     }
 }
 

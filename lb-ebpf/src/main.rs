@@ -4,6 +4,7 @@
 //!   back from other nodes.
 //! - `podlb_tc_pod`: TC ingress on host-side pod interfaces (pod-to-Service traffic and
 //!   reverse NAT of replies), and on external interfaces where XDP cannot finish a packet.
+//! - `podlb_tc_egress`: TC egress on the same interfaces, for ICMP errors the node generates.
 //!
 //! Per packet (one function per step):
 //! 1. `parse::parse`: Ethernet, IPv4 (with options) and L4 ports, all bounds-checked;
@@ -12,7 +13,9 @@
 //!    a ClusterIP on a port it does not expose is rejected; anything else is left untouched;
 //! 3. `reject`: answers rejected connections with a TCP RST or ICMP unreachable;
 //! 4. `fwd::forward` (XDP): transmits NATed packets whose route leads back out of the same
-//!    interface, and passes the rest to the kernel stack.
+//!    interface, and passes the rest to the kernel stack;
+//! - `icmp::translate`: ICMP errors about NATed flows (PMTU "fragmentation needed", port
+//!   unreachable from a backend) are translated back so the client recognises them.
 //!
 //! Every TC verdict that is not a drop or a reject is `TC_NEXT`, so programs attached after
 //! ours (a CNI's, say) still run.
@@ -21,6 +24,7 @@
 
 mod ctx;
 mod fwd;
+mod icmp;
 mod lb;
 mod maps;
 mod parse;
@@ -41,7 +45,10 @@ const TC_NEXT: i32 = -1;
 #[classifier]
 pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
     let Some(pkt) = parse::parse(&ctx) else {
-        return TC_NEXT;
+        return match icmp::translate(&ctx) {
+            Verdict::Drop => TC_ACT_SHOT,
+            _ => TC_NEXT,
+        };
     };
     match lb::process(&ctx, &pkt) {
         Verdict::Pass | Verdict::Nat => TC_NEXT,
@@ -50,10 +57,24 @@ pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
     }
 }
 
+/// TC egress on pod and external interfaces: ICMP errors the node itself generates about a
+/// NATed flow (such as "fragmentation needed" when a backend's link has a smaller MTU) never
+/// pass an ingress hook, so they are translated on their way out.
+#[classifier]
+pub fn podlb_tc_egress(ctx: TcContext) -> i32 {
+    match icmp::translate(&ctx) {
+        Verdict::Drop => TC_ACT_SHOT,
+        _ => TC_NEXT,
+    }
+}
+
 #[xdp]
 pub fn podlb_xdp_ext(ctx: XdpContext) -> u32 {
     let Some(pkt) = parse::parse(&ctx) else {
-        return xdp_action::XDP_PASS;
+        return match icmp::translate(&ctx) {
+            Verdict::Drop => xdp_action::XDP_DROP,
+            _ => xdp_action::XDP_PASS,
+        };
     };
     match lb::process(&ctx, &pkt) {
         Verdict::Pass => xdp_action::XDP_PASS,

@@ -59,7 +59,7 @@ pub fn fix_crc<C: Ctx>(ctx: &C, pkt: &Packet) -> Result<(), i64> {
         return Err(-1);
     }
     // SCTP carries the CRC in little-endian byte order.
-    ctx.write4(pkt.l4_off + CSUM_OFF, (!st.crc).to_le_bytes())
+    ctx.write(pkt.l4_off + CSUM_OFF, (!st.crc).to_le_bytes())
 }
 
 #[inline(always)]

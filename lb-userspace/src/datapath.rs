@@ -84,6 +84,8 @@ fn fs_magic(p: &Path) -> Result<i64> {
 pub enum Hook {
     /// TC ingress (a TCX link).
     Tc,
+    /// TC egress (a TCX link): ICMP error translation only.
+    TcEgress,
     /// Native (driver) XDP.
     XdpNative,
     /// Generic (skb) XDP, when the driver has no native XDP.
@@ -94,14 +96,15 @@ impl Hook {
     pub fn name(self) -> &'static str {
         match self {
             Hook::Tc => "tc",
+            Hook::TcEgress => "tc-egress",
             Hook::XdpNative => "xdp-native",
             Hook::XdpGeneric => "xdp-generic",
         }
     }
+    const ALL: [Hook; 4] = [Hook::Tc, Hook::TcEgress, Hook::XdpNative, Hook::XdpGeneric];
+
     fn parse(s: &str) -> Option<Hook> {
-        [Hook::Tc, Hook::XdpNative, Hook::XdpGeneric]
-            .into_iter()
-            .find(|h| h.name() == s)
+        Self::ALL.into_iter().find(|h| h.name() == s)
     }
 }
 
@@ -120,6 +123,7 @@ fn parse_link_pin(file: &str) -> Option<(Hook, &str, u32)> {
 pub struct Datapath {
     root: PathBuf,
     tc: SchedClassifier,
+    tc_egress: SchedClassifier,
     xdp: Xdp,
     /// Whether the programs were found pinned (re-adopted) rather than loaded now.
     pub adopted: bool,
@@ -134,7 +138,8 @@ impl Datapath {
         ensure_bpffs(root)?;
         fs::create_dir_all(root.join("links"))?;
         let (tc_pin, xdp_pin) = (root.join(PROG_TC_POD), root.join(PROG_XDP_EXT));
-        let adopted = tc_pin.exists() && xdp_pin.exists();
+        let egress_pin = root.join(PROG_TC_EGRESS);
+        let adopted = tc_pin.exists() && xdp_pin.exists() && egress_pin.exists();
         // Maps: opened from their pins when present, otherwise created and pinned.
         let mut loader = EbpfLoader::new();
         let pins: Vec<(&str, PathBuf)> = ALL_MAPS.iter().map(|m| (*m, root.join(m))).collect();
@@ -145,7 +150,11 @@ impl Datapath {
             .load(EBPF_OBJECT)
             .context("loading the eBPF object")?;
         if !adopted {
-            for (name, pin) in [(PROG_TC_POD, &tc_pin), (PROG_XDP_EXT, &xdp_pin)] {
+            for (name, pin) in [
+                (PROG_TC_POD, &tc_pin),
+                (PROG_TC_EGRESS, &egress_pin),
+                (PROG_XDP_EXT, &xdp_pin),
+            ] {
                 let _ = fs::remove_file(pin);
                 let prog = ebpf
                     .program_mut(name)
@@ -162,14 +171,16 @@ impl Datapath {
         Ok(Self {
             root: root.to_path_buf(),
             tc: SchedClassifier::from_pin(&tc_pin).context("opening the pinned TC program")?,
+            tc_egress: SchedClassifier::from_pin(&egress_pin)
+                .context("opening the pinned TC egress program")?,
             xdp: Xdp::from_pin(&xdp_pin, XdpAttachType::Interface)
                 .context("opening the pinned XDP program")?,
             adopted,
         })
     }
 
-    /// Attaches to every interface that matches: TC ingress on pod interfaces; XDP (native,
-    /// else generic) plus TC ingress on external interfaces. Interfaces whose link pin exists
+    /// Attaches to every interface that matches: TC ingress and egress on pod interfaces; XDP
+    /// (native, else generic) plus TC ingress and egress on external interfaces. Interfaces whose link pin exists
     /// are left alone; pins of links whose interface is gone are removed. Returns what was
     /// attached now as (interface, hook), and the failures as (interface, error).
     pub fn sync_interfaces(
@@ -189,25 +200,34 @@ impl Datapath {
                 Some((h, n.to_string(), i))
             })
             .collect();
-        let has = |xdp: bool, name: &str, index: u32| {
+        let has = |hooks: &[Hook], name: &str, index: u32| {
             existing
                 .iter()
-                .any(|(h, n, i)| (*h != Hook::Tc) == xdp && n == name && *i == index)
+                .any(|(h, n, i)| hooks.contains(h) && n == name && *i == index)
         };
         let (mut attached, mut failed) = (Vec::new(), Vec::new());
         for (name, index) in &present {
             let external = is_external(name);
-            if external && !has(true, name, *index) {
+            if external && !has(&[Hook::XdpNative, Hook::XdpGeneric], name, *index) {
                 match self.attach_xdp(name, *index) {
                     Ok(h) => attached.push((name.clone(), h)),
                     Err(e) => failed.push((format!("{name}@{index} (xdp)"), format!("{e:#}"))),
                 }
             }
-            if (external || is_pod(name)) && !has(false, name, *index) {
-                let pin = links.join(link_pin_name(Hook::Tc, name, *index));
-                match self.attach_tc(name, &pin) {
-                    Ok(()) => attached.push((name.clone(), Hook::Tc)),
-                    Err(e) => failed.push((format!("{name}@{index} (tc)"), format!("{e:#}"))),
+            if !(external || is_pod(name)) {
+                continue;
+            }
+            for hook in [Hook::Tc, Hook::TcEgress] {
+                if has(&[hook], name, *index) {
+                    continue;
+                }
+                let pin = links.join(link_pin_name(hook, name, *index));
+                match self.attach_tc(hook, name, &pin) {
+                    Ok(()) => attached.push((name.clone(), hook)),
+                    Err(e) => failed.push((
+                        format!("{name}@{index} ({})", hook.name()),
+                        format!("{e:#}"),
+                    )),
                 }
             }
         }
@@ -219,9 +239,13 @@ impl Datapath {
         (attached, failed)
     }
 
-    fn attach_tc(&mut self, name: &str, pin: &Path) -> Result<()> {
-        let id = self.tc.attach(name, TcAttachType::Ingress)?;
-        let link: FdLink = self.tc.take_link(id)?.try_into()?;
+    fn attach_tc(&mut self, hook: Hook, name: &str, pin: &Path) -> Result<()> {
+        let (prog, dir) = match hook {
+            Hook::TcEgress => (&mut self.tc_egress, TcAttachType::Egress),
+            _ => (&mut self.tc, TcAttachType::Ingress),
+        };
+        let id = prog.attach(name, dir)?;
+        let link: FdLink = prog.take_link(id)?.try_into()?;
         link.pin(pin)?;
         Ok(())
     }
@@ -317,6 +341,7 @@ pub fn reset(root: &Path) -> Result<usize> {
     // Links first, so that traffic stops being rewritten before the maps go away.
     pins.push(root.join(PROG_TC_POD));
     pins.push(root.join(PROG_XDP_EXT));
+    pins.push(root.join(PROG_TC_EGRESS));
     pins.extend(ALL_MAPS.iter().map(|m| root.join(m)));
     let mut n = 0;
     for p in pins {
@@ -564,4 +589,19 @@ pub fn kind_name(k: u16) -> &'static str {
 
 pub fn fmt_addr(addr: [u8; 4], port: u16) -> String {
     format!("{}:{}", Ipv4Addr::from(addr), port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pin_names_round_trip() {
+        for hook in Hook::ALL {
+            let name = link_pin_name(hook, "lxc-a@b", 7);
+            assert_eq!(parse_link_pin(&name), Some((hook, "lxc-a@b", 7)), "{name}");
+        }
+        assert_eq!(parse_link_pin("tc:eth0"), None);
+        assert_eq!(parse_link_pin("bogus:eth0@1"), None);
+    }
 }

@@ -1,0 +1,172 @@
+//! ICMP errors about NATed flows reach the client in a form it recognises (real traffic).
+//!
+//! - A UDP backend with nothing listening answers with ICMP port unreachable about
+//!   client -> backend; the client's socket is connected to the VIP, so only a translated error
+//!   gives it "connection refused".
+//! - Path MTU discovery through a VIP: the backend's host-side link has a smaller MTU, the node
+//!   sends "fragmentation needed" about client -> backend, and only a translated error lets the
+//!   client's TCP shrink its segments and finish the transfer.
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    thread,
+    time::Duration,
+};
+
+use podlb::testbed::{
+    manifest, require_root, tcp_request, wait_for, Agent, Node, NodeOptions, PodNetwork, TcpServer,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn agent(node: &Node) -> Agent {
+    Agent::start(std::path::Path::new(env!("CARGO_BIN_EXE_podlb")), node)
+        .expect("starting the agent")
+}
+
+fn udp_port_unreachable(network: PodNetwork) {
+    require_root().unwrap();
+    let node = Node::new(NodeOptions {
+        pods: 2,
+        network,
+        external_client: false,
+    })
+    .unwrap();
+    let agent = agent(&node);
+    let vip = Ipv4Addr::new(10, 96, 7, 1);
+    // A TCP port to know when the Service is programmed; UDP 5353 has no listener.
+    let _tcp = TcpServer::start(node.pod(1).ns(), 8080, "pod1");
+    let ports = [("http", 80, "TCP"), ("dns", 53, "UDP")];
+    let slice_ports = [("http", 8080, "TCP"), ("dns", 5353, "UDP")];
+    agent
+        .write_manifest(
+            "svc.yaml",
+            &manifest::service("echo", &vip.to_string(), &ports),
+        )
+        .unwrap();
+    agent
+        .write_manifest(
+            "slice.yaml",
+            &manifest::slice("echo", "echo-1", &slice_ports, &[(node.pod(1).ip(), true)]),
+        )
+        .unwrap();
+    wait_for(SETTLE, || {
+        tcp_request(node.pod(0).ns(), SocketAddrV4::new(vip, 80), TIMEOUT)
+    })
+    .unwrap();
+
+    let err = node.pod(0).ns().run_in(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(SocketAddrV4::new(vip, 53)).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buf = [0u8; 64];
+        // The first send provokes the ICMP error; the next call reports it.
+        s.send(b"ping").unwrap();
+        s.recv(&mut buf)
+            .and_then(|_| s.send(b"ping").and_then(|_| s.recv(&mut buf)))
+            .unwrap_err()
+    });
+    assert_eq!(
+        err.kind(),
+        ErrorKind::ConnectionRefused,
+        "the backend's port unreachable must reach the client as 'connection refused' ({err}); agent log:\n{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn udp_port_unreachable_from_backend_routed() {
+    udp_port_unreachable(PodNetwork::Routed);
+}
+
+#[test]
+fn udp_port_unreachable_from_backend_bridge() {
+    udp_port_unreachable(PodNetwork::Bridge);
+}
+
+/// A server that reads `n` bytes and answers with their count.
+fn sink_server(node: &Node, pod: usize, port: u16) -> thread::JoinHandle<usize> {
+    let listener = node
+        .pod(pod)
+        .ns()
+        .run_in(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut total = 0;
+        let mut buf = [0u8; 65536];
+        while total < 200_000 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        let _ = s.write_all(format!("{total}\n").as_bytes());
+        total
+    })
+}
+
+#[test]
+fn path_mtu_discovery_through_a_vip() {
+    require_root().unwrap();
+    let node = Node::new(NodeOptions {
+        pods: 2,
+        network: PodNetwork::Routed,
+        external_client: false,
+    })
+    .unwrap();
+    let agent = agent(&node);
+    let vip = Ipv4Addr::new(10, 96, 7, 2);
+    let _probe = TcpServer::start(node.pod(1).ns(), 8080, "pod1");
+    agent
+        .write_manifest(
+            "svc.yaml",
+            &manifest::service(
+                "bulk",
+                &vip.to_string(),
+                &[("probe", 80, "TCP"), ("bulk", 81, "TCP")],
+            ),
+        )
+        .unwrap();
+    agent
+        .write_manifest(
+            "slice.yaml",
+            &manifest::slice(
+                "bulk",
+                "bulk-1",
+                &[("probe", 8080, "TCP"), ("bulk", 9000, "TCP")],
+                &[(node.pod(1).ip(), true)],
+            ),
+        )
+        .unwrap();
+    wait_for(SETTLE, || {
+        tcp_request(node.pod(0).ns(), SocketAddrV4::new(vip, 80), TIMEOUT)
+    })
+    .unwrap();
+    // The path to the backend narrows on the node: 1500 into the node, 1280 out to pod1.
+    node.ns()
+        .exec(&["ip", "link", "set", "lxc1", "mtu", "1280"])
+        .unwrap();
+
+    let server = sink_server(&node, 1, 9000);
+    let sent = node.pod(0).ns().run_in(move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(vip, 81).into(), TIMEOUT)?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(&vec![7u8; 200_000])?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(reply)
+    });
+    let received = server.join().unwrap();
+    assert_eq!(
+        (sent.as_ref().map(|s| s.trim()).ok(), received),
+        (Some("200000"), 200_000),
+        "a transfer through the VIP must survive a smaller MTU (PMTU discovery needs the translated \
+         'fragmentation needed'); client: {sent:?}; agent log:\n{}",
+        agent.log()
+    );
+    let status = agent.cli(&["status"]).unwrap();
+    assert!(status.contains("lxc1 (tc-egress)"), "{status}");
+}
