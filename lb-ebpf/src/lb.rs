@@ -11,15 +11,27 @@ use crate::{
 };
 
 /// Handles one parsed packet; an SCTP packet whose ports changed gets its CRC32c recomputed
-/// here, once, after all rewrites.
+/// here, once, after all rewrites (address changes do not affect it).
 #[inline(always)]
 pub fn process<C: Ctx>(ctx: &C, pkt: &Packet) -> Verdict {
     let v = lookup_and_nat(ctx, pkt);
-    if matches!(v, Verdict::Nat) && pkt.proto == PROTO_SCTP && sctp::fix_crc(ctx, pkt).is_err() {
-        count_event(CNT_NAT_ERROR);
-        return Verdict::Drop;
+    if matches!(v, Verdict::Nat) && pkt.proto == PROTO_SCTP && sctp_ports_changed(ctx, pkt) {
+        if sctp::fix_crc(ctx, pkt).is_err() {
+            count_event(CNT_NAT_ERROR);
+            return Verdict::Drop;
+        }
     }
     v
+}
+
+#[inline(always)]
+fn sctp_ports_changed<C: Ctx>(ctx: &C, pkt: &Packet) -> bool {
+    let mut ports = [0u8; 4];
+    if ctx.load(pkt.l4_off, &mut ports).is_err() {
+        return true;
+    }
+    let (s, d) = (pkt.sport.to_be_bytes(), pkt.dport.to_be_bytes());
+    ports != [s[0], s[1], d[0], d[1]]
 }
 
 /// What the hook should do with the packet.

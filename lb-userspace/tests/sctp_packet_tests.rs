@@ -1,0 +1,1152 @@
+//! Packet-level tests of SCTP load balancing, for both the TC program (`podlb_tc_pod`) and the
+//! XDP program (`podlb_xdp_ext`), through BPF_PROG_TEST_RUN.
+//!
+//! This kernel has no SCTP sockets, so SCTP is only tested here, at packet level. The tests use
+//! the approach of `packet_tests.rs` / `xdp_packet_tests.rs`: every test loads its own copy of
+//! the eBPF object (private maps, nothing pinned), fills the maps, runs hand-built frames and
+//! checks the verdict, the output bytes (byte-exact against a frame built from scratch with
+//! freshly computed checksums), conntrack and counters.
+//!
+//! SCTP's checksum is a CRC32c (RFC 9260 appendix B) over the whole SCTP packet with the
+//! checksum field zeroed, stored little-endian at offset 8 of the common header; it does not
+//! cover the IP addresses. It is implemented below independently of `lb-ebpf/src/sctp.rs`
+//! (bitwise, no table) and self-tested against the RFC 3720 B.4 vectors.
+//!
+//! Every scenario runs once per hook: `<scenario>::tc` and `<scenario>::xdp`. The XDP harness
+//! owns a fresh network namespace (like `xdp_packet_tests.rs`): a NATed packet finds no route
+//! there and is `XDP_PASS`ed. They need root and fail (never skip) without it.
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{ProgramError, SchedClassifier, Xdp},
+    Ebpf, EbpfLoader, Pod, TestRun, TestRunOptions,
+};
+use lb_common::*;
+use podlb::{
+    datapath::EBPF_OBJECT,
+    testbed::{require_root, Netns},
+};
+
+/// `TC_NEXT` (-1) as the kernel reports it.
+const TC_NEXT: u32 = u32::MAX;
+const TC_ACT_SHOT: u32 = 2;
+/// The packet was turned into a reply and redirected back out of its ingress interface.
+const TC_ACT_REDIRECT: u32 = 7;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const IPPROTO_ICMP: u8 = 1;
+
+type Addr = ([u8; 4], u16);
+const CLIENT: Addr = ([10, 244, 0, 5], 40000);
+const VIP: [u8; 4] = [10, 96, 0, 20];
+/// The SCTP Service frontend (Diameter's port).
+const SVC: Addr = (VIP, 3868);
+/// Its backend, on a different port: the CRC32c must be recomputed.
+const BE: Addr = ([10, 244, 0, 11], 3869);
+/// A backend on the Service port: only the address changes.
+const BE_SAME: Addr = ([10, 244, 0, 12], 3868);
+/// The node address (SNAT source and NodePort address) and an external client.
+const NODE: [u8; 4] = [192, 168, 77, 1];
+const EXT: Addr = ([192, 168, 77, 2], 40000);
+const NODE_PORT: Addr = (NODE, 30868);
+const SVC_ID: u32 = 1;
+
+/// Initiate tags of the client and of the backend.
+const ITAG_CLIENT: u32 = 0x1a2b_3c4d;
+const ITAG_BACKEND: u32 = 0x5e6f_7081;
+
+/// Offsets in a frame with a 20-byte IPv4 header.
+const IP_CSUM: [usize; 2] = [24, 25];
+const IP_SRC: [usize; 4] = [26, 27, 28, 29];
+const IP_DST: [usize; 4] = [30, 31, 32, 33];
+const SPORT: [usize; 2] = [34, 35];
+const DPORT: [usize; 2] = [36, 37];
+const CRC: [usize; 4] = [42, 43, 44, 45];
+
+/// Longest SCTP packet (common header included) whose CRC podlb recomputes (`MAX_SCTP_LEN`).
+const MAX_SCTP_LEN: usize = 2048;
+
+// ---------------------------------------------------------------------------------------------
+// Independent CRC32c (Castagnoli): reflected polynomial 0x82F63B78, init !0, final complement.
+
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// CRC32c of an SCTP packet (common header + chunks) with its checksum field taken as zero.
+fn sctp_crc(l4: &[u8]) -> u32 {
+    let mut p = l4.to_vec();
+    p[8..12].fill(0);
+    crc32c(&p)
+}
+
+#[test]
+fn crc32c_reference_vectors() {
+    // RFC 3720 B.4 (the CRC bytes listed there are the little-endian encoding of these values).
+    assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA, "32 bytes of zeros");
+    assert_eq!(crc32c(&[0xffu8; 32]), 0x62A8_AB43, "32 bytes of ones");
+    let inc: Vec<u8> = (0..32).collect();
+    assert_eq!(crc32c(&inc), 0x46DD_794E, "32 incrementing bytes");
+    let dec: Vec<u8> = (0..32).rev().collect();
+    assert_eq!(crc32c(&dec), 0x113F_DB5C, "32 decrementing bytes");
+    // The usual check value.
+    assert_eq!(crc32c(b"123456789"), 0xE306_9283, "\"123456789\"");
+    assert_eq!(crc32c(b""), 0, "empty input");
+    // The builder stores it little-endian at offset 8 of the common header, computed with that
+    // field zeroed.
+    let l4 = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).l4();
+    let mut zeroed = l4.clone();
+    zeroed[8..12].fill(0);
+    assert_eq!(l4[8..12], crc32c(&zeroed).to_le_bytes());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness: one loaded program (TC or XDP) and its maps.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    Tc,
+    Xdp,
+}
+
+impl Hook {
+    /// NATed and handed on (TC: next program; XDP: no route in the test namespace, so the
+    /// kernel stack gets it).
+    fn nat(self) -> u32 {
+        match self {
+            Hook::Tc => TC_NEXT,
+            Hook::Xdp => XDP_PASS,
+        }
+    }
+    /// Not ours: left alone.
+    fn pass(self) -> u32 {
+        self.nat()
+    }
+    fn drop(self) -> u32 {
+        match self {
+            Hook::Tc => TC_ACT_SHOT,
+            Hook::Xdp => XDP_DROP,
+        }
+    }
+    /// Turned into a reply and sent back out.
+    fn reject(self) -> u32 {
+        match self {
+            Hook::Tc => TC_ACT_REDIRECT,
+            Hook::Xdp => XDP_TX,
+        }
+    }
+}
+
+struct Harness {
+    hook: Hook,
+    ebpf: Ebpf,
+    /// XDP only: `bpf_fib_lookup` resolves in the namespace of the thread doing the test run.
+    ns: Option<Netns>,
+    next_backend: u32,
+}
+
+impl Harness {
+    fn new(hook: Hook) -> Self {
+        require_root().expect("packet tests load eBPF programs and must run as root");
+        assert!(
+            !EBPF_OBJECT.is_empty(),
+            "built without the eBPF object; run `cargo xtask build` first"
+        );
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .expect("loading the eBPF object");
+        let ns = match hook {
+            Hook::Tc => {
+                let prog: &mut SchedClassifier = ebpf
+                    .program_mut(PROG_TC_POD)
+                    .expect("program missing")
+                    .try_into()
+                    .unwrap();
+                prog.load().expect("loading the TC program (verifier)");
+                None
+            }
+            Hook::Xdp => {
+                let prog: &mut Xdp = ebpf
+                    .program_mut(PROG_XDP_EXT)
+                    .expect("program missing")
+                    .try_into()
+                    .unwrap();
+                prog.load().expect("loading the XDP program (verifier)");
+                Some(Netns::new("sctp").expect("creating a network namespace"))
+            }
+        };
+        Self {
+            hook,
+            ebpf,
+            ns,
+            next_backend: 1,
+        }
+    }
+
+    /// Runs one frame; `Err` when the kernel refuses the test run itself.
+    fn try_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+        match self.hook {
+            Hook::Tc => {
+                let prog: &SchedClassifier =
+                    self.ebpf.program(PROG_TC_POD).unwrap().try_into().unwrap();
+                let mut out = vec![0u8; frame.len() + 256];
+                let r = prog.test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    data_out: Some(&mut out),
+                    ..Default::default()
+                })?;
+                out.truncate(r.data_size_out as usize);
+                Ok((r.return_value, out))
+            }
+            Hook::Xdp => {
+                let prog: &Xdp = self.ebpf.program(PROG_XDP_EXT).unwrap().try_into().unwrap();
+                self.ns.as_ref().unwrap().run_in(move || {
+                    let mut out = vec![0u8; frame.len() + 256];
+                    let r = prog.test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        data_out: Some(&mut out),
+                        ..Default::default()
+                    })?;
+                    out.truncate(r.data_size_out as usize);
+                    Ok((r.return_value, out))
+                })
+            }
+        }
+    }
+
+    #[track_caller]
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.try_run(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    fn hash<K: Pod, V: Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
+        HashMap::try_from(self.ebpf.map_mut(name).unwrap()).unwrap()
+    }
+
+    fn new_backend(&mut self, (addr, port): Addr) -> u32 {
+        let id = self.next_backend;
+        self.next_backend += 1;
+        let mut m: Array<_, Backend4> =
+            Array::try_from(self.ebpf.map_mut(MAP_BACKENDS).unwrap()).unwrap();
+        let b = Backend4 {
+            addr,
+            port,
+            proto: PROTO_SCTP,
+            flags: 0,
+        };
+        m.set(id, b, 0).unwrap();
+        id
+    }
+
+    /// Adds an SCTP frontend (slots first, then the frontend with its count); returns the
+    /// backend ids.
+    fn add_service(
+        &mut self,
+        fe: Addr,
+        svc_id: u32,
+        backends: &[Addr],
+        flags: u16,
+        kind: u16,
+    ) -> Vec<u32> {
+        let ids: Vec<u32> = backends.iter().map(|b| self.new_backend(*b)).collect();
+        let mut slots = self.hash::<SlotKey, Slot>(MAP_SLOTS);
+        for (i, id) in ids.iter().enumerate() {
+            let key = SlotKey {
+                svc_id,
+                slot: i as u32,
+            };
+            slots.insert(key, Slot { backend_id: *id }, 0).unwrap();
+        }
+        let key = Frontend4Key {
+            addr: fe.0,
+            port: fe.1,
+            proto: PROTO_SCTP,
+            pad: 0,
+        };
+        let val = Frontend {
+            svc_id,
+            count: ids.len() as u32,
+            flags,
+            kind,
+            pad: 0,
+        };
+        self.hash::<Frontend4Key, Frontend>(MAP_FRONTENDS)
+            .insert(key, val, 0)
+            .unwrap();
+        ids
+    }
+
+    /// ClusterIP SCTP Service `fe` -> `backends`, svc_id 1.
+    fn cluster_ip(&mut self, fe: Addr, backends: &[Addr]) -> Vec<u32> {
+        self.add_service(fe, SVC_ID, backends, 0, KIND_CLUSTER_IP)
+    }
+
+    fn set_config(&mut self, snat_addr: [u8; 4], snat_port_min: u16, snat_port_max: u16) {
+        let mut m: Array<_, Config> =
+            Array::try_from(self.ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
+        let cfg = Config {
+            snat_addr,
+            snat_port_min,
+            snat_port_max,
+        };
+        m.set(0, cfg, 0).unwrap();
+    }
+
+    fn add_vip(&mut self, addr: [u8; 4]) {
+        self.hash::<[u8; 4], Vip>(MAP_VIPS)
+            .insert(addr, Vip { flags: 0 }, 0)
+            .unwrap();
+    }
+
+    fn conntrack(&mut self) -> Vec<(Ct4Key, Ct4Entry)> {
+        let ct = self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK);
+        let v = ct.iter().map(|r| r.unwrap()).collect();
+        v
+    }
+
+    fn ct_get(&mut self, key: Ct4Key) -> Option<Ct4Entry> {
+        self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK)
+            .get(&key, 0)
+            .ok()
+    }
+
+    fn stats(&self, svc_id: u32) -> SvcStats {
+        let m: PerCpuArray<_, SvcStats> =
+            PerCpuArray::try_from(self.ebpf.map(MAP_SVC_STATS).unwrap()).unwrap();
+        m.get(&svc_id, 0)
+            .unwrap()
+            .iter()
+            .fold(SvcStats::default(), |a, s| SvcStats {
+                packets: a.packets + s.packets,
+                bytes: a.bytes + s.bytes,
+            })
+    }
+
+    fn counters(&self) -> Vec<u64> {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(MAP_COUNTERS).unwrap()).unwrap();
+        (0..COUNTERS)
+            .map(|i| m.get(&i, 0).unwrap().iter().sum())
+            .collect()
+    }
+}
+
+fn ct_key(src: Addr, dst: Addr) -> Ct4Key {
+    Ct4Key {
+        saddr: src.0,
+        daddr: dst.0,
+        sport: src.1,
+        dport: dst.1,
+        proto: PROTO_SCTP,
+        pad: [0; 3],
+    }
+}
+
+fn ct_entry(nat: Addr, flags: u32, backend_id: u32, snat: Addr) -> Ct4Entry {
+    Ct4Entry {
+        nat_addr: nat.0,
+        nat_port: nat.1,
+        snat_port: snat.1,
+        snat_addr: snat.0,
+        flags,
+        svc_id: SVC_ID,
+        backend_id,
+    }
+}
+
+const NO_SNAT: Addr = ([0; 4], 0);
+
+#[track_caller]
+fn assert_counters(h: &Harness, nonzero: &[(u32, u64)]) {
+    let mut want = vec![0; COUNTERS as usize];
+    for &(i, n) in nonzero {
+        want[i as usize] = n;
+    }
+    assert_eq!(h.counters(), want, "counters (by index: {COUNTER_NAMES:?})");
+}
+
+/// Runs `input` and expects it left alone, unchanged.
+#[track_caller]
+fn assert_untouched(h: &Harness, input: &[u8]) {
+    let (verdict, out) = h.run(input);
+    assert_eq!(verdict, h.hook.pass(), "verdict");
+    assert_frame_eq(&out, input);
+}
+
+/// Runs `p` and expects it NATed into exactly `want` (built from scratch: fresh IPv4 checksum
+/// and CRC32c), with a CRC32c that also verifies independently. Returns (input, output).
+#[track_caller]
+fn assert_nat(h: &Harness, p: &Sctp, want: &Sctp) -> (Vec<u8>, Vec<u8>) {
+    let input = p.build();
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, h.hook.nat(), "verdict");
+    verify_sctp(&out);
+    assert_frame_eq(&out, &want.build());
+    (input, out)
+}
+
+/// Expects only bytes at `allowed` offsets to differ between `input` and `out`.
+#[track_caller]
+fn assert_changed_only(input: &[u8], out: &[u8], allowed: &[&[usize]]) {
+    let allowed: Vec<usize> = allowed.iter().flat_map(|a| a.iter().copied()).collect();
+    let c = changed(input, out);
+    assert!(
+        c.iter().all(|i| allowed.contains(i)),
+        "unexpected bytes changed: {c:?} (allowed {allowed:?})"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packet builder: Ethernet + IPv4 (+ options) + SCTP common header + chunks, with a correct IPv4
+// header checksum and CRC32c.
+
+#[derive(Clone, Debug)]
+struct Sctp {
+    src: Addr,
+    dst: Addr,
+    vtag: u32,
+    chunks: Vec<u8>,
+    ip_opts: Vec<u8>,
+    /// XORed into the CRC32c after it is computed (0: a correct CRC).
+    crc_xor: u32,
+    /// Bytes after the IPv4 datagram (Ethernet padding), not counted in its total length.
+    trailer: Vec<u8>,
+}
+
+fn sctp(src: Addr, dst: Addr, vtag: u32, chunks: Vec<u8>) -> Sctp {
+    Sctp {
+        src,
+        dst,
+        vtag,
+        chunks,
+        ip_opts: vec![],
+        crc_xor: 0,
+        trailer: vec![],
+    }
+}
+
+impl Sctp {
+    fn src(self, src: Addr) -> Self {
+        Self { src, ..self }
+    }
+    fn dst(self, dst: Addr) -> Self {
+        Self { dst, ..self }
+    }
+    fn ip_opts(self, o: &[u8]) -> Self {
+        assert!(o.len().is_multiple_of(4) && o.len() <= 40);
+        Self {
+            ip_opts: o.to_vec(),
+            ..self
+        }
+    }
+    fn corrupt(self, crc_xor: u32) -> Self {
+        Self { crc_xor, ..self }
+    }
+    fn trailer(self, t: &[u8]) -> Self {
+        Self {
+            trailer: t.to_vec(),
+            ..self
+        }
+    }
+
+    /// The SCTP packet: common header (checksum filled in) + chunks.
+    fn l4(&self) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        l4.extend(self.src.1.to_be_bytes());
+        l4.extend(self.dst.1.to_be_bytes());
+        l4.extend(self.vtag.to_be_bytes());
+        l4.extend([0; 4]);
+        l4.extend(&self.chunks);
+        let c = crc32c(&l4) ^ self.crc_xor;
+        l4[8..12].copy_from_slice(&c.to_le_bytes());
+        l4
+    }
+
+    fn build(&self) -> Vec<u8> {
+        frame(
+            &self.l4(),
+            self.src.0,
+            self.dst.0,
+            &self.ip_opts,
+            &self.trailer,
+        )
+    }
+}
+
+/// Ethernet + IPv4 (DF, proto 132) around `l4`, then `trailer` outside the datagram.
+fn frame(l4: &[u8], src: [u8; 4], dst: [u8; 4], ip_opts: &[u8], trailer: &[u8]) -> Vec<u8> {
+    let hlen = 20 + ip_opts.len();
+    let mut f = vec![
+        0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x05, 0x08, 0x00,
+    ];
+    f.push(0x40 | (hlen / 4) as u8);
+    f.push(0); // TOS
+    f.extend(((hlen + l4.len()) as u16).to_be_bytes());
+    f.extend(0x1c46u16.to_be_bytes()); // id
+    f.extend(0x4000u16.to_be_bytes()); // DF
+    f.extend([64, PROTO_SCTP, 0, 0]); // TTL, protocol, checksum
+    f.extend(src);
+    f.extend(dst);
+    f.extend(ip_opts);
+    let c = !fold(sum16(&f[14..14 + hlen]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f.extend(l4);
+    f.extend(trailer);
+    f
+}
+
+/// INIT (type 1, flags 0, length 20): initiate tag, a_rwnd, outbound and inbound streams,
+/// initial TSN.
+fn init_chunk(itag: u32) -> Vec<u8> {
+    let mut c = vec![1, 0];
+    c.extend(20u16.to_be_bytes());
+    c.extend(itag.to_be_bytes());
+    c.extend(106_496u32.to_be_bytes()); // a_rwnd
+    c.extend(10u16.to_be_bytes()); // outbound streams
+    c.extend(65_535u16.to_be_bytes()); // inbound streams
+    c.extend(0x0bad_cafeu32.to_be_bytes()); // initial TSN
+    c
+}
+
+/// INIT-ACK (type 2) with the fixed fields of an INIT and a 16-byte State Cookie parameter.
+fn init_ack_chunk(itag: u32) -> Vec<u8> {
+    let mut c = vec![2, 0];
+    c.extend((20u16 + 20).to_be_bytes());
+    c.extend(itag.to_be_bytes());
+    c.extend(212_992u32.to_be_bytes());
+    c.extend(10u16.to_be_bytes());
+    c.extend(10u16.to_be_bytes());
+    c.extend(0x7e57_0001u32.to_be_bytes());
+    c.extend(7u16.to_be_bytes()); // State Cookie
+    c.extend(20u16.to_be_bytes());
+    c.extend((0..16u8).map(|i| i.wrapping_mul(37) ^ 0x5a));
+    c
+}
+
+/// DATA (type 0, flags B|E, length 16 + payload): TSN, stream id, stream sequence, PPID, the
+/// payload, then zero padding to 4 bytes when `pad` (RFC 9260 requires it; `pad == false` builds
+/// a non-conforming last chunk, to put every byte-tail length in front of the CRC code).
+fn data_chunk(tsn: u32, payload: &[u8], pad: bool) -> Vec<u8> {
+    let mut c = vec![0, 0x03];
+    c.extend(((16 + payload.len()) as u16).to_be_bytes());
+    c.extend(tsn.to_be_bytes());
+    c.extend(1u16.to_be_bytes()); // stream id
+    c.extend((tsn as u16).to_be_bytes()); // stream sequence
+    c.extend(46u32.to_be_bytes()); // PPID (Diameter)
+    c.extend(payload);
+    if pad {
+        c.resize(c.len().next_multiple_of(4), 0);
+    }
+    c
+}
+
+/// A payload of `n` recognisable bytes.
+fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + n) as u8 ^ 0xa5).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Independent checks.
+
+fn sum16(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+fn be16(f: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([f[off], f[off + 1]])
+}
+
+/// The SCTP packet inside frame `f` (its length from the IPv4 total length, so Ethernet
+/// padding is left out), after checking the IPv4 header and its checksum.
+fn sctp_of(f: &[u8]) -> Result<&[u8], String> {
+    if be16(f, 12) != 0x0800 {
+        return Err("not IPv4".into());
+    }
+    let hlen = (f[14] & 0x0f) as usize * 4;
+    let tot = be16(f, 16) as usize;
+    if hlen < 20 || tot < hlen + 12 || 14 + tot > f.len() {
+        return Err(format!(
+            "bad lengths: header {hlen}, total {tot}, frame {}",
+            f.len()
+        ));
+    }
+    if fold(sum16(&f[14..14 + hlen])) != 0xffff {
+        return Err("bad IPv4 header checksum".into());
+    }
+    if f[23] != PROTO_SCTP {
+        return Err(format!("protocol {}, not SCTP", f[23]));
+    }
+    Ok(&f[14 + hlen..14 + tot])
+}
+
+/// Checks the IPv4 header checksum and the SCTP CRC32c of `f` from scratch; returns the CRC.
+#[track_caller]
+fn verify_sctp(f: &[u8]) -> u32 {
+    let l4 = sctp_of(f).unwrap_or_else(|e| panic!("{e}\nframe: {}", hex(f)));
+    let stored = u32::from_le_bytes(l4[8..12].try_into().unwrap());
+    let want = sctp_crc(l4);
+    assert_eq!(
+        stored,
+        want,
+        "SCTP CRC32c: stored {stored:#010x}, computed {want:#010x} over {} bytes\nframe: {}",
+        l4.len(),
+        hex(f)
+    );
+    stored
+}
+
+/// The CRC32c field of the SCTP packet in `f`, as stored.
+fn crc_field(f: &[u8]) -> u32 {
+    let l4 = sctp_of(f).unwrap();
+    u32::from_le_bytes(l4[8..12].try_into().unwrap())
+}
+
+#[track_caller]
+fn assert_frame_eq(got: &[u8], want: &[u8]) {
+    if got != want {
+        let diff: Vec<usize> = (0..got.len().max(want.len()))
+            .filter(|&i| got.get(i) != want.get(i))
+            .collect();
+        panic!(
+            "frames differ at offsets {diff:?}\n got: {}\nwant: {}",
+            hex(got),
+            hex(want)
+        );
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn changed(a: &[u8], b: &[u8]) -> Vec<usize> {
+    assert_eq!(a.len(), b.len(), "frame length changed");
+    (0..a.len()).filter(|&i| a[i] != b[i]).collect()
+}
+
+/// The ICMP port unreachable the program must send for `req` (IPv4 without options): MACs
+/// swapped, a fresh IPv4 header (ID 0, DF, TTL 64) from the request's destination back to its
+/// source, quoting the request's IPv4 header and the first 8 bytes of its SCTP header.
+fn icmp_for(req: &[u8]) -> Vec<u8> {
+    let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    m.extend(&req[14..42]);
+    let c = !fold(sum16(&m));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let src: [u8; 4] = req[30..34].try_into().unwrap();
+    let dst: [u8; 4] = req[26..30].try_into().unwrap();
+    let mut f = req[6..12].to_vec();
+    f.extend(&req[0..6]);
+    f.extend([0x08, 0x00, 0x45, 0]);
+    f.extend(((20 + m.len()) as u16).to_be_bytes());
+    f.extend([0, 0, 0x40, 0, 64, IPPROTO_ICMP, 0, 0]);
+    f.extend(src);
+    f.extend(dst);
+    let c = !fold(sum16(&f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f.extend(m);
+    f
+}
+
+#[track_caller]
+fn verify_icmp(f: &[u8]) {
+    assert_eq!(f[23], IPPROTO_ICMP);
+    assert_eq!(fold(sum16(&f[14..34])), 0xffff, "IPv4 header checksum");
+    let end = 14 + be16(f, 16) as usize;
+    assert_eq!(fold(sum16(&f[34..end])), 0xffff, "ICMP checksum");
+}
+
+/// One `#[test]` per hook for each scenario: `name::tc` and `name::xdp`.
+macro_rules! for_both_hooks {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn tc() {
+                    super::$name(super::Hook::Tc)
+                }
+                #[test]
+                fn xdp() {
+                    super::$name(super::Hook::Xdp)
+                }
+            }
+        )*
+    };
+}
+
+for_both_hooks!(
+    init_is_dnatted_with_valid_crc,
+    data_chunks_of_every_length_get_valid_crc,
+    reply_is_reverse_natted_with_valid_crc,
+    same_port_backend_keeps_crc,
+    snat_frontend_rewrites_source_port_with_valid_crc,
+    oversized_sctp_to_port_changing_frontend_is_dropped,
+    oversized_sctp_to_same_port_frontend_is_natted,
+    no_backends_answers_icmp_port_unreachable,
+    corrupted_input_crc_is_recomputed,
+    truncated_sctp_passes_unchanged,
+    header_only_sctp_gets_valid_crc,
+    sctp_shorter_than_ip_total_length_is_dropped,
+    ethernet_padding_is_outside_the_crc,
+    ipv4_options_before_sctp,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+/// 1. An INIT to the SCTP frontend is DNATed to a backend on another port: destination address
+///    and port rewritten, IPv4 checksum and CRC32c valid, nothing else changed; conntrack gets
+///    both directions with protocol 132.
+fn init_is_dnatted_with_valid_crc(hook: Hook) {
+    let mut h = Harness::new(hook);
+    let ids = h.cluster_ip(SVC, &[BE]);
+    let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT));
+    let (input, out) = assert_nat(&h, &init, &init.clone().dst(BE));
+    assert_changed_only(&input, &out, &[&IP_CSUM, &IP_DST, &DPORT, &CRC]);
+    assert_eq!(&out[30..34], &BE.0, "destination address");
+    assert_eq!(be16(&out, 36), BE.1, "destination port");
+    assert_eq!(&out[26..30], &CLIENT.0, "source address");
+    assert_eq!(be16(&out, 34), CLIENT.1, "source port");
+    assert_ne!(
+        crc_field(&out),
+        crc_field(&input),
+        "the port changed, so the CRC32c must have been recomputed"
+    );
+
+    let fwd = h.ct_get(ct_key(CLIENT, SVC));
+    assert_eq!(fwd, Some(ct_entry(BE, CT_FORWARD, ids[0], NO_SNAT)));
+    let reply = h.ct_get(ct_key(BE, CLIENT));
+    assert_eq!(reply, Some(ct_entry(SVC, CT_REPLY, ids[0], NO_SNAT)));
+    assert_eq!(h.conntrack().len(), 2, "exactly two conntrack entries");
+    assert!(h.conntrack().iter().all(|(k, _)| k.proto == PROTO_SCTP));
+
+    let s = h.stats(SVC_ID);
+    assert_eq!((s.packets, s.bytes), (1, input.len() as u64));
+    assert_counters(&h, &[]);
+}
+
+/// 2. DATA chunks of many payload lengths (the CRC code reads 8-byte words, then the tail a byte
+///    at a time): the output CRC32c is valid for each. Padded chunks (RFC 9260) give SCTP
+///    lengths of 0 or 4 mod 8; unpadded ones (non-conforming, but the CRC covers whatever bytes
+///    are there) cover every other tail length.
+fn data_chunks_of_every_length_get_valid_crc(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    let mut tails = std::collections::BTreeSet::new();
+    let cases = [0, 1, 3, 7, 8, 9, 100, 1000]
+        .map(|n| (n, true))
+        .into_iter()
+        .chain((1..=7).map(|n| (n, false)));
+    for (tsn, (n, pad)) in (0x0bad_cafe..).zip(cases) {
+        let data = sctp(CLIENT, SVC, ITAG_BACKEND, data_chunk(tsn, &payload(n), pad));
+        let (input, out) = assert_nat(&h, &data, &data.clone().dst(BE));
+        assert_changed_only(&input, &out, &[&IP_CSUM, &IP_DST, &DPORT, &CRC]);
+        tails.insert(sctp_of(&input).unwrap().len() % 8);
+    }
+    assert_eq!(tails.len(), 8, "every byte-tail length 0..8 exercised");
+    assert_eq!(h.conntrack().len(), 2, "one flow");
+    assert_counters(&h, &[]);
+}
+
+/// 3. The backend's INIT-ACK (and DATA) comes back with the Service address and port as its
+///    source and a valid CRC32c.
+fn reply_is_reverse_natted_with_valid_crc(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT));
+    assert_nat(&h, &init, &init.clone().dst(BE));
+
+    let init_ack = sctp(BE, CLIENT, ITAG_CLIENT, init_ack_chunk(ITAG_BACKEND));
+    let (input, out) = assert_nat(&h, &init_ack, &init_ack.clone().src(SVC));
+    assert_changed_only(&input, &out, &[&IP_CSUM, &IP_SRC, &SPORT, &CRC]);
+    assert_eq!(&out[26..30], &SVC.0, "source address");
+    assert_eq!(be16(&out, 34), SVC.1, "source port");
+    assert_ne!(crc_field(&out), crc_field(&input), "CRC32c recomputed");
+
+    for (i, n) in [0, 1, 3, 7, 8, 9, 100, 1000].into_iter().enumerate() {
+        let data = sctp(
+            BE,
+            CLIENT,
+            ITAG_CLIENT,
+            data_chunk(i as u32, &payload(n), true),
+        );
+        assert_nat(&h, &data, &data.clone().src(SVC));
+    }
+    assert_eq!(h.stats(SVC_ID).packets, 10);
+    assert_eq!(h.conntrack().len(), 2);
+    assert_counters(&h, &[]);
+}
+
+/// 4. Backend port == Service port: only addresses change, which SCTP's CRC32c does not cover,
+///    so the CRC stays valid and equal to the input's, both ways.
+fn same_port_backend_keeps_crc(hook: Hook) {
+    let mut h = Harness::new(hook);
+    let ids = h.cluster_ip(SVC, &[BE_SAME]);
+    let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT));
+    let (input, out) = assert_nat(&h, &init, &init.clone().dst(BE_SAME));
+    assert_changed_only(&input, &out, &[&IP_CSUM, &IP_DST]);
+    assert_eq!(crc_field(&out), crc_field(&input), "CRC32c unchanged");
+    assert_eq!(
+        h.ct_get(ct_key(CLIENT, SVC)),
+        Some(ct_entry(BE_SAME, CT_FORWARD, ids[0], NO_SNAT))
+    );
+    assert_eq!(
+        h.ct_get(ct_key(BE_SAME, CLIENT)),
+        Some(ct_entry(SVC, CT_REPLY, ids[0], NO_SNAT))
+    );
+
+    for n in [0, 1, 7, 100] {
+        let data = sctp(
+            CLIENT,
+            SVC,
+            ITAG_BACKEND,
+            data_chunk(n as u32, &payload(n), true),
+        );
+        let (input, out) = assert_nat(&h, &data, &data.clone().dst(BE_SAME));
+        assert_eq!(crc_field(&out), crc_field(&input), "CRC32c unchanged");
+    }
+
+    let init_ack = sctp(BE_SAME, CLIENT, ITAG_CLIENT, init_ack_chunk(ITAG_BACKEND));
+    let (input, out) = assert_nat(&h, &init_ack, &init_ack.clone().src(SVC));
+    assert_changed_only(&input, &out, &[&IP_CSUM, &IP_SRC]);
+    assert_eq!(crc_field(&out), crc_field(&input), "CRC32c unchanged");
+    assert_counters(&h, &[]);
+}
+
+/// 5. A frontend with FE_SNAT (NodePort, Cluster policy): the client is masqueraded to the node
+///    address and an allocated source port, so both ports change; the CRC32c is valid, and the
+///    reply is mapped back to the client.
+fn snat_frontend_rewrites_source_port_with_valid_crc(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
+    let ids = h.add_service(NODE_PORT, SVC_ID, &[BE], FE_SNAT, KIND_NODE_PORT);
+    let init = sctp(EXT, NODE_PORT, 0, init_chunk(ITAG_CLIENT));
+    let input = init.build();
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, hook.nat(), "verdict");
+    verify_sctp(&out);
+    let port = be16(&out, 34);
+    assert!(
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&port),
+        "SNAT port {port} out of range"
+    );
+    let snat = (NODE, port);
+    assert_frame_eq(&out, &init.clone().src(snat).dst(BE).build());
+    assert_changed_only(
+        &input,
+        &out,
+        &[&IP_CSUM, &IP_SRC, &IP_DST, &SPORT, &DPORT, &CRC],
+    );
+
+    assert_eq!(
+        h.ct_get(ct_key(EXT, NODE_PORT)),
+        Some(ct_entry(BE, CT_FORWARD | CT_SNAT, ids[0], snat))
+    );
+    assert_eq!(
+        h.ct_get(ct_key(BE, snat)),
+        Some(ct_entry(NODE_PORT, CT_REPLY | CT_SNAT, ids[0], EXT))
+    );
+    assert_eq!(h.conntrack().len(), 2);
+    assert_counters(&h, &[(CNT_SNAT, 1)]);
+
+    // Reply: source back to the NodePort, destination back to the external client.
+    let init_ack = sctp(BE, snat, ITAG_CLIENT, init_ack_chunk(ITAG_BACKEND));
+    let want = init_ack.clone().src(NODE_PORT).dst(EXT);
+    let (input, out) = assert_nat(&h, &init_ack, &want);
+    assert_changed_only(
+        &input,
+        &out,
+        &[&IP_CSUM, &IP_SRC, &IP_DST, &SPORT, &DPORT, &CRC],
+    );
+    // Later packets of the flow keep the SNAT port.
+    let data = sctp(
+        EXT,
+        NODE_PORT,
+        ITAG_BACKEND,
+        data_chunk(1, &payload(9), true),
+    );
+    assert_nat(&h, &data, &data.clone().src(snat).dst(BE));
+    assert_counters(&h, &[(CNT_SNAT, 1)]);
+}
+
+/// 6. The CRC32c is recomputed over at most MAX_SCTP_LEN (2048) bytes of SCTP packet (common
+///    header included): at the limit the packet is NATed, above it a port-changing packet is
+///    dropped and counted as a NAT error, in both directions.
+fn oversized_sctp_to_port_changing_frontend_is_dropped(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    // 12 (common header) + 16 (DATA header) + payload.
+    let at_limit = sctp(
+        CLIENT,
+        SVC,
+        1,
+        data_chunk(1, &payload(MAX_SCTP_LEN - 28), true),
+    );
+    assert_eq!(at_limit.l4().len(), MAX_SCTP_LEN);
+    assert_nat(&h, &at_limit, &at_limit.clone().dst(BE));
+    assert_counters(&h, &[]);
+
+    let mut drops = 0;
+    for n in [MAX_SCTP_LEN - 28 + 1, MAX_SCTP_LEN - 28 + 4, 3000] {
+        let big = sctp(CLIENT, SVC, 1, data_chunk(2, &payload(n), true));
+        let input = big.build();
+        assert!(big.l4().len() > MAX_SCTP_LEN);
+        let (verdict, _) = match h.try_run(&input) {
+            Ok(r) => r,
+            Err(e) => {
+                // BPF_PROG_TEST_RUN takes at most about a page of linear data.
+                eprintln!(
+                    "skipped: a {}-byte frame is too large for test-run: {e}",
+                    input.len()
+                );
+                continue;
+            }
+        };
+        assert_eq!(
+            verdict,
+            hook.drop(),
+            "{}-byte SCTP packet: verdict",
+            big.l4().len()
+        );
+        drops += 1;
+        assert_counters(&h, &[(CNT_NAT_ERROR, drops)]);
+    }
+    assert!(
+        drops >= 2,
+        "frames just above the limit must fit in a test run"
+    );
+
+    // The reply direction (source port rewritten) has the same limit.
+    let big = sctp(BE, CLIENT, 1, data_chunk(3, &payload(MAX_SCTP_LEN), true));
+    let (verdict, _) = h.run(&big.build());
+    assert_eq!(verdict, hook.drop(), "oversized reply: verdict");
+    assert_counters(&h, &[(CNT_NAT_ERROR, drops + 1)]);
+    // At the limit the reply still goes through.
+    let reply = sctp(
+        BE,
+        CLIENT,
+        1,
+        data_chunk(4, &payload(MAX_SCTP_LEN - 28), true),
+    );
+    assert_nat(&h, &reply, &reply.clone().src(SVC));
+}
+
+/// 6b. Above MAX_SCTP_LEN but to a backend on the Service port: only addresses change, which the
+///     CRC32c does not cover (sctp.rs: "address changes leave it alone but a port change needs
+///     it recomputed"), so the packet must be NATed with its CRC untouched, not dropped.
+///     Currently fails: `lb::process` calls `sctp::fix_crc` for every NATed SCTP packet, ports
+///     changed or not, and `fix_crc` refuses more than MAX_SCTP_LEN bytes, so the packet is
+///     dropped as a NAT error.
+fn oversized_sctp_to_same_port_frontend_is_natted(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE_SAME]);
+    let big = sctp(CLIENT, SVC, 1, data_chunk(1, &payload(MAX_SCTP_LEN), true));
+    let (input, out) = assert_nat(&h, &big, &big.clone().dst(BE_SAME));
+    assert_eq!(crc_field(&out), crc_field(&input), "CRC32c unchanged");
+    let reply = sctp(
+        BE_SAME,
+        CLIENT,
+        1,
+        data_chunk(1, &payload(MAX_SCTP_LEN), true),
+    );
+    assert_nat(&h, &reply, &reply.clone().src(SVC));
+    assert_counters(&h, &[]);
+}
+
+/// 7. A frontend without backends answers with ICMP port unreachable (like kube-proxy's REJECT)
+///    quoting the original IPv4 header and the first 8 bytes of the SCTP header; so does a
+///    ClusterIP on a port it does not expose. With FE_DROP_EMPTY the packet is dropped instead.
+fn no_backends_answers_icmp_port_unreachable(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[]);
+    let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).build();
+    let (verdict, out) = h.run(&init);
+    assert_eq!(verdict, hook.reject(), "verdict");
+    verify_icmp(&out);
+    assert_frame_eq(&out, &icmp_for(&init));
+    assert_eq!(
+        &out[14 + 20 + 8..14 + 20 + 8 + 20],
+        &init[14..34],
+        "quoted IPv4 header"
+    );
+    assert_eq!(
+        &out[62..70],
+        &init[34..42],
+        "quoted SCTP ports, verification tag"
+    );
+    assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, 1)]);
+
+    // A longer packet is cut down to the same 70-byte reply.
+    let data = sctp(
+        CLIENT,
+        SVC,
+        ITAG_BACKEND,
+        data_chunk(1, &payload(500), true),
+    )
+    .build();
+    let (verdict, out) = h.run(&data);
+    assert_eq!(verdict, hook.reject(), "verdict");
+    verify_icmp(&out);
+    assert_frame_eq(&out, &icmp_for(&data));
+    assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, 2)]);
+    assert!(
+        h.conntrack().is_empty(),
+        "no conntrack for rejected packets"
+    );
+
+    // An SCTP port the ClusterIP does not expose.
+    h.add_vip(VIP);
+    let other = sctp(CLIENT, (VIP, 2905), 0, init_chunk(ITAG_CLIENT)).build();
+    let (verdict, out) = h.run(&other);
+    assert_eq!(verdict, hook.reject(), "verdict");
+    assert_frame_eq(&out, &icmp_for(&other));
+    assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, 2), (CNT_REJECT_NO_PORT, 1)]);
+
+    // Traffic policy Local with no local endpoint: dropped.
+    h.add_service((NODE, 30868), 2, &[], FE_DROP_EMPTY, KIND_NODE_PORT);
+    let (verdict, _) = h.run(&sctp(EXT, (NODE, 30868), 0, init_chunk(1)).build());
+    assert_eq!(verdict, hook.drop(), "verdict");
+    assert_counters(
+        &h,
+        &[
+            (CNT_REJECT_NO_BACKEND, 2),
+            (CNT_REJECT_NO_PORT, 1),
+            (CNT_DROP_NO_BACKEND, 1),
+        ],
+    );
+}
+
+/// 8. podlb does not validate the incoming CRC32c: a packet with a corrupted CRC is NATed and
+///    leaves with the CRC of its output bytes, i.e. the corruption is no longer detectable by
+///    the receiver. (Linux's nf_conntrack_proto_sctp, `sctp_error`, checks the CRC in
+///    PREROUTING when nf_conntrack_checksum is on and the packet is CHECKSUM_NONE, and treats a
+///    bad one as invalid: untracked, so iptables kube-proxy would not NAT it.) This pins the
+///    current behaviour.
+fn corrupted_input_crc_is_recomputed(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    let good = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT));
+    let bad = good.clone().corrupt(0xdead_beef);
+    let input = bad.build();
+    assert_ne!(sctp_crc(sctp_of(&input).unwrap()), crc_field(&input));
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, hook.nat(), "verdict");
+    let crc = verify_sctp(&out);
+    assert_eq!(crc, sctp_crc(sctp_of(&out).unwrap()));
+    assert_frame_eq(&out, &good.dst(BE).build());
+    assert_counters(&h, &[]);
+}
+
+/// 9. Too short for an SCTP common header (12 bytes): not parsed, passed unchanged.
+fn truncated_sctp_passes_unchanged(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    let full = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).l4();
+    // Datagrams with 8 and 11 bytes of SCTP (total length consistent).
+    for n in [8, 11] {
+        assert_untouched(&h, &frame(&full[..n], CLIENT.0, SVC.0, &[], &[]));
+    }
+    // The same, padded to the Ethernet minimum: the total length still says it is short.
+    assert_untouched(&h, &frame(&full[..8], CLIENT.0, SVC.0, &[], &[0; 18]));
+    // A frame cut after 8 bytes of SCTP while the IPv4 total length claims the whole INIT.
+    let cut = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).build()[..14 + 20 + 8].to_vec();
+    assert_untouched(&h, &cut);
+    assert!(h.conntrack().is_empty());
+    assert_eq!(h.stats(SVC_ID).packets, 0);
+    assert_counters(&h, &[]);
+}
+
+/// 9b. A bare 12-byte common header (no chunk): complete enough to be NATed, and its CRC32c must
+///     then be that of the output (the checksum field counts as zero). The SCTP length 12 is
+///     not a multiple of 8, so the checksum field falls in the byte-at-a-time tail of the CRC
+///     code. Currently fails: only `crc_word` zeroes the checksum field, `crc_byte` does not, so
+///     for an SCTP length below 16 the old CRC bytes are fed into the new CRC.
+fn header_only_sctp_gets_valid_crc(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    let bare = sctp(CLIENT, SVC, ITAG_BACKEND, vec![]);
+    assert_eq!(bare.l4().len(), 12);
+    assert_nat(&h, &bare, &bare.clone().dst(BE));
+    assert_counters(&h, &[]);
+}
+
+/// 9c. A frame shorter than its IPv4 total length (the common header present, the chunks cut
+///     off): the CRC32c cannot be computed, so the NATed packet is dropped as a NAT error (the
+///     kernel would drop it as truncated anyway) rather than sent on with a wrong CRC.
+fn sctp_shorter_than_ip_total_length_is_dropped(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    let full = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).build();
+    for n in [12, 16, 24] {
+        let (verdict, _) = h.run(&full[..14 + 20 + n]);
+        assert_eq!(
+            verdict,
+            hook.drop(),
+            "{n} of 32 SCTP bytes present: verdict"
+        );
+    }
+    assert_counters(&h, &[(CNT_NAT_ERROR, 3)]);
+}
+
+/// The CRC32c covers the SCTP packet as delimited by the IPv4 total length: Ethernet padding
+/// after it is neither covered nor changed.
+fn ethernet_padding_is_outside_the_crc(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    for n in [0, 1, 5] {
+        let pad: Vec<u8> = (0..4 + n as u8 * 3).map(|i| 0xe0 | i).collect();
+        let data = sctp(
+            CLIENT,
+            SVC,
+            ITAG_BACKEND,
+            data_chunk(1, &payload(n), n != 5),
+        )
+        .trailer(&pad);
+        let (input, out) = assert_nat(&h, &data, &data.clone().dst(BE));
+        assert_eq!(out[out.len() - pad.len()..], pad[..], "padding unchanged");
+        assert_changed_only(&input, &out, &[&IP_CSUM, &IP_DST, &DPORT, &CRC]);
+    }
+    assert_counters(&h, &[]);
+}
+
+/// IPv4 options move the SCTP header: the rewrite and the CRC32c follow the IHL.
+fn ipv4_options_before_sctp(hook: Hook) {
+    let mut h = Harness::new(hook);
+    h.cluster_ip(SVC, &[BE]);
+    // NOPs then end of options (4 bytes), and a 12-byte option area.
+    for opts in [
+        &[1u8, 1, 1, 0][..],
+        &[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0][..],
+    ] {
+        let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).ip_opts(opts);
+        assert_nat(&h, &init, &init.clone().dst(BE));
+        let data = sctp(CLIENT, SVC, 9, data_chunk(1, &payload(13), true)).ip_opts(opts);
+        assert_nat(&h, &data, &data.clone().dst(BE));
+        let reply = sctp(BE, CLIENT, ITAG_CLIENT, init_ack_chunk(ITAG_BACKEND)).ip_opts(opts);
+        assert_nat(&h, &reply, &reply.clone().src(SVC));
+    }
+    assert_counters(&h, &[]);
+}
