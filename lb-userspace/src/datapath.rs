@@ -217,6 +217,9 @@ impl Datapath {
             if !(external || is_pod(name)) {
                 continue;
             }
+            if let Err(e) = accept_local(name) {
+                failed.push((format!("{name}@{index} (accept_local)"), format!("{e:#}")));
+            }
             for hook in [Hook::Tc, Hook::TcEgress] {
                 if has(&[hook], name, *index) {
                     continue;
@@ -282,6 +285,20 @@ impl Datapath {
         v.sort_by(|a, b| (&a.0, a.1.name()).cmp(&(&b.0, b.1.name())));
         v
     }
+}
+
+/// Masqueraded and hairpin flows are rewritten at ingress to come from the node's own address;
+/// the kernel drops such packets as martians unless the interface accepts local sources.
+/// (Strict reverse-path filtering, `rp_filter=1`, would still drop them; loose mode is fine.)
+fn accept_local(ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/accept_local");
+    if fs::read_to_string(&path)
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    fs::write(&path, "1").with_context(|| format!("setting {path}"))
 }
 
 /// Interfaces of the current network namespace, as (name, index).

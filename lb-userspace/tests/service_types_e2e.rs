@@ -1272,8 +1272,10 @@ fn hairpin_case(network: PodNetwork) {
         (udst, "UDP", "ClusterIP"),
         (ndst, "TCP", "NodePort"),
     ]);
-    // The same backend from another pod works (and is not SNATed).
+    // The same backend from another pod works, not SNATed (source pod IP preserved).
     f.wait_reply(f.ns(0), tdst, L4::Tcp);
+    let counts = f.collect(f.ns(0), tdst, L4::Tcp, 5, Seen::Client(f.ip(0)));
+    assert_eq!(idents(&counts), set(&["pod1"]), "from pod0: {counts:?}");
     let before = f.counter("hairpin");
     let snat_addr = f.status()["snat_address"].as_str().unwrap().to_string();
     assert_eq!(snat_addr, NODE_IP.to_string());
@@ -1450,7 +1452,7 @@ fn two_clients_same_port(
     const SRC_PORT: u16 = 40000;
     let mut first_session = TcpSession::connect_from(a, SRC_PORT, tdst, T)
         .unwrap_or_else(|e| panic!("first client: {e:#}\n{}", agent.log()));
-    let mut sb = TcpSession::connect_from(b, SRC_PORT, tdst, T).unwrap_or_else(|e| {
+    let mut second_session = TcpSession::connect_from(b, SRC_PORT, tdst, T).unwrap_or_else(|e| {
         panic!(
             "second client (same source port, first still open): {e:#}\n{}",
             agent.log()
@@ -1458,7 +1460,10 @@ fn two_clients_same_port(
     });
     let mut seen = Vec::new();
     for round in 0..3 {
-        for (who, s) in [("first", &mut first_session), ("second", &mut sb)] {
+        for (who, s) in [
+            ("first", &mut first_session),
+            ("second", &mut second_session),
+        ] {
             let r = s
                 .request()
                 .unwrap_or_else(|e| panic!("{who} client, round {round}: {e:#}"));

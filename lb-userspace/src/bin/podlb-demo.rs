@@ -122,7 +122,7 @@ fn run(args: &Args) -> Result<()> {
         client.ns(),
         |ns| tcp_request(ns, http, TIMEOUT),
         http,
-        Some(client.ip()),
+        client.ip(),
     )?;
     report(
         "default/web:echo  UDP 10.96.0.10:53, from pod0",
@@ -130,7 +130,7 @@ fn run(args: &Args) -> Result<()> {
         client.ns(),
         |ns| udp_request(ns, echo, TIMEOUT),
         echo,
-        Some(client.ip()),
+        client.ip(),
     )?;
     let ext = node.ext().unwrap();
     report(
@@ -139,7 +139,17 @@ fn run(args: &Args) -> Result<()> {
         ext,
         |ns| tcp_request(ns, http, TIMEOUT),
         http,
-        node.ext_ip(),
+        node.ext_ip().unwrap(),
+    )?;
+    let node_ip = node.node_ip().unwrap();
+    let nodeport = SocketAddrV4::new(node_ip, 30080);
+    report(
+        "default/web:http  NodePort 192.168.77.1:30080 (XDP on ext0), from the external client",
+        n,
+        ext,
+        |ns| tcp_request(ns, nodeport, TIMEOUT),
+        nodeport,
+        node_ip,
     )?;
 
     println!("\n== podlb service list (read from the pinned maps)");
@@ -174,28 +184,26 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Sends `n` requests from `ns`, prints the spread over backends, and checks what the client
-/// saw: every reply must come from the VIP and the backend must have seen the client's address.
+/// Sends `n` requests from `ns`, prints the spread over backends, and checks what each side
+/// saw: every reply must come from `vip`, and the backend must have seen the client as `seen`
+/// (its own address, or the node's when masqueraded).
 fn report(
     title: &str,
     n: usize,
     ns: &Netns,
     req: impl Fn(&Netns) -> Result<Reply>,
     vip: SocketAddrV4,
-    client_ip: Option<Ipv4Addr>,
+    seen: Ipv4Addr,
 ) -> Result<()> {
     let mut spread: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..n {
         check_stop()?;
         let r = req(ns)?;
         if r.peer != vip.into() {
-            bail!("reply came from {} instead of the VIP {vip}", r.peer);
+            bail!("reply came from {} instead of {vip}", r.peer);
         }
-        if Some(r.seen_client.ip()) != client_ip.map(Into::into) {
-            bail!(
-                "backend saw client {} instead of {client_ip:?}",
-                r.seen_client
-            );
+        if r.seen_client.ip() != seen {
+            bail!("backend saw client {} instead of {seen}", r.seen_client);
         }
         *spread.entry(r.ident).or_default() += 1;
     }
@@ -203,6 +211,6 @@ fn report(
     for (pod, c) in &spread {
         println!("   {pod:<5} {c:>3}  {}", "#".repeat(*c));
     }
-    println!("   every reply came from {vip}; backends saw the client's own address (no SNAT)");
+    println!("   every reply came from {vip}; backends saw the client as {seen}");
     Ok(())
 }
