@@ -5,7 +5,7 @@ use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    datapath::{interface_ipv4, Datapath, Maps},
+    datapath::{accept_local, interface_ipv4, Datapath, Maps},
     manifests::ManifestDir,
     model::{self, NodeInfo},
     reconcile::{self, MapState},
@@ -24,6 +24,11 @@ const POLL: Duration = Duration::from_millis(200);
 
 pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut dp = Datapath::open(&cfg.bpf_root)?;
+    if let Err(e) = accept_local() {
+        tracing::error!(
+            "{e:#}: masqueraded traffic (NodePort, hairpin) will be dropped by the kernel"
+        );
+    }
     let mut maps = Maps::open(&cfg.bpf_root)?;
     let mut mirror = maps.read_state()?;
     tracing::info!(

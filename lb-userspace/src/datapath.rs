@@ -217,9 +217,6 @@ impl Datapath {
             if !(external || is_pod(name)) {
                 continue;
             }
-            if let Err(e) = accept_local(name) {
-                failed.push((format!("{name}@{index} (accept_local)"), format!("{e:#}")));
-            }
             for hook in [Hook::Tc, Hook::TcEgress] {
                 if has(&[hook], name, *index) {
                     continue;
@@ -253,9 +250,16 @@ impl Datapath {
         Ok(())
     }
 
-    /// Native XDP where the driver supports it, else generic XDP.
+    /// Native XDP where the driver supports it, else generic XDP. On veth devices generic XDP
+    /// is used: native XDP_TX on a veth only works when its peer runs XDP or GRO, which the agent
+    /// cannot see (the peer lives in another namespace).
     fn attach_xdp(&mut self, name: &str, index: u32) -> Result<Hook> {
-        let (hook, id) = match self.xdp.attach(name, XdpMode::Driver) {
+        let native = if driver(name).as_deref() == Some("veth") {
+            Err(anyhow!("not used on veth"))
+        } else {
+            self.xdp.attach(name, XdpMode::Driver).map_err(Into::into)
+        };
+        let (hook, id) = match native {
             Ok(id) => (Hook::XdpNative, id),
             Err(native) => match self.xdp.attach(name, XdpMode::Skb) {
                 Ok(id) => (Hook::XdpGeneric, id),
@@ -287,11 +291,51 @@ impl Datapath {
     }
 }
 
-/// Masqueraded and hairpin flows are rewritten at ingress to come from the node's own address;
-/// the kernel drops such packets as martians unless the interface accepts local sources.
-/// (Strict reverse-path filtering, `rp_filter=1`, would still drop them; loose mode is fine.)
-fn accept_local(ifname: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/accept_local");
+/// The kernel driver of an interface (ethtool's GDRVINFO), e.g. "veth".
+fn driver(ifname: &str) -> Option<String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if ifname.len() >= req.ifr_name.len() {
+        return None;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let rc = libc::ioctl(fd, SIOCETHTOOL, &mut req);
+        libc::close(fd);
+        if rc != 0 {
+            return None;
+        }
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+/// Masqueraded flows and their replies are rewritten at ingress to come from a node address
+/// (the SNAT address, or a NodePort address), and the kernel drops such packets as martians
+/// unless local sources are accepted. They can enter the stack on any device (a pod veth, a
+/// bridge the veths belong to, an uplink), so this sets `net.ipv4.conf.all.accept_local`.
+/// Strict reverse-path filtering (`rp_filter=1`) would still drop them; loose mode is fine.
+pub fn accept_local() -> Result<()> {
+    let path = "/proc/sys/net/ipv4/conf/all/accept_local";
     if fs::read_to_string(&path)
         .map(|v| v.trim() == "1")
         .unwrap_or(false)
