@@ -697,12 +697,11 @@ fn cli(network: PodNetwork) {
         .iter()
         .map(|v| (v["name"].as_str().unwrap(), v["hook"].as_str().unwrap()))
         .collect();
-    let tc = |n| (n, "tc");
-    assert_eq!(
-        ifs,
-        BTreeSet::from([tc("lxc0"), tc("lxc1"), tc("lxc2")]),
-        "{status}"
-    );
+    let want: BTreeSet<(&str, &str)> = ["lxc0", "lxc1", "lxc2"]
+        .into_iter()
+        .flat_map(|n| [(n, "tc"), (n, "tc-egress")])
+        .collect();
+    assert_eq!(ifs, want, "{status}");
     assert_eq!(
         (status["frontends"].as_u64(), status["backends"].as_u64()),
         (Some(1), Some(2))

@@ -569,8 +569,8 @@ fn assert_no_failures(what: &str, failures: &[String], agent: &Agent) {
 }
 
 /// Waits until `ok()` holds (the datapath is programmed and hooked), e.g. a first refusal.
-fn settle(what: &str, f: &Fixture, mut ok: impl FnMut() -> Result<()>) {
-    wait_for(SETTLE, || ok()).unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", f.agent.log()));
+fn settle(what: &str, f: &Fixture, ok: impl FnMut() -> Result<()>) {
+    wait_for(SETTLE, ok).unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", f.agent.log()));
 }
 
 // ---------------------------------------------------------------------------------------------
