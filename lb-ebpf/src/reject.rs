@@ -72,17 +72,19 @@ fn tc_write<const N: usize>(ctx: &TcContext, buf: &[u8; N]) -> Option<()> {
     ctx.store(0, buf, 0).ok()
 }
 
-/// XDP: rewrites the packet into its reject and transmits it back; returns the verdict.
+/// XDP: rewrites the packet into its reject and transmits it back; returns the verdict. When
+/// the frame cannot be resized (a driver without tailroom), the packet goes on to the stack and
+/// the TC program rejects it.
 #[inline(always)]
 pub fn reject_xdp(ctx: &XdpContext, pkt: &Packet) -> u32 {
     let done = match build(ctx, pkt) {
         Some(Reply::Rst(buf)) => xdp_write(ctx, &buf),
         Some(Reply::Icmp(buf)) => xdp_write(ctx, &buf),
-        None => None,
+        None => return xdp_action::XDP_DROP,
     };
     match done {
         Some(()) => xdp_action::XDP_TX,
-        None => xdp_action::XDP_DROP,
+        None => xdp_action::XDP_PASS,
     }
 }
 

@@ -697,11 +697,11 @@ fn cli(network: PodNetwork) {
         .iter()
         .map(|v| (v["name"].as_str().unwrap(), v["hook"].as_str().unwrap()))
         .collect();
-    let want: BTreeSet<(&str, &str)> = ["lxc0", "lxc1", "lxc2"]
+    let hooks: BTreeSet<(&str, &str)> = ["lxc0", "lxc1", "lxc2"]
         .into_iter()
         .flat_map(|n| [(n, "tc"), (n, "tc-egress")])
         .collect();
-    assert_eq!(ifs, want, "{status}");
+    assert_eq!(ifs, hooks, "{status}");
     assert_eq!(
         (status["frontends"].as_u64(), status["backends"].as_u64()),
         (Some(1), Some(2))
