@@ -42,27 +42,27 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
     if fs_magic(root)? == BPF_FS_MAGIC {
         return Ok(());
     }
-    let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())?;
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            c.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
+    let rc = mount_bpffs(root);
+    if let Err(e) = rc {
         bail!(
-            "bpf root {} is not on a bpffs, and mounting one there failed: {}. Mount one \
+            "bpf root {} is not on a bpffs, and mounting one there failed: {e}. Mount one \
              (`mount -t bpf bpf {}`), or, when running under `ip netns exec` (which remounts \
              /sys), use a bpf root outside /sys.",
             root.display(),
-            std::io::Error::last_os_error(),
             root.display()
         );
     }
     tracing::info!(root = %root.display(), "mounted a bpffs at the bpf root");
+    Ok(())
+}
+
+/// Mounts a new bpffs instance at `path` (`mount -t bpf bpf PATH`).
+pub fn mount_bpffs(path: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    let rc = unsafe { libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(())
 }
 

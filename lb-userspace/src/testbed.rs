@@ -797,20 +797,8 @@ impl BpfRoot {
         let path = Path::new(BPF_TEST_DIR).join(unique_name("bpf"));
         fs::create_dir_all(&path).with_context(|| format!("mkdir -p {}", path.display()))?;
         let root = BpfRoot { path };
-        let c = std::ffi::CString::new(root.path.as_os_str().as_encoded_bytes())?;
-        let rc = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                c.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("mount -t bpf bpf {}", root.path.display()));
-        }
+        crate::datapath::mount_bpffs(&root.path)
+            .with_context(|| format!("mount -t bpf bpf {}", root.path.display()))?;
         Ok(root)
     }
 
