@@ -1,5 +1,5 @@
 //! The agent loop: source -> model -> reconciler -> maps, plus interface attachment.
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
@@ -51,6 +51,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(POLL);
     let mut first = true;
+    let mut reported = BTreeSet::new();
     let mut failed_attach: Vec<(String, String)> = Vec::new();
     let mut dir_error: Option<String> = None;
     loop {
@@ -94,7 +95,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 name: node_name.clone(),
                 fallback_addresses: interface_ipv4(&cfg.external_interfaces),
             };
-            mirror = sync(&mut maps, &mirror, &src, &node);
+            mirror = sync(&mut maps, &mirror, &src, &node, &mut reported);
         }
     }
     tracing::info!("stopping; the datapath stays pinned and keeps forwarding");
@@ -102,16 +103,23 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 }
 
 /// Computes the desired state and writes the difference. Returns the new mirror.
-fn sync(maps: &mut Maps, mirror: &MapState, src: &ManifestDir, node: &NodeInfo) -> MapState {
+/// Model warnings and plan errors stand until their cause is fixed; each is logged once, when
+/// it first appears (`reported` holds the ones still standing).
+fn sync(
+    maps: &mut Maps,
+    mirror: &MapState,
+    src: &ManifestDir,
+    node: &NodeInfo,
+    reported: &mut BTreeSet<String>,
+) -> MapState {
     let objs = src.objects();
     let built = model::build(&objs.services, &objs.slices, &objs.nodes, node);
-    for w in &built.warnings {
+    let plan = reconcile::plan(mirror, &built.state);
+    let standing: BTreeSet<String> = built.warnings.iter().chain(&plan.errors).cloned().collect();
+    for w in standing.difference(reported) {
         tracing::warn!("{w}");
     }
-    let plan = reconcile::plan(mirror, &built.state);
-    for e in &plan.errors {
-        tracing::error!("{e}");
-    }
+    *reported = standing;
     for op in &plan.ops {
         if let Err(e) = maps.apply(op) {
             tracing::error!("{e:#}; re-reading the maps");
