@@ -6,6 +6,9 @@
 //! - Path MTU discovery through a VIP: the backend's host-side link has a smaller MTU, the node
 //!   sends "fragmentation needed" about client -> backend, and only a translated error lets the
 //!   client's TCP shrink its segments and finish the transfer.
+mod common;
+
+use common::e2e::start_agent;
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
@@ -14,16 +17,11 @@ use std::{
 };
 
 use podlb::testbed::{
-    manifest, require_root, tcp_request, wait_for, Agent, Node, NodeOptions, PodNetwork, TcpServer,
+    manifest, require_root, tcp_request, wait_for, Node, NodeOptions, PodNetwork, TcpServer,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn agent(node: &Node) -> Agent {
-    Agent::start(std::path::Path::new(env!("CARGO_BIN_EXE_podlb")), node)
-        .expect("starting the agent")
-}
 
 fn udp_port_unreachable(network: PodNetwork) {
     require_root().unwrap();
@@ -33,7 +31,7 @@ fn udp_port_unreachable(network: PodNetwork) {
         external_client: false,
     })
     .unwrap();
-    let agent = agent(&node);
+    let agent = start_agent(&node);
     let vip = Ipv4Addr::new(10, 96, 7, 1);
     // A TCP port to know when the Service is programmed; UDP 5353 has no listener.
     let _tcp = TcpServer::start(node.pod(1).ns(), 8080, "pod1");
@@ -116,7 +114,7 @@ fn path_mtu_discovery_through_a_vip() {
         external_client: false,
     })
     .unwrap();
-    let agent = agent(&node);
+    let agent = start_agent(&node);
     let vip = Ipv4Addr::new(10, 96, 7, 2);
     let _probe = TcpServer::start(node.pod(1).ns(), 8080, "pod1");
     agent

@@ -20,87 +20,19 @@
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
 //! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test multinode_e2e`
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
+use common::e2e::*;
 use podlb::testbed::*;
 use serde_json::Value;
 
-/// Timeout of one request that must succeed.
-const T: Duration = Duration::from_secs(3);
-/// Timeout of one request that must fail (reach no backend).
-const SHORT: Duration = Duration::from_secs(1);
-/// How long a change (manifest write, agent start) may take to show up in the datapath.
-const SETTLE: Duration = Duration::from_secs(20);
 const NODES: usize = 2;
 const PODS_PER_NODE: usize = 2;
-const TCP_BACKEND_PORT: u16 = 8080;
-const UDP_BACKEND_PORT: u16 = 5353;
-
-fn vip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 96, 0, last)
-}
-
-fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(ip, port)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl L4 {
-    fn proto(self) -> &'static str {
-        match self {
-            L4::Tcp => "TCP",
-            L4::Udp => "UDP",
-        }
-    }
-    fn request(self, ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Reply> {
-        match self {
-            L4::Tcp => tcp_request(ns, dst, timeout),
-            L4::Udp => udp_request(ns, dst, timeout),
-        }
-    }
-}
-
-/// Which client address the backend must see.
-#[derive(Clone, Copy, Debug)]
-enum Seen {
-    /// The client's own address and port (no SNAT).
-    Client(Ipv4Addr),
-    /// Masqueraded to this node address.
-    Snat(Ipv4Addr),
-}
-
-fn check_reply(r: &Reply, dst: SocketAddrV4, seen: Seen) -> Result<()> {
-    ensure!(r.peer == SocketAddr::V4(dst), "reply not from {dst}: {r:?}");
-    match seen {
-        Seen::Client(ip) => {
-            ensure!(
-                r.seen_client.ip() == IpAddr::V4(ip),
-                "the backend saw {} instead of the client {ip} (SNATed): {r:?}",
-                r.seen_client
-            );
-            // (An unconnected UDP socket's local address is 0.0.0.0:port.)
-            ensure!(
-                r.seen_client.port() == r.local.port(),
-                "the client's port was rewritten: {r:?}"
-            );
-        }
-        Seen::Snat(ip) => ensure!(
-            r.seen_client.ip() == IpAddr::V4(ip),
-            "the backend saw {} instead of the masquerade address {ip}: {r:?}",
-            r.seen_client
-        ),
-    }
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Manifests
@@ -210,24 +142,6 @@ fn nodes_yaml() -> String {
         .join("---\n")
 }
 
-/// Removes ANSI escape sequences (the agent's tracing output may be coloured).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\x1b' {
-            out.push(c);
-        } else if chars.next() == Some('[') {
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------------
 // Fixture
 
@@ -318,20 +232,12 @@ impl Fixture {
 
     /// `podlb service list -o json` on node `k`, parsed.
     fn try_services(&self, k: usize) -> Result<Vec<Value>> {
-        let out = self.agents[k].cli(&["service", "list", "-o", "json"])?;
-        let v: Value = serde_json::from_str(&out)
-            .map_err(|e| anyhow::anyhow!("service list output is not JSON ({e}): {out}"))?;
-        match v {
-            Value::Array(rows) => Ok(rows),
-            _ => bail!("service list JSON is not an array: {out}"),
-        }
+        try_services(&self.agents[k])
     }
 
     /// `podlb status -o json` on node `k`, parsed.
     fn try_status(&self, k: usize) -> Result<Value> {
-        let out = self.agents[k].cli(&["status", "-o", "json"])?;
-        serde_json::from_str(&out)
-            .map_err(|e| anyhow::anyhow!("status output is not JSON ({e}): {out}"))
+        try_status(&self.agents[k])
     }
 
     /// Waits until node `k`'s datapath has every (frontend, protocol, kind, backends).
@@ -487,14 +393,6 @@ impl Fixture {
             "node-{k} masquerades with the wrong address: {status}"
         );
     }
-}
-
-fn idents(counts: &BTreeMap<String, usize>) -> BTreeSet<String> {
-    counts.keys().cloned().collect()
-}
-
-fn set(items: &[String]) -> BTreeSet<String> {
-    items.iter().cloned().collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,22 +6,11 @@
 //! computed checksums, and with an independent checksum verifier), conntrack and counters.
 //! They need root and fail (never skip) without it.
 
-use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, SchedClassifier},
-    Ebpf, EbpfLoader, Pod, TestRun, TestRunOptions,
-};
+mod common;
+
+use common::packet::*;
 use lb_common::*;
-use podlb::{datapath::EBPF_OBJECT, testbed::require_root};
 
-/// `TC_NEXT` (-1) as the kernel reports it.
-const TC_NEXT: u32 = u32::MAX;
-const TC_ACT_SHOT: u32 = 2;
-/// The packet was turned into a reply and redirected (back out of the ingress interface).
-const TC_ACT_REDIRECT: u32 = 7;
-const IPPROTO_ICMP: u8 = 1;
-
-type Addr = ([u8; 4], u16);
 const CLIENT: Addr = ([10, 244, 0, 5], 40000);
 const VIP: [u8; 4] = [10, 96, 0, 10];
 const BE1: Addr = ([10, 244, 0, 11], 8080);
@@ -33,83 +22,12 @@ const NODE: [u8; 4] = [192, 168, 77, 1];
 const EXT: Addr = ([192, 168, 77, 2], 40000);
 const MSS: [u8; 4] = [2, 4, 0x05, 0xb4];
 
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
-
 // ---------------------------------------------------------------------------------------------
-// Harness: one loaded program and its maps.
-
-struct Harness {
-    ebpf: Ebpf,
-    next_backend: u32,
-}
+// Harness (common/packet.rs) with the TC program; ClusterIP frontends.
 
 impl Harness {
-    fn new() -> Self {
-        require_root().expect("packet tests load eBPF programs and must run as root");
-        assert!(
-            !EBPF_OBJECT.is_empty(),
-            "built without the eBPF object; run `cargo xtask build` first"
-        );
-        let mut ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .expect("loading the eBPF object");
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROG_TC_POD)
-            .expect("program missing")
-            .try_into()
-            .unwrap();
-        prog.load().expect("loading the TC program (verifier)");
-        Self {
-            ebpf,
-            next_backend: 1,
-        }
-    }
-
-    /// Runs one frame; `Err` when the kernel refuses the test run itself.
-    fn try_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
-        let prog: &SchedClassifier = self.ebpf.program(PROG_TC_POD).unwrap().try_into().unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
-    }
-
-    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.try_run(frame).expect("BPF_PROG_TEST_RUN")
-    }
-
-    fn hash<K: Pod, V: Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
-        HashMap::try_from(self.ebpf.map_mut(name).unwrap()).unwrap()
-    }
-
-    fn set_backend(&mut self, id: u32, b: Backend4) {
-        let mut m: Array<_, Backend4> =
-            Array::try_from(self.ebpf.map_mut(MAP_BACKENDS).unwrap()).unwrap();
-        m.set(id, b, 0).unwrap();
-    }
-
-    fn new_backend(&mut self, (addr, port): Addr, proto: u8) -> u32 {
-        let id = self.next_backend;
-        self.next_backend += 1;
-        let b = Backend4 {
-            addr,
-            port,
-            proto,
-            flags: 0,
-        };
-        self.set_backend(id, b);
-        id
-    }
-
     /// Writes the slots of `svc_id`, then the frontend with its count, then removes stale slots
     /// (the reconciler's order).
-    #[allow(clippy::too_many_arguments)]
     fn set_frontend(
         &mut self,
         vip: [u8; 4],
@@ -119,36 +37,8 @@ impl Harness {
         ids: &[u32],
         flags: u16,
     ) {
-        let mut slots = self.hash::<SlotKey, Slot>(MAP_SLOTS);
-        for (i, id) in ids.iter().enumerate() {
-            let key = SlotKey {
-                svc_id,
-                slot: i as u32,
-            };
-            slots.insert(key, Slot { backend_id: *id }, 0).unwrap();
-        }
-        let key = Frontend4Key {
-            addr: vip,
-            port,
-            proto,
-            pad: 0,
-        };
-        let fe = Frontend {
-            svc_id,
-            count: ids.len() as u32,
-            flags,
-            kind: KIND_CLUSTER_IP,
-            pad: 0,
-        };
-        self.hash::<Frontend4Key, Frontend>(MAP_FRONTENDS)
-            .insert(key, fe, 0)
-            .unwrap();
-        let mut slots = self.hash::<SlotKey, Slot>(MAP_SLOTS);
-        for slot in ids.len() as u32..MAX_BACKENDS_PER_SERVICE {
-            if slots.remove(&SlotKey { svc_id, slot }).is_err() {
-                break;
-            }
-        }
+        self.write_frontend((vip, port), proto, svc_id, ids, flags, KIND_CLUSTER_IP);
+        self.remove_stale_slots(svc_id, ids.len() as u32);
     }
 
     /// Adds a frontend and its backends; returns the backend ids (in slot order).
@@ -168,413 +58,16 @@ impl Harness {
         self.set_frontend(vip, port, proto, svc_id, &ids, flags);
         ids
     }
-
-    fn conntrack(&mut self) -> Vec<(Ct4Key, Ct4Entry)> {
-        let ct = self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK);
-        let v = ct.iter().map(|r| r.unwrap()).collect();
-        v
-    }
-
-    fn ct_get(&mut self, key: Ct4Key) -> Option<Ct4Entry> {
-        self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK)
-            .get(&key, 0)
-            .ok()
-    }
-
-    /// Sum of the per-CPU counters of one service.
-    fn stats(&self, svc_id: u32) -> SvcStats {
-        let m: PerCpuArray<_, SvcStats> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_SVC_STATS).unwrap()).unwrap();
-        m.get(&svc_id, 0)
-            .unwrap()
-            .iter()
-            .fold(SvcStats::default(), |a, s| SvcStats {
-                packets: a.packets + s.packets,
-                bytes: a.bytes + s.bytes,
-            })
-    }
-
-    /// Sum over the CPUs of one `CNT_*` event counter.
-    fn counter(&self, idx: u32) -> u64 {
-        let m: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_COUNTERS).unwrap()).unwrap();
-        m.get(&idx, 0).unwrap().iter().sum()
-    }
-
-    /// All `CNT_*` counters, by index.
-    fn counters(&self) -> Vec<u64> {
-        (0..COUNTERS).map(|i| self.counter(i)).collect()
-    }
-
-    fn set_config(&mut self, snat_addr: [u8; 4], snat_port_min: u16, snat_port_max: u16) {
-        let mut m: Array<_, Config> =
-            Array::try_from(self.ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
-        let cfg = Config {
-            snat_addr,
-            snat_port_min,
-            snat_port_max,
-        };
-        m.set(0, cfg, 0).unwrap();
-    }
-
-    /// Marks `addr` as a ClusterIP (ports it does not expose are rejected).
-    fn add_vip(&mut self, addr: [u8; 4]) {
-        self.hash::<[u8; 4], Vip>(MAP_VIPS)
-            .insert(addr, Vip { flags: 0 }, 0)
-            .unwrap();
-    }
 }
 
-fn ct_key(src: Addr, dst: Addr, proto: u8) -> Ct4Key {
-    Ct4Key {
-        saddr: src.0,
-        daddr: dst.0,
-        sport: src.1,
-        dport: dst.1,
-        proto,
-        pad: [0; 3],
-    }
-}
-
+/// A conntrack entry without SNAT.
 fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32) -> Ct4Entry {
-    Ct4Entry {
-        nat_addr: nat.0,
-        nat_port: nat.1,
-        snat_port: 0,
-        snat_addr: [0; 4],
-        flags,
-        svc_id,
-        backend_id,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Packet builder: Ethernet + IPv4 (+ options) + TCP/UDP + payload, with correct checksums.
-
-#[derive(Clone, Debug)]
-struct Pkt {
-    ethertype: u16,
-    src: Addr,
-    dst: Addr,
-    proto: u8,
-    /// IPv4 flags + fragment offset field (DF by default: DF alone is not a fragment).
-    frag: u16,
-    ip_opts: Vec<u8>,
-    tcp_flags: u8,
-    tcp_opts: Vec<u8>,
-    /// UDP: send checksum 0 ("no checksum").
-    udp_no_csum: bool,
-    payload: Vec<u8>,
-}
-
-fn tcp(src: Addr, dst: Addr, flags: u8) -> Pkt {
-    Pkt {
-        ethertype: 0x0800,
-        src,
-        dst,
-        proto: PROTO_TCP,
-        frag: 0x4000,
-        ip_opts: vec![],
-        tcp_flags: flags,
-        tcp_opts: vec![],
-        udp_no_csum: false,
-        payload: vec![],
-    }
-}
-
-fn udp(src: Addr, dst: Addr) -> Pkt {
-    Pkt {
-        proto: PROTO_UDP,
-        frag: 0,
-        ..tcp(src, dst, 0)
-    }
-}
-
-impl Pkt {
-    fn src(self, src: Addr) -> Self {
-        Self { src, ..self }
-    }
-    fn dst(self, dst: Addr) -> Self {
-        Self { dst, ..self }
-    }
-    fn ip_opts(self, o: &[u8]) -> Self {
-        assert!(o.len().is_multiple_of(4) && o.len() <= 40);
-        Self {
-            ip_opts: o.to_vec(),
-            ..self
-        }
-    }
-    fn tcp_opts(self, o: &[u8]) -> Self {
-        assert!(o.len().is_multiple_of(4) && o.len() <= 40);
-        Self {
-            tcp_opts: o.to_vec(),
-            ..self
-        }
-    }
-    fn payload(self, p: &[u8]) -> Self {
-        Self {
-            payload: p.to_vec(),
-            ..self
-        }
-    }
-    fn frag(self, frag: u16) -> Self {
-        Self { frag, ..self }
-    }
-    fn no_udp_csum(self) -> Self {
-        Self {
-            udp_no_csum: true,
-            ..self
-        }
-    }
-
-    fn l4(&self) -> Vec<u8> {
-        let mut l4 = Vec::new();
-        l4.extend(self.src.1.to_be_bytes());
-        l4.extend(self.dst.1.to_be_bytes());
-        let csum_off = if self.proto == PROTO_TCP {
-            l4.extend(0x1122_3344u32.to_be_bytes()); // seq
-            let ack: u32 = if self.tcp_flags & ACK != 0 {
-                0x5566_7788
-            } else {
-                0
-            };
-            l4.extend(ack.to_be_bytes());
-            l4.push((((20 + self.tcp_opts.len()) / 4) << 4) as u8);
-            l4.push(self.tcp_flags);
-            l4.extend(64240u16.to_be_bytes()); // window
-            l4.extend([0, 0, 0, 0]); // checksum, urgent pointer
-            l4.extend(&self.tcp_opts);
-            16
-        } else {
-            l4.extend(((8 + self.payload.len()) as u16).to_be_bytes());
-            l4.extend([0, 0]);
-            6
-        };
-        l4.extend(&self.payload);
-        let mut c = !fold(pseudo_sum(self.src.0, self.dst.0, self.proto, l4.len()) + sum16(&l4));
-        if self.proto == PROTO_UDP && c == 0 {
-            c = 0xffff; // RFC 768: a computed zero is sent as all ones
-        }
-        if self.proto == PROTO_UDP && self.udp_no_csum {
-            c = 0;
-        }
-        l4[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
-        l4
-    }
-
-    fn build(&self) -> Vec<u8> {
-        let l4 = self.l4();
-        let hlen = 20 + self.ip_opts.len();
-        let mut f = vec![
-            0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x05,
-        ];
-        f.extend(self.ethertype.to_be_bytes());
-        f.push(0x40 | (hlen / 4) as u8);
-        f.push(0); // TOS
-        f.extend(((hlen + l4.len()) as u16).to_be_bytes());
-        f.extend(0x1c46u16.to_be_bytes()); // id
-        f.extend(self.frag.to_be_bytes());
-        f.extend([64, self.proto, 0, 0]); // TTL, protocol, checksum
-        f.extend(self.src.0);
-        f.extend(self.dst.0);
-        f.extend(&self.ip_opts);
-        let c = !fold(sum16(&f[14..14 + hlen]));
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f.extend(l4);
-        f
-    }
-}
-
-/// Applies `patch` to the IPv4 header, then recomputes its checksum over what is present of it.
-fn patch_ip(mut f: Vec<u8>, patch: impl FnOnce(&mut [u8])) -> Vec<u8> {
-    patch(&mut f[14..]);
-    let hlen = (((f[14] & 0x0f) as usize) * 4).clamp(12, f.len() - 14);
-    f[24..26].fill(0);
-    let c = !fold(sum16(&f[14..14 + hlen]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
-/// A valid frame whose L4 part is cut to `n` bytes (total length and header checksum adjusted).
-fn cut_l4(f: &[u8], n: usize) -> Vec<u8> {
-    let f = f[..34 + n].to_vec();
-    patch_ip(f, |ip| {
-        ip[2..4].copy_from_slice(&(20 + n as u16).to_be_bytes())
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Independent checksum arithmetic and verifier.
-
-fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> u32 {
-    sum16(&src) + sum16(&dst) + u32::from(proto) + l4_len as u32
-}
-
-fn be16(f: &[u8], off: usize) -> u16 {
-    u16::from_be_bytes([f[off], f[off + 1]])
-}
-
-/// Recomputes the IPv4 header checksum and the TCP/UDP checksum of `f` from scratch (the L4
-/// length comes from the IPv4 total length, so Ethernet padding is ignored). Returns the L4
-/// checksum field; a UDP field of 0 means "none" and is accepted.
-fn checksums(f: &[u8]) -> Result<u16, String> {
-    if be16(f, 12) != 0x0800 {
-        return Err("not IPv4".into());
-    }
-    let hlen = (f[14] & 0x0f) as usize * 4;
-    let tot = be16(f, 16) as usize;
-    if hlen < 20 || tot < hlen || 14 + tot > f.len() {
-        return Err(format!(
-            "bad lengths: header {hlen}, total {tot}, frame {}",
-            f.len()
-        ));
-    }
-    if fold(sum16(&f[14..14 + hlen])) != 0xffff {
-        return Err("bad IPv4 header checksum".into());
-    }
-    let proto = f[23];
-    let l4 = &f[14 + hlen..14 + tot];
-    let field = match proto {
-        PROTO_TCP if l4.len() >= 20 => be16(l4, 16),
-        PROTO_UDP if l4.len() >= 8 && be16(l4, 4) as usize == l4.len() => be16(l4, 6),
-        _ => return Err(format!("not a complete TCP/UDP datagram (proto {proto})")),
-    };
-    if proto == PROTO_UDP && field == 0 {
-        return Ok(0);
-    }
-    let (src, dst) = (f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap());
-    if fold(pseudo_sum(src, dst, proto, l4.len()) + sum16(l4)) != 0xffff {
-        return Err(format!("bad L4 checksum {field:#06x} (proto {proto})"));
-    }
-    Ok(field)
-}
-
-#[track_caller]
-fn verify_checksums(f: &[u8]) -> u16 {
-    checksums(f).unwrap_or_else(|e| panic!("{e}\nframe: {}", hex(f)))
-}
-
-/// Byte-exact comparison with a readable failure: the differing offsets and both frames.
-#[track_caller]
-fn assert_frame_eq(got: &[u8], want: &[u8]) {
-    if got != want {
-        let diff: Vec<usize> = (0..got.len().max(want.len()))
-            .filter(|&i| got.get(i) != want.get(i))
-            .collect();
-        panic!(
-            "frames differ at offsets {diff:?}\n got: {}\nwant: {}",
-            hex(got),
-            hex(want)
-        );
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Offsets where two equally long frames differ.
-fn changed(a: &[u8], b: &[u8]) -> Vec<usize> {
-    assert_eq!(a.len(), b.len(), "frame length changed");
-    (0..a.len()).filter(|&i| a[i] != b[i]).collect()
-}
-
-/// The reply the program must send for `req` (IPv4 without options): Ethernet addresses
-/// swapped, a fresh IPv4 header (ID 0, DF, TTL 64) from the request's destination back to its
-/// source, then `l4` with its checksum filled in (TCP: with the pseudo-header; ICMP: plain).
-fn reply_to(req: &[u8], proto: u8, mut l4: Vec<u8>) -> Vec<u8> {
-    let src: [u8; 4] = req[30..34].try_into().unwrap();
-    let dst: [u8; 4] = req[26..30].try_into().unwrap();
-    let mut f = req[6..12].to_vec();
-    f.extend(&req[0..6]);
-    f.extend([0x08, 0x00, 0x45, 0]);
-    f.extend(((20 + l4.len()) as u16).to_be_bytes());
-    f.extend([0, 0, 0x40, 0, 64, proto, 0, 0]);
-    f.extend(src);
-    f.extend(dst);
-    let c = !fold(sum16(&f[14..34]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    let (off, pseudo) = match proto {
-        PROTO_TCP => (16, pseudo_sum(src, dst, proto, l4.len())),
-        _ => (2, 0),
-    };
-    let c = !fold(pseudo + sum16(&l4));
-    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-    f.extend(l4);
-    f
-}
-
-/// The 54-byte RST answering the TCP frame `req`.
-fn rst_for(req: &[u8], seq: u32, ack: u32, flags: u8) -> Vec<u8> {
-    let mut t = [&req[36..38], &req[34..36]].concat();
-    t.extend(seq.to_be_bytes());
-    t.extend(ack.to_be_bytes());
-    t.extend([5 << 4, flags, 0, 0, 0, 0, 0, 0]); // data offset, flags, window, csum, urgent
-    reply_to(req, PROTO_TCP, t)
-}
-
-/// The 70-byte ICMP port unreachable answering the UDP frame `req`: the original IPv4 header
-/// and the first 8 bytes of the UDP header.
-fn icmp_for(req: &[u8]) -> Vec<u8> {
-    let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
-    m.extend(&req[14..42]);
-    reply_to(req, IPPROTO_ICMP, m)
-}
-
-/// Independent check of an ICMP reply's IPv4 header and ICMP checksums.
-#[track_caller]
-fn verify_icmp(f: &[u8]) {
-    assert_eq!(f[23], IPPROTO_ICMP);
-    assert_eq!(fold(sum16(&f[14..34])), 0xffff, "IPv4 header checksum");
-    let end = 14 + be16(f, 16) as usize;
-    assert_eq!(fold(sum16(&f[34..end])), 0xffff, "ICMP checksum");
-}
-
-/// Expects exactly these `CNT_*` counters to be non-zero, with these values.
-#[track_caller]
-fn assert_counters(h: &Harness, nonzero: &[(u32, u64)]) {
-    let mut want = vec![0; COUNTERS as usize];
-    for &(i, n) in nonzero {
-        want[i as usize] = n;
-    }
-    assert_eq!(h.counters(), want, "counters (by index: {COUNTER_NAMES:?})");
-}
-
-/// Runs `input` and expects it dropped (left as it was).
-#[track_caller]
-fn assert_dropped(h: &Harness, input: &[u8]) {
-    let (verdict, out) = h.run(input);
-    assert_eq!(verdict, TC_ACT_SHOT, "verdict");
-    assert_frame_eq(&out, input);
+    common::packet::ct_entry(nat, flags, svc_id, backend_id, ([0; 4], 0))
 }
 
 /// A TCP service VIP:80 -> backends, svc_id 1.
 fn web(h: &mut Harness, backends: &[Addr]) -> Vec<u32> {
     h.add_service(VIP, 80, PROTO_TCP, 1, backends, 0)
-}
-
-/// Runs `input` and expects it to leave the program unchanged, with `TC_NEXT`.
-#[track_caller]
-fn assert_untouched(h: &Harness, input: &[u8]) {
-    let (verdict, out) = h.run(input);
-    assert_eq!(verdict, TC_NEXT, "verdict");
-    assert_frame_eq(&out, input);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -583,7 +76,7 @@ fn assert_untouched(h: &Harness, input: &[u8]) {
 /// 1. A SYN to the VIP is DNATed to the only backend; conntrack and counters are recorded.
 #[test]
 fn syn_to_vip_is_dnatted_to_backend() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     let ids = web(&mut h, &[BE1]);
     // MSS option and a payload, so the checksum covers more than the bare header.
     let syn = tcp(CLIENT, (VIP, 80), SYN)
@@ -619,7 +112,7 @@ fn syn_to_vip_is_dnatted_to_backend() {
 /// 2. The backend's reply gets the VIP and Service port back as its source.
 #[test]
 fn reply_is_reverse_nated_to_vip() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     web(&mut h, &[BE1]);
     h.run(&tcp(CLIENT, (VIP, 80), SYN).build());
 
@@ -641,7 +134,7 @@ fn reply_is_reverse_nated_to_vip() {
 ///    when its backend goes away.
 #[test]
 fn established_flow_is_sticky_until_backend_gone() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     let ids = web(&mut h, &[BE1]);
     let ack = tcp(CLIENT, (VIP, 80), ACK).payload(b"data");
     h.run(&tcp(CLIENT, (VIP, 80), SYN).build());
@@ -683,7 +176,7 @@ fn established_flow_is_sticky_until_backend_gone() {
 /// 3b. A backend id reused for another address is not the flow's backend any more.
 #[test]
 fn reused_backend_id_rebalances_flow() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     let ids = web(&mut h, &[BE1]);
     let ack = tcp(CLIENT, (VIP, 80), ACK);
     h.run(&tcp(CLIENT, (VIP, 80), SYN).build());
@@ -704,7 +197,7 @@ fn reused_backend_id_rebalances_flow() {
 ///    stays zero; a rewrite whose checksum computes to zero sends 0xffff.
 #[test]
 fn udp_to_vip_keeps_checksum_semantics() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
     let q = udp((CLIENT.0, 40001), (VIP, 53)).payload(b"hello"); // odd length
 
@@ -768,7 +261,7 @@ fn udp_to_vip_keeps_checksum_semantics() {
 /// 5. IPv4 options: the ports are read after the options and the checksums stay valid.
 #[test]
 fn ipv4_options_are_skipped() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     let ids = web(&mut h, &[BE1]);
     h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
     let mut max_opts = [1u8; 40]; // IHL = 15: 39 NOPs and an end-of-list
@@ -808,7 +301,7 @@ fn ipv4_options_are_skipped() {
 /// 6. Traffic to an address that is no frontend passes unchanged.
 #[test]
 fn non_service_packet_is_untouched() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     web(&mut h, &[BE1]);
     assert_untouched(&h, &tcp(CLIENT, (BE2.0, 80), SYN).build());
     assert_untouched(&h, &tcp(CLIENT, (VIP, 443), SYN).build()); // VIP, other port
@@ -819,7 +312,7 @@ fn non_service_packet_is_untouched() {
 ///    no conntrack entry.
 #[test]
 fn malformed_packets_pass_unchanged() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     web(&mut h, &[BE1]);
     h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
     let syn = tcp(CLIENT, (VIP, 80), SYN).build();
@@ -945,7 +438,7 @@ fn malformed_packets_pass_unchanged() {
 ///     of it (nor rewritten), and no flow may be created.
 #[test]
 fn truncated_l4_in_padded_frame_passes_unchanged() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     web(&mut h, &[BE1]);
     h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
     let pad60 = |mut f: Vec<u8>| {
@@ -979,7 +472,7 @@ fn truncated_l4_in_padded_frame_passes_unchanged() {
 ///    client, redirected out of the ingress interface. A reset is never answered.
 #[test]
 fn tcp_to_frontend_without_backends_is_reset() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     web(&mut h, &[]);
     let syn = tcp(CLIENT, (VIP, 80), SYN);
     let mut padded = syn.build();
@@ -1040,7 +533,7 @@ fn tcp_to_frontend_without_backends_is_reset() {
 ///     original IPv4 header and UDP header, whatever the datagram's length.
 #[test]
 fn udp_to_frontend_without_backends_gets_port_unreachable() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.add_service(VIP, 53, PROTO_UDP, 2, &[], 0);
     let payloads: [&[u8]; 3] = [b"query", &[0xab; 100], b""];
     for (i, p) in payloads.iter().enumerate() {
@@ -1065,7 +558,7 @@ fn udp_to_frontend_without_backends_gets_port_unreachable() {
 /// 8c. With FE_DROP_EMPTY (traffic policy Local), no backends means a silent drop.
 #[test]
 fn drop_empty_frontend_drops() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.add_service(VIP, 80, PROTO_TCP, 1, &[], FE_DROP_EMPTY);
     h.add_service(VIP, 53, PROTO_UDP, 2, &[], FE_DROP_EMPTY);
     assert_dropped(&h, &tcp(CLIENT, (VIP, 80), SYN).build());
@@ -1079,7 +572,7 @@ fn drop_empty_frontend_drops() {
 ///     no ClusterIP is not.
 #[test]
 fn unexposed_clusterip_port_is_rejected() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     web(&mut h, &[BE1]);
     h.add_vip(VIP);
     let syn81 = tcp(CLIENT, (VIP, 81), SYN).build();
@@ -1112,7 +605,7 @@ fn unexposed_clusterip_port_is_rejected() {
 /// 8e. Documented limitation: a packet with IPv4 options that should be rejected is dropped.
 #[test]
 fn reject_with_ipv4_options_drops() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     web(&mut h, &[]);
     h.add_service(VIP, 53, PROTO_UDP, 2, &[], 0);
     h.add_vip(VIP);
@@ -1130,7 +623,7 @@ fn reject_with_ipv4_options_drops() {
 ///     packets of the flow keep P. TCP and UDP.
 #[test]
 fn nodeport_snat_masquerades_and_reverses() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = h.add_service(NODE, 30080, PROTO_TCP, 3, &[BE1], FE_SNAT);
     let syn = tcp(EXT, (NODE, 30080), SYN).tcp_opts(&MSS).payload(b"x");
@@ -1198,7 +691,7 @@ fn nodeport_snat_masquerades_and_reverses() {
 ///     ports, and each reply goes back to its own client; so do 200 clients.
 #[test]
 fn snat_ports_do_not_collide() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     h.add_service(NODE, 30080, PROTO_TCP, 3, &[BE1], FE_SNAT);
     let clients: Vec<Addr> = [EXT, ([192, 168, 77, 3], 40000)]
@@ -1234,7 +727,7 @@ fn snat_ports_do_not_collide() {
 /// 8h. A SNAT port range with one port: the second flow finds no free port and is dropped.
 #[test]
 fn exhausted_snat_port_range_drops() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.set_config(NODE, 61000, 61000);
     h.add_service(NODE, 30080, PROTO_TCP, 3, &[BE1], FE_SNAT);
     let a = tcp(EXT, (NODE, 30080), SYN);
@@ -1252,7 +745,7 @@ fn exhausted_snat_port_range_drops() {
 /// 8i. snat_addr 0.0.0.0 disables SNAT: FE_SNAT and hairpin flows are only DNATed.
 #[test]
 fn snat_disabled_without_snat_addr() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.set_config([0; 4], SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = h.add_service(NODE, 30080, PROTO_TCP, 3, &[BE1], FE_SNAT);
     let syn = tcp(EXT, (NODE, 30080), SYN);
@@ -1280,7 +773,7 @@ fn snat_disabled_without_snat_addr() {
 ///     the node address (else it would answer itself directly); other ClusterIP flows are not.
 #[test]
 fn hairpin_flow_is_source_nated() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = web(&mut h, &[BE1]);
     let me: Addr = (BE1.0, 45000);
@@ -1329,7 +822,7 @@ fn hairpin_flow_is_source_nated() {
 /// 9. Address and port of a frontend but another protocol: not that frontend.
 #[test]
 fn other_protocol_on_frontend_port_is_untouched() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     web(&mut h, &[BE1]);
     assert_untouched(&h, &udp(CLIENT, (VIP, 80)).payload(b"x").build());
     assert!(h.conntrack().is_empty());
@@ -1339,7 +832,7 @@ fn other_protocol_on_frontend_port_is_untouched() {
 /// A backend on the Service port: only the address (and checksums) change.
 #[test]
 fn same_port_backend_rewrites_address_only() {
-    let mut h = Harness::new();
+    let mut h = Harness::tc();
     h.add_service(VIP, 80, PROTO_TCP, 1, &[(BE1.0, 80)], 0);
     let syn = tcp(CLIENT, (VIP, 80), SYN).payload(b"abc");
     let input = syn.build();

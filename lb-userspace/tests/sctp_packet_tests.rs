@@ -16,28 +16,11 @@
 //! owns a fresh network namespace (like `xdp_packet_tests.rs`): a NATed packet finds no route
 //! there and is `XDP_PASS`ed. They need root and fail (never skip) without it.
 
-use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, SchedClassifier, Xdp},
-    Ebpf, EbpfLoader, Pod, TestRun, TestRunOptions,
-};
+mod common;
+
+use common::packet::*;
 use lb_common::*;
-use podlb::{
-    datapath::EBPF_OBJECT,
-    testbed::{require_root, Netns},
-};
 
-/// `TC_NEXT` (-1) as the kernel reports it.
-const TC_NEXT: u32 = u32::MAX;
-const TC_ACT_SHOT: u32 = 2;
-/// The packet was turned into a reply and redirected back out of its ingress interface.
-const TC_ACT_REDIRECT: u32 = 7;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const IPPROTO_ICMP: u8 = 1;
-
-type Addr = ([u8; 4], u16);
 const CLIENT: Addr = ([10, 244, 0, 5], 40000);
 const VIP: [u8; 4] = [10, 96, 0, 20];
 /// The SCTP Service frontend (Diameter's port).
@@ -115,141 +98,7 @@ fn crc32c_reference_vectors() {
 // ---------------------------------------------------------------------------------------------
 // Harness: one loaded program (TC or XDP) and its maps.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Hook {
-    Tc,
-    Xdp,
-}
-
-impl Hook {
-    /// NATed and handed on (TC: next program; XDP: no route in the test namespace, so the
-    /// kernel stack gets it).
-    fn nat(self) -> u32 {
-        match self {
-            Hook::Tc => TC_NEXT,
-            Hook::Xdp => XDP_PASS,
-        }
-    }
-    /// Not ours: left alone.
-    fn pass(self) -> u32 {
-        self.nat()
-    }
-    fn drop(self) -> u32 {
-        match self {
-            Hook::Tc => TC_ACT_SHOT,
-            Hook::Xdp => XDP_DROP,
-        }
-    }
-    /// Turned into a reply and sent back out.
-    fn reject(self) -> u32 {
-        match self {
-            Hook::Tc => TC_ACT_REDIRECT,
-            Hook::Xdp => XDP_TX,
-        }
-    }
-}
-
-struct Harness {
-    hook: Hook,
-    ebpf: Ebpf,
-    /// XDP only: `bpf_fib_lookup` resolves in the namespace of the thread doing the test run.
-    ns: Option<Netns>,
-    next_backend: u32,
-}
-
 impl Harness {
-    fn new(hook: Hook) -> Self {
-        require_root().expect("packet tests load eBPF programs and must run as root");
-        assert!(
-            !EBPF_OBJECT.is_empty(),
-            "built without the eBPF object; run `cargo xtask build` first"
-        );
-        let mut ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .expect("loading the eBPF object");
-        let ns = match hook {
-            Hook::Tc => {
-                let prog: &mut SchedClassifier = ebpf
-                    .program_mut(PROG_TC_POD)
-                    .expect("program missing")
-                    .try_into()
-                    .unwrap();
-                prog.load().expect("loading the TC program (verifier)");
-                None
-            }
-            Hook::Xdp => {
-                let prog: &mut Xdp = ebpf
-                    .program_mut(PROG_XDP_EXT)
-                    .expect("program missing")
-                    .try_into()
-                    .unwrap();
-                prog.load().expect("loading the XDP program (verifier)");
-                Some(Netns::new("sctp").expect("creating a network namespace"))
-            }
-        };
-        Self {
-            hook,
-            ebpf,
-            ns,
-            next_backend: 1,
-        }
-    }
-
-    /// Runs one frame; `Err` when the kernel refuses the test run itself.
-    fn try_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
-        match self.hook {
-            Hook::Tc => {
-                let prog: &SchedClassifier =
-                    self.ebpf.program(PROG_TC_POD).unwrap().try_into().unwrap();
-                let mut out = vec![0u8; frame.len() + 256];
-                let r = prog.test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    data_out: Some(&mut out),
-                    ..Default::default()
-                })?;
-                out.truncate(r.data_size_out as usize);
-                Ok((r.return_value, out))
-            }
-            Hook::Xdp => {
-                let prog: &Xdp = self.ebpf.program(PROG_XDP_EXT).unwrap().try_into().unwrap();
-                self.ns.as_ref().unwrap().run_in(move || {
-                    let mut out = vec![0u8; frame.len() + 256];
-                    let r = prog.test_run(TestRunOptions {
-                        data_in: Some(frame),
-                        data_out: Some(&mut out),
-                        ..Default::default()
-                    })?;
-                    out.truncate(r.data_size_out as usize);
-                    Ok((r.return_value, out))
-                })
-            }
-        }
-    }
-
-    #[track_caller]
-    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.try_run(frame).expect("BPF_PROG_TEST_RUN")
-    }
-
-    fn hash<K: Pod, V: Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
-        HashMap::try_from(self.ebpf.map_mut(name).unwrap()).unwrap()
-    }
-
-    fn new_backend(&mut self, (addr, port): Addr) -> u32 {
-        let id = self.next_backend;
-        self.next_backend += 1;
-        let mut m: Array<_, Backend4> =
-            Array::try_from(self.ebpf.map_mut(MAP_BACKENDS).unwrap()).unwrap();
-        let b = Backend4 {
-            addr,
-            port,
-            proto: PROTO_SCTP,
-            flags: 0,
-        };
-        m.set(id, b, 0).unwrap();
-        id
-    }
-
     /// Adds an SCTP frontend (slots first, then the frontend with its count); returns the
     /// backend ids.
     fn add_service(
@@ -260,130 +109,24 @@ impl Harness {
         flags: u16,
         kind: u16,
     ) -> Vec<u32> {
-        let ids: Vec<u32> = backends.iter().map(|b| self.new_backend(*b)).collect();
-        let mut slots = self.hash::<SlotKey, Slot>(MAP_SLOTS);
-        for (i, id) in ids.iter().enumerate() {
-            let key = SlotKey {
-                svc_id,
-                slot: i as u32,
-            };
-            slots.insert(key, Slot { backend_id: *id }, 0).unwrap();
-        }
-        let key = Frontend4Key {
-            addr: fe.0,
-            port: fe.1,
-            proto: PROTO_SCTP,
-            pad: 0,
-        };
-        let val = Frontend {
-            svc_id,
-            count: ids.len() as u32,
-            flags,
-            kind,
-            pad: 0,
-        };
-        self.hash::<Frontend4Key, Frontend>(MAP_FRONTENDS)
-            .insert(key, val, 0)
-            .unwrap();
-        ids
+        self.add_frontend(fe, PROTO_SCTP, svc_id, backends, flags, kind)
     }
 
     /// ClusterIP SCTP Service `fe` -> `backends`, svc_id 1.
     fn cluster_ip(&mut self, fe: Addr, backends: &[Addr]) -> Vec<u32> {
         self.add_service(fe, SVC_ID, backends, 0, KIND_CLUSTER_IP)
     }
-
-    fn set_config(&mut self, snat_addr: [u8; 4], snat_port_min: u16, snat_port_max: u16) {
-        let mut m: Array<_, Config> =
-            Array::try_from(self.ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
-        let cfg = Config {
-            snat_addr,
-            snat_port_min,
-            snat_port_max,
-        };
-        m.set(0, cfg, 0).unwrap();
-    }
-
-    fn add_vip(&mut self, addr: [u8; 4]) {
-        self.hash::<[u8; 4], Vip>(MAP_VIPS)
-            .insert(addr, Vip { flags: 0 }, 0)
-            .unwrap();
-    }
-
-    fn conntrack(&mut self) -> Vec<(Ct4Key, Ct4Entry)> {
-        let ct = self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK);
-        let v = ct.iter().map(|r| r.unwrap()).collect();
-        v
-    }
-
-    fn ct_get(&mut self, key: Ct4Key) -> Option<Ct4Entry> {
-        self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK)
-            .get(&key, 0)
-            .ok()
-    }
-
-    fn stats(&self, svc_id: u32) -> SvcStats {
-        let m: PerCpuArray<_, SvcStats> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_SVC_STATS).unwrap()).unwrap();
-        m.get(&svc_id, 0)
-            .unwrap()
-            .iter()
-            .fold(SvcStats::default(), |a, s| SvcStats {
-                packets: a.packets + s.packets,
-                bytes: a.bytes + s.bytes,
-            })
-    }
-
-    fn counters(&self) -> Vec<u64> {
-        let m: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_COUNTERS).unwrap()).unwrap();
-        (0..COUNTERS)
-            .map(|i| m.get(&i, 0).unwrap().iter().sum())
-            .collect()
-    }
 }
 
 fn ct_key(src: Addr, dst: Addr) -> Ct4Key {
-    Ct4Key {
-        saddr: src.0,
-        daddr: dst.0,
-        sport: src.1,
-        dport: dst.1,
-        proto: PROTO_SCTP,
-        pad: [0; 3],
-    }
+    common::packet::ct_key(src, dst, PROTO_SCTP)
 }
 
 fn ct_entry(nat: Addr, flags: u32, backend_id: u32, snat: Addr) -> Ct4Entry {
-    Ct4Entry {
-        nat_addr: nat.0,
-        nat_port: nat.1,
-        snat_port: snat.1,
-        snat_addr: snat.0,
-        flags,
-        svc_id: SVC_ID,
-        backend_id,
-    }
+    common::packet::ct_entry(nat, flags, SVC_ID, backend_id, snat)
 }
 
 const NO_SNAT: Addr = ([0; 4], 0);
-
-#[track_caller]
-fn assert_counters(h: &Harness, nonzero: &[(u32, u64)]) {
-    let mut want = vec![0; COUNTERS as usize];
-    for &(i, n) in nonzero {
-        want[i as usize] = n;
-    }
-    assert_eq!(h.counters(), want, "counters (by index: {COUNTER_NAMES:?})");
-}
-
-/// Runs `input` and expects it left alone, unchanged.
-#[track_caller]
-fn assert_untouched(h: &Harness, input: &[u8]) {
-    let (verdict, out) = h.run(input);
-    assert_eq!(verdict, h.hook.pass(), "verdict");
-    assert_frame_eq(&out, input);
-}
 
 /// Runs `p` and expects it NATed into exactly `want` (built from scratch: fresh IPv4 checksum
 /// and CRC32c), with a CRC32c that also verifies independently. Returns (input, output).
@@ -560,40 +303,10 @@ fn payload(n: usize) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Independent checks.
 
-fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-fn be16(f: &[u8], off: usize) -> u16 {
-    u16::from_be_bytes([f[off], f[off + 1]])
-}
-
 /// The SCTP packet inside frame `f` (its length from the IPv4 total length, so Ethernet
 /// padding is left out), after checking the IPv4 header and its checksum.
 fn sctp_of(f: &[u8]) -> Result<&[u8], String> {
-    if be16(f, 12) != 0x0800 {
-        return Err("not IPv4".into());
-    }
-    let hlen = (f[14] & 0x0f) as usize * 4;
-    let tot = be16(f, 16) as usize;
-    if hlen < 20 || tot < hlen + 12 || 14 + tot > f.len() {
-        return Err(format!(
-            "bad lengths: header {hlen}, total {tot}, frame {}",
-            f.len()
-        ));
-    }
-    if fold(sum16(&f[14..14 + hlen])) != 0xffff {
-        return Err("bad IPv4 header checksum".into());
-    }
+    let (hlen, tot) = ipv4_lengths(f, 12)?;
     if f[23] != PROTO_SCTP {
         return Err(format!("protocol {}, not SCTP", f[23]));
     }
@@ -620,63 +333,6 @@ fn verify_sctp(f: &[u8]) -> u32 {
 fn crc_field(f: &[u8]) -> u32 {
     let l4 = sctp_of(f).unwrap();
     u32::from_le_bytes(l4[8..12].try_into().unwrap())
-}
-
-#[track_caller]
-fn assert_frame_eq(got: &[u8], want: &[u8]) {
-    if got != want {
-        let diff: Vec<usize> = (0..got.len().max(want.len()))
-            .filter(|&i| got.get(i) != want.get(i))
-            .collect();
-        panic!(
-            "frames differ at offsets {diff:?}\n got: {}\nwant: {}",
-            hex(got),
-            hex(want)
-        );
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn changed(a: &[u8], b: &[u8]) -> Vec<usize> {
-    assert_eq!(a.len(), b.len(), "frame length changed");
-    (0..a.len()).filter(|&i| a[i] != b[i]).collect()
-}
-
-/// The ICMP port unreachable the program must send for `req` (IPv4 without options): MACs
-/// swapped, a fresh IPv4 header (ID 0, DF, TTL 64) from the request's destination back to its
-/// source, quoting the request's IPv4 header and the first 8 bytes of its SCTP header.
-fn icmp_for(req: &[u8]) -> Vec<u8> {
-    let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
-    m.extend(&req[14..42]);
-    let c = !fold(sum16(&m));
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    let src: [u8; 4] = req[30..34].try_into().unwrap();
-    let dst: [u8; 4] = req[26..30].try_into().unwrap();
-    let mut f = req[6..12].to_vec();
-    f.extend(&req[0..6]);
-    f.extend([0x08, 0x00, 0x45, 0]);
-    f.extend(((20 + m.len()) as u16).to_be_bytes());
-    f.extend([0, 0, 0x40, 0, 64, IPPROTO_ICMP, 0, 0]);
-    f.extend(src);
-    f.extend(dst);
-    let c = !fold(sum16(&f[14..34]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f.extend(m);
-    f
-}
-
-#[track_caller]
-fn verify_icmp(f: &[u8]) {
-    assert_eq!(f[23], IPPROTO_ICMP);
-    assert_eq!(fold(sum16(&f[14..34])), 0xffff, "IPv4 header checksum");
-    let end = 14 + be16(f, 16) as usize;
-    assert_eq!(fold(sum16(&f[34..end])), 0xffff, "ICMP checksum");
 }
 
 /// One `#[test]` per hook for each scenario: `name::tc` and `name::xdp`.
@@ -721,7 +377,7 @@ for_both_hooks!(
 ///    and port rewritten, IPv4 checksum and CRC32c valid, nothing else changed; conntrack gets
 ///    both directions with protocol 132.
 fn init_is_dnatted_with_valid_crc(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     let ids = h.cluster_ip(SVC, &[BE]);
     let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT));
     let (input, out) = assert_nat(&h, &init, &init.clone().dst(BE));
@@ -753,7 +409,7 @@ fn init_is_dnatted_with_valid_crc(hook: Hook) {
 ///    lengths of 0 or 4 mod 8; unpadded ones (non-conforming, but the CRC covers whatever bytes
 ///    are there) cover every other tail length.
 fn data_chunks_of_every_length_get_valid_crc(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     let mut tails = std::collections::BTreeSet::new();
     let cases = [0, 1, 3, 7, 8, 9, 100, 1000]
@@ -774,7 +430,7 @@ fn data_chunks_of_every_length_get_valid_crc(hook: Hook) {
 /// 3. The backend's INIT-ACK (and DATA) comes back with the Service address and port as its
 ///    source and a valid CRC32c.
 fn reply_is_reverse_natted_with_valid_crc(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT));
     assert_nat(&h, &init, &init.clone().dst(BE));
@@ -803,7 +459,7 @@ fn reply_is_reverse_natted_with_valid_crc(hook: Hook) {
 /// 4. Backend port == Service port: only addresses change, which SCTP's CRC32c does not cover,
 ///    so the CRC stays valid and equal to the input's, both ways.
 fn same_port_backend_keeps_crc(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     let ids = h.cluster_ip(SVC, &[BE_SAME]);
     let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT));
     let (input, out) = assert_nat(&h, &init, &init.clone().dst(BE_SAME));
@@ -840,7 +496,7 @@ fn same_port_backend_keeps_crc(hook: Hook) {
 ///    address and an allocated source port, so both ports change; the CRC32c is valid, and the
 ///    reply is mapped back to the client.
 fn snat_frontend_rewrites_source_port_with_valid_crc(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = h.add_service(NODE_PORT, SVC_ID, &[BE], FE_SNAT, KIND_NODE_PORT);
     let init = sctp(EXT, NODE_PORT, 0, init_chunk(ITAG_CLIENT));
@@ -896,7 +552,7 @@ fn snat_frontend_rewrites_source_port_with_valid_crc(hook: Hook) {
 ///    header included): at the limit the packet is NATed, above it a port-changing packet is
 ///    dropped and counted as a NAT error, in both directions.
 fn oversized_sctp_to_port_changing_frontend_is_dropped(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     // 12 (common header) + 16 (DATA header) + payload.
     let at_limit = sctp(
@@ -961,7 +617,7 @@ fn oversized_sctp_to_port_changing_frontend_is_dropped(hook: Hook) {
 ///     changed or not, and `fix_crc` refuses more than MAX_SCTP_LEN bytes, so the packet is
 ///     dropped as a NAT error.
 fn oversized_sctp_to_same_port_frontend_is_natted(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE_SAME]);
     let big = sctp(CLIENT, SVC, 1, data_chunk(1, &payload(MAX_SCTP_LEN), true));
     let (input, out) = assert_nat(&h, &big, &big.clone().dst(BE_SAME));
@@ -980,7 +636,7 @@ fn oversized_sctp_to_same_port_frontend_is_natted(hook: Hook) {
 ///    quoting the original IPv4 header and the first 8 bytes of the SCTP header; so does a
 ///    ClusterIP on a port it does not expose. With FE_DROP_EMPTY the packet is dropped instead.
 fn no_backends_answers_icmp_port_unreachable(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[]);
     let init = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).build();
     let (verdict, out) = h.run(&init);
@@ -1046,7 +702,7 @@ fn no_backends_answers_icmp_port_unreachable(hook: Hook) {
 ///    bad one as invalid: untracked, so iptables kube-proxy would not NAT it.) This pins the
 ///    current behaviour.
 fn corrupted_input_crc_is_recomputed(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     let good = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT));
     let bad = good.clone().corrupt(0xdead_beef);
@@ -1062,7 +718,7 @@ fn corrupted_input_crc_is_recomputed(hook: Hook) {
 
 /// 9. Too short for an SCTP common header (12 bytes): not parsed, passed unchanged.
 fn truncated_sctp_passes_unchanged(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     let full = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).l4();
     // Datagrams with 8 and 11 bytes of SCTP (total length consistent).
@@ -1085,7 +741,7 @@ fn truncated_sctp_passes_unchanged(hook: Hook) {
 ///     code. Currently fails: only `crc_word` zeroes the checksum field, `crc_byte` does not, so
 ///     for an SCTP length below 16 the old CRC bytes are fed into the new CRC.
 fn header_only_sctp_gets_valid_crc(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     let bare = sctp(CLIENT, SVC, ITAG_BACKEND, vec![]);
     assert_eq!(bare.l4().len(), 12);
@@ -1097,7 +753,7 @@ fn header_only_sctp_gets_valid_crc(hook: Hook) {
 ///     off): the CRC32c cannot be computed, so the NATed packet is dropped as a NAT error (the
 ///     kernel would drop it as truncated anyway) rather than sent on with a wrong CRC.
 fn sctp_shorter_than_ip_total_length_is_dropped(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     let full = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).build();
     for n in [12, 16, 24] {
@@ -1114,7 +770,7 @@ fn sctp_shorter_than_ip_total_length_is_dropped(hook: Hook) {
 /// The CRC32c covers the SCTP packet as delimited by the IPv4 total length: Ethernet padding
 /// after it is neither covered nor changed.
 fn ethernet_padding_is_outside_the_crc(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     for n in [0, 1, 5] {
         let pad: Vec<u8> = (0..4 + n as u8 * 3).map(|i| 0xe0 | i).collect();
@@ -1134,7 +790,7 @@ fn ethernet_padding_is_outside_the_crc(hook: Hook) {
 
 /// IPv4 options move the SCTP header: the rewrite and the CRC32c follow the IHL.
 fn ipv4_options_before_sctp(hook: Hook) {
-    let mut h = Harness::new(hook);
+    let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
     // NOPs then end of options (4 bytes), and a 12-byte option area.
     for opts in [

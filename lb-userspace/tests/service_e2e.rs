@@ -5,72 +5,16 @@
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
 //! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test service_e2e`
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use common::e2e::*;
 use podlb::testbed::*;
 use serde_json::Value;
-
-/// Timeout of one request.
-const T: Duration = Duration::from_secs(3);
-/// How long a change (manifest write, agent start) may take to show up in the datapath.
-const SETTLE: Duration = Duration::from_secs(20);
-const TCP_BACKEND_PORT: u16 = 8080;
-const UDP_BACKEND_PORT: u16 = 5353;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl L4 {
-    fn proto(self) -> &'static str {
-        match self {
-            L4::Tcp => "TCP",
-            L4::Udp => "UDP",
-        }
-    }
-    /// (port name, Service port, backend port)
-    fn ports(self) -> (&'static str, u16, u16) {
-        match self {
-            L4::Tcp => ("http", 80, TCP_BACKEND_PORT),
-            L4::Udp => ("dns", 53, UDP_BACKEND_PORT),
-        }
-    }
-    fn request(self, ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Reply> {
-        match self {
-            L4::Tcp => tcp_request(ns, dst, timeout),
-            L4::Udp => udp_request(ns, dst, timeout),
-        }
-    }
-}
-
-fn vip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 96, 0, last)
-}
-
-/// Removes ANSI escape sequences (the agent's tracing output is coloured).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\x1b' {
-            out.push(c);
-        } else if chars.next() == Some('[') {
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        }
-    }
-    out
-}
 
 /// Node + agent + servers. Field order is drop order: servers, then the agent, then the node.
 struct Fixture {
@@ -82,15 +26,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(network: PodNetwork, pods: usize, external_client: bool) -> Fixture {
-        require_root().expect("service_e2e tests must run as root");
-        let node = Node::new(NodeOptions {
-            pods,
-            network,
-            external_client,
-        })
-        .expect("building the node");
-        let agent =
-            Agent::start(Path::new(env!("CARGO_BIN_EXE_podlb")), &node).expect("starting agent");
+        let (node, agent) = node_with_agent("service_e2e", network, pods, external_client);
         Fixture {
             tcp: BTreeMap::new(),
             udp: BTreeMap::new(),
@@ -171,16 +107,7 @@ impl Fixture {
     /// Waits until a request from `client` to `dst` is answered from `dst` (the Service is
     /// programmed and the client's interface hooked).
     fn wait_ready(&self, client: &Netns, dst: SocketAddrV4, l4: L4) -> Reply {
-        wait_for(SETTLE, || {
-            let r = l4.request(client, dst, Duration::from_secs(1))?;
-            ensure!(
-                r.peer == SocketAddr::V4(dst),
-                "reply from {} not {dst}",
-                r.peer
-            );
-            Ok(r)
-        })
-        .unwrap_or_else(|e| panic!("{dst} never became reachable: {e:#}\n{}", self.agent.log()))
+        wait_answered(client, dst, l4, || self.agent.log())
     }
 
     /// `n` requests from `client` (address `client_ip`) to `dst`; asserts on each reply that it
@@ -199,18 +126,7 @@ impl Fixture {
             let r = l4
                 .request(client, dst, T)
                 .unwrap_or_else(|e| panic!("{l4:?} request {k} of {n} to {dst}: {e:#}"));
-            assert_eq!(r.peer, SocketAddr::V4(dst), "reply not from the VIP: {r:?}");
-            assert_eq!(
-                r.seen_client.ip(),
-                IpAddr::V4(client_ip),
-                "client SNATed: {r:?}"
-            );
-            // (An unconnected UDP socket's local address is 0.0.0.0:port.)
-            assert_eq!(
-                r.seen_client.port(),
-                r.local.port(),
-                "port rewritten: {r:?}"
-            );
+            assert_reply(&r, dst, Seen::Client(client_ip));
             *counts.entry(r.ident).or_insert(0) += 1;
         }
         counts
@@ -218,15 +134,7 @@ impl Fixture {
 
     /// `podlb service list -o json`, parsed.
     fn services(&self) -> Vec<Value> {
-        let out = self
-            .agent
-            .cli(&["service", "list", "-o", "json"])
-            .expect("podlb service list -o json");
-        let v: Value = serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("service list output is not JSON ({e}): {out}"));
-        v.as_array()
-            .unwrap_or_else(|| panic!("service list JSON is not an array: {out}"))
-            .clone()
+        try_services(&self.agent).unwrap_or_else(|e| panic!("podlb service list -o json: {e:#}"))
     }
 
     /// The backends the datapath holds for `frontend` ("ip:port"), if it exists.
@@ -235,14 +143,7 @@ impl Fixture {
         self.services()
             .iter()
             .find(|r| r["frontend"] == fe.as_str())
-            .map(|r| {
-                r["backends"]
-                    .as_array()
-                    .expect("backends is an array")
-                    .iter()
-                    .map(|b| b.as_str().expect("backend is a string").to_string())
-                    .collect()
-            })
+            .map(row_backends)
     }
 
     /// Waits until the datapath holds exactly the backends of `pods` for `frontend`.
@@ -270,10 +171,6 @@ impl Fixture {
 
 fn names(pods: &[usize]) -> BTreeSet<String> {
     pods.iter().map(|i| format!("pod{i}")).collect()
-}
-
-fn idents(counts: &BTreeMap<String, usize>) -> BTreeSet<String> {
-    counts.keys().cloned().collect()
 }
 
 // 1 and 2. ClusterIP from a pod: balanced over the ready endpoints, replies come from the VIP,

@@ -14,60 +14,25 @@
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
 //! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test service_types_e2e`
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
+use common::e2e::*;
 use podlb::testbed::*;
 use serde_json::Value;
 
-/// Timeout of one request that must succeed.
-const T: Duration = Duration::from_secs(3);
-/// Timeout of one request that must fail (not reach a backend).
-const SHORT: Duration = Duration::from_secs(1);
 /// Timeout of a connection that must be refused: a REJECT must come far sooner.
 const REJECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How fast a REJECT (TCP RST / ICMP port unreachable) must arrive.
 const REJECT_FAST: Duration = Duration::from_secs(1);
-/// How long a change (manifest write, agent start) may take to show up in the datapath.
-const SETTLE: Duration = Duration::from_secs(20);
 /// The address NodePorts are served on and SNAT uses: `ext0` of the node.
 const NODE_IP: Ipv4Addr = EXT_NODE_IP;
-
-fn vip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 96, 0, last)
-}
-
-fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(ip, port)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl L4 {
-    fn request(self, ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Reply> {
-        match self {
-            L4::Tcp => tcp_request(ns, dst, timeout),
-            L4::Udp => udp_request(ns, dst, timeout),
-        }
-    }
-}
-
-/// Which client address the backend must see.
-#[derive(Clone, Copy, Debug)]
-enum Seen {
-    /// The client's own address and port (no SNAT).
-    Client(Ipv4Addr),
-    /// Masqueraded to this node address.
-    Snat(Ipv4Addr),
-}
 
 // ---------------------------------------------------------------------------------------------
 // Manifests
@@ -249,15 +214,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(network: PodNetwork, pods: usize) -> Fixture {
-        require_root().expect("service_types_e2e tests must run as root");
-        let node = Node::new(NodeOptions {
-            pods,
-            network,
-            external_client: true,
-        })
-        .expect("building the node");
-        let agent =
-            Agent::start(Path::new(env!("CARGO_BIN_EXE_podlb")), &node).expect("starting agent");
+        let (node, agent) = node_with_agent("service_types_e2e", network, pods, true);
         Fixture {
             tcp: BTreeMap::new(),
             udp: BTreeMap::new(),
@@ -309,13 +266,7 @@ impl Fixture {
 
     /// `podlb service list -o json`, parsed.
     fn try_services(&self) -> Result<Vec<Value>> {
-        let out = self.agent.cli(&["service", "list", "-o", "json"])?;
-        let v: Value = serde_json::from_str(&out)
-            .map_err(|e| anyhow::anyhow!("service list output is not JSON ({e}): {out}"))?;
-        match v {
-            Value::Array(rows) => Ok(rows),
-            _ => bail!("service list JSON is not an array: {out}"),
-        }
+        try_services(&self.agent)
     }
 
     fn services(&self) -> Vec<Value> {
@@ -362,14 +313,7 @@ impl Fixture {
 
     /// Backends (as "ip:port") the datapath holds for `frontend`/`proto`.
     fn backends(&self, frontend: SocketAddrV4, proto: &str) -> Option<BTreeSet<String>> {
-        Self::row(&self.services(), frontend, proto).map(|r| {
-            r["backends"]
-                .as_array()
-                .expect("backends is an array")
-                .iter()
-                .map(|b| b.as_str().expect("backend is a string").to_string())
-                .collect()
-        })
+        Self::row(&self.services(), frontend, proto).map(|r| row_backends(&r))
     }
 
     /// The packet counter of `frontend`/`proto` (0 if it is not programmed).
@@ -395,16 +339,7 @@ impl Fixture {
 
     /// Waits until a request from `client` to `dst` is answered from `dst`.
     fn wait_reply(&self, client: &Netns, dst: SocketAddrV4, l4: L4) -> Reply {
-        wait_for(SETTLE, || {
-            let r = l4.request(client, dst, SHORT)?;
-            ensure!(
-                r.peer == SocketAddr::V4(dst),
-                "reply from {} not {dst}",
-                r.peer
-            );
-            Ok(r)
-        })
-        .unwrap_or_else(|e| panic!("{dst} never became reachable: {e:#}\n{}", self.agent.log()))
+        wait_answered(client, dst, l4, || self.agent.log())
     }
 
     /// `n` requests from `client` to `dst`; asserts on each reply that it came from `dst` and
@@ -422,7 +357,7 @@ impl Fixture {
             let r = l4
                 .request(client, dst, T)
                 .unwrap_or_else(|e| panic!("{l4:?} request {k} of {n} to {dst}: {e:#}"));
-            check_reply(&r, dst, seen);
+            assert_reply(&r, dst, seen);
             *counts.entry(r.ident).or_insert(0) += 1;
         }
         counts
@@ -442,34 +377,6 @@ impl Fixture {
             "{why}: a request to {dst} reached a backend"
         );
     }
-}
-
-fn check_reply(r: &Reply, dst: SocketAddrV4, seen: Seen) {
-    assert_eq!(r.peer, SocketAddr::V4(dst), "reply not from {dst}: {r:?}");
-    match seen {
-        Seen::Client(ip) => {
-            assert_eq!(r.seen_client.ip(), IpAddr::V4(ip), "client SNATed: {r:?}");
-            // (An unconnected UDP socket's local address is 0.0.0.0:port.)
-            assert_eq!(
-                r.seen_client.port(),
-                r.local.port(),
-                "port rewritten: {r:?}"
-            );
-        }
-        Seen::Snat(ip) => assert_eq!(
-            r.seen_client.ip(),
-            IpAddr::V4(ip),
-            "backend did not see the masquerade address {ip}: {r:?}"
-        ),
-    }
-}
-
-fn idents(counts: &BTreeMap<String, usize>) -> BTreeSet<String> {
-    counts.keys().cloned().collect()
-}
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
 }
 
 /// A TCP connect from `ns` to `dst`; returns the outcome and how long it took.
@@ -946,7 +853,7 @@ fn ports_added_and_removed_on_live_service() {
     f.wait_reply(f.ns(0), http, L4::Tcp);
     let mut session = TcpSession::connect(f.ns(0), http, T).unwrap();
     let first = session.request().unwrap();
-    check_reply(&first, http, Seen::Client(f.ip(0)));
+    assert_reply(&first, http, Seen::Client(f.ip(0)));
     let check_http = |session: &mut TcpSession, when: &str| {
         let r = session
             .request()
@@ -1296,7 +1203,7 @@ fn hairpin_case(network: PodNetwork) {
     let mut s = TcpSession::connect(f.ns(1), tdst, T).unwrap();
     let a = s.request().unwrap();
     let b = s.request().unwrap();
-    check_reply(&a, tdst, Seen::Snat(NODE_IP));
+    assert_reply(&a, tdst, Seen::Snat(NODE_IP));
     assert_eq!(a, b, "hairpin connection changed between requests");
 }
 
@@ -1469,7 +1376,7 @@ fn two_clients_same_port(
                 .unwrap_or_else(|e| panic!("{who} client, round {round}: {e:#}"));
             assert_eq!(r.ident, backend, "{r:?}");
             assert_eq!(r.local.port(), SRC_PORT, "{r:?}");
-            check_reply(&r, tdst, Seen::Snat(snat));
+            assert_reply(&r, tdst, Seen::Snat(snat));
             seen.push((who, r.seen_client));
         }
     }
@@ -1504,7 +1411,7 @@ fn two_clients_same_port(
             let r = udp_request_from(ns, SRC_PORT, udst, T)
                 .unwrap_or_else(|e| panic!("UDP {who} client, round {round}: {e:#}"));
             assert_eq!(r.ident, backend, "{r:?}");
-            check_reply(&r, udst, Seen::Snat(snat));
+            assert_reply(&r, udst, Seen::Snat(snat));
             let prev = useen.insert(who, r.seen_client);
             assert!(
                 prev.is_none() || prev == Some(r.seen_client),

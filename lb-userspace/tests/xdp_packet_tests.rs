@@ -13,23 +13,11 @@
 //! forwarding test adds a veth pair, routes and a permanent neighbour to get `XDP_TX`.
 //! They need root and fail (never skip) without it.
 
-use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, Xdp},
-    Ebpf, EbpfLoader, Pod, TestRun, TestRunOptions,
-};
+mod common;
+
+use common::packet::*;
 use lb_common::*;
-use podlb::{
-    datapath::EBPF_OBJECT,
-    testbed::{require_root, Netns},
-};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const IPPROTO_ICMP: u8 = 1;
-
-type Addr = ([u8; 4], u16);
 const NODE: [u8; 4] = [192, 168, 77, 1];
 const EXT: Addr = ([192, 168, 77, 2], 40000);
 const NODE_PORT: Addr = (NODE, 30080);
@@ -40,256 +28,14 @@ const POD: Addr = ([10, 244, 0, 5], 40000);
 const VIP: [u8; 4] = [10, 96, 0, 10];
 const MSS: [u8; 4] = [2, 4, 0x05, 0xb4];
 
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
-
 // ---------------------------------------------------------------------------------------------
-// Harness: one loaded program, its maps and its own network namespace.
-
-struct Harness {
-    ebpf: Ebpf,
-    ns: Netns,
-    /// `xdp_md.ingress_ifindex` for the test run; `None`: the namespace's loopback.
-    ingress: Option<u32>,
-    next_backend: u32,
-}
+// Harness (common/packet.rs) with the XDP program, in its own network namespace.
 
 impl Harness {
-    fn new() -> Self {
-        require_root().expect("packet tests load eBPF programs and must run as root");
-        assert!(
-            !EBPF_OBJECT.is_empty(),
-            "built without the eBPF object; run `cargo xtask build` first"
-        );
-        let mut ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .expect("loading the eBPF object");
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROG_XDP_EXT)
-            .expect("program missing")
-            .try_into()
-            .unwrap();
-        prog.load().expect("loading the XDP program (verifier)");
-        let ns = Netns::new("xdp").expect("creating a network namespace");
-        Self {
-            ebpf,
-            ns,
-            ingress: None,
-            next_backend: 1,
-        }
-    }
-
-    /// Runs one frame inside the harness namespace; `Err` when the kernel refuses the run.
-    fn try_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
-        let prog: &Xdp = self.ebpf.program(PROG_XDP_EXT).unwrap().try_into().unwrap();
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress.
-        let md: Vec<u8> = [0, frame.len() as u32, 0, self.ingress.unwrap_or(0), 0, 0]
-            .iter()
-            .flat_map(|w| w.to_ne_bytes())
-            .collect();
-        let ingress = self.ingress;
-        self.ns.run_in(move || {
-            let mut out = vec![0u8; frame.len() + 256];
-            let r = prog.test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: ingress.map(|_| md.as_slice()),
-                ..Default::default()
-            })?;
-            out.truncate(r.data_size_out as usize);
-            Ok((r.return_value, out))
-        })
-    }
-
-    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.try_run(frame).expect("BPF_PROG_TEST_RUN")
-    }
-
-    fn hash<K: Pod, V: Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
-        HashMap::try_from(self.ebpf.map_mut(name).unwrap()).unwrap()
-    }
-
-    fn new_backend(&mut self, (addr, port): Addr, proto: u8) -> u32 {
-        let id = self.next_backend;
-        self.next_backend += 1;
-        let mut m: Array<_, Backend4> =
-            Array::try_from(self.ebpf.map_mut(MAP_BACKENDS).unwrap()).unwrap();
-        m.set(
-            id,
-            Backend4 {
-                addr,
-                port,
-                proto,
-                flags: 0,
-            },
-            0,
-        )
-        .unwrap();
-        id
-    }
-
-    /// Adds a frontend (slots first, then the frontend with its count); returns the backend ids.
-    fn add_service(
-        &mut self,
-        fe: Addr,
-        proto: u8,
-        svc_id: u32,
-        backends: &[Addr],
-        flags: u16,
-        kind: u16,
-    ) -> Vec<u32> {
-        let ids: Vec<u32> = backends
-            .iter()
-            .map(|b| self.new_backend(*b, proto))
-            .collect();
-        let mut slots = self.hash::<SlotKey, Slot>(MAP_SLOTS);
-        for (i, id) in ids.iter().enumerate() {
-            slots
-                .insert(
-                    SlotKey {
-                        svc_id,
-                        slot: i as u32,
-                    },
-                    Slot { backend_id: *id },
-                    0,
-                )
-                .unwrap();
-        }
-        let key = Frontend4Key {
-            addr: fe.0,
-            port: fe.1,
-            proto,
-            pad: 0,
-        };
-        let val = Frontend {
-            svc_id,
-            count: ids.len() as u32,
-            flags,
-            kind,
-            pad: 0,
-        };
-        self.hash::<Frontend4Key, Frontend>(MAP_FRONTENDS)
-            .insert(key, val, 0)
-            .unwrap();
-        ids
-    }
-
     /// A NodePort frontend with FE_SNAT.
     fn node_port(&mut self, fe: Addr, proto: u8, svc_id: u32, backends: &[Addr]) -> Vec<u32> {
-        self.add_service(fe, proto, svc_id, backends, FE_SNAT, KIND_NODE_PORT)
+        self.add_frontend(fe, proto, svc_id, backends, FE_SNAT, KIND_NODE_PORT)
     }
-
-    fn set_config(&mut self, snat_addr: [u8; 4], snat_port_min: u16, snat_port_max: u16) {
-        let mut m: Array<_, Config> =
-            Array::try_from(self.ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
-        m.set(
-            0,
-            Config {
-                snat_addr,
-                snat_port_min,
-                snat_port_max,
-            },
-            0,
-        )
-        .unwrap();
-    }
-
-    fn add_vip(&mut self, addr: [u8; 4]) {
-        self.hash::<[u8; 4], Vip>(MAP_VIPS)
-            .insert(addr, Vip { flags: 0 }, 0)
-            .unwrap();
-    }
-
-    fn conntrack(&mut self) -> Vec<(Ct4Key, Ct4Entry)> {
-        let ct = self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK);
-        let v = ct.iter().map(|r| r.unwrap()).collect();
-        v
-    }
-
-    fn ct_get(&mut self, key: Ct4Key) -> Option<Ct4Entry> {
-        self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK)
-            .get(&key, 0)
-            .ok()
-    }
-
-    fn stats(&self, svc_id: u32) -> SvcStats {
-        let m: PerCpuArray<_, SvcStats> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_SVC_STATS).unwrap()).unwrap();
-        m.get(&svc_id, 0)
-            .unwrap()
-            .iter()
-            .fold(SvcStats::default(), |a, s| SvcStats {
-                packets: a.packets + s.packets,
-                bytes: a.bytes + s.bytes,
-            })
-    }
-
-    fn counters(&self) -> Vec<u64> {
-        let m: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_COUNTERS).unwrap()).unwrap();
-        (0..COUNTERS)
-            .map(|i| m.get(&i, 0).unwrap().iter().sum())
-            .collect()
-    }
-
-    fn ip(&self, args: &str) {
-        let args: Vec<&str> = std::iter::once("ip")
-            .chain(args.split_whitespace())
-            .collect();
-        self.ns
-            .exec(&args)
-            .unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
-    }
-
-    fn ifindex(&self, name: &str) -> u32 {
-        let c = std::ffi::CString::new(name).unwrap();
-        let i = self
-            .ns
-            .run_in(|| unsafe { libc::if_nametoindex(c.as_ptr()) });
-        assert_ne!(i, 0, "no interface {name}");
-        i
-    }
-}
-
-fn ct_key(src: Addr, dst: Addr, proto: u8) -> Ct4Key {
-    Ct4Key {
-        saddr: src.0,
-        daddr: dst.0,
-        sport: src.1,
-        dport: dst.1,
-        proto,
-        pad: [0; 3],
-    }
-}
-
-fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32, snat: Addr) -> Ct4Entry {
-    Ct4Entry {
-        nat_addr: nat.0,
-        nat_port: nat.1,
-        snat_port: snat.1,
-        snat_addr: snat.0,
-        flags,
-        svc_id,
-        backend_id,
-    }
-}
-
-#[track_caller]
-fn assert_counters(h: &Harness, nonzero: &[(u32, u64)]) {
-    let mut want = vec![0; COUNTERS as usize];
-    for &(i, n) in nonzero {
-        want[i as usize] = n;
-    }
-    assert_eq!(h.counters(), want, "counters (by index: {COUNTER_NAMES:?})");
-}
-
-/// Runs `input` and expects `XDP_PASS` with the frame unchanged.
-#[track_caller]
-fn assert_untouched(h: &Harness, input: &[u8]) {
-    let (verdict, out) = h.run(input);
-    assert_eq!(verdict, XDP_PASS, "verdict");
-    assert_frame_eq(&out, input);
 }
 
 /// Runs `p` and expects `XDP_PASS` with exactly `want` (checksums verified independently).
@@ -300,292 +46,6 @@ fn assert_nat(h: &Harness, p: &Pkt, want: &Pkt) -> u16 {
     assert_eq!(verdict, XDP_PASS, "verdict");
     assert_frame_eq(&out, &want.build());
     verify_checksums(&out)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Packet builder (as in packet_tests.rs): Ethernet + IPv4 (+ options) + TCP/UDP + payload.
-
-#[derive(Clone, Debug)]
-struct Pkt {
-    src: Addr,
-    dst: Addr,
-    proto: u8,
-    frag: u16,
-    ttl: u8,
-    ip_opts: Vec<u8>,
-    tcp_flags: u8,
-    tcp_opts: Vec<u8>,
-    udp_no_csum: bool,
-    payload: Vec<u8>,
-}
-
-fn tcp(src: Addr, dst: Addr, flags: u8) -> Pkt {
-    Pkt {
-        src,
-        dst,
-        proto: PROTO_TCP,
-        frag: 0x4000,
-        ttl: 64,
-        ip_opts: vec![],
-        tcp_flags: flags,
-        tcp_opts: vec![],
-        udp_no_csum: false,
-        payload: vec![],
-    }
-}
-
-fn udp(src: Addr, dst: Addr) -> Pkt {
-    Pkt {
-        proto: PROTO_UDP,
-        frag: 0,
-        ..tcp(src, dst, 0)
-    }
-}
-
-impl Pkt {
-    fn src(self, src: Addr) -> Self {
-        Self { src, ..self }
-    }
-    fn dst(self, dst: Addr) -> Self {
-        Self { dst, ..self }
-    }
-    fn ttl(self, ttl: u8) -> Self {
-        Self { ttl, ..self }
-    }
-    fn ip_opts(self, o: &[u8]) -> Self {
-        Self {
-            ip_opts: o.to_vec(),
-            ..self
-        }
-    }
-    fn tcp_opts(self, o: &[u8]) -> Self {
-        Self {
-            tcp_opts: o.to_vec(),
-            ..self
-        }
-    }
-    fn payload(self, p: &[u8]) -> Self {
-        Self {
-            payload: p.to_vec(),
-            ..self
-        }
-    }
-    fn frag(self, frag: u16) -> Self {
-        Self { frag, ..self }
-    }
-    fn no_udp_csum(self) -> Self {
-        Self {
-            udp_no_csum: true,
-            ..self
-        }
-    }
-
-    fn l4(&self) -> Vec<u8> {
-        let mut l4 = Vec::new();
-        l4.extend(self.src.1.to_be_bytes());
-        l4.extend(self.dst.1.to_be_bytes());
-        let csum_off = if self.proto == PROTO_TCP {
-            l4.extend(0x1122_3344u32.to_be_bytes());
-            let ack: u32 = if self.tcp_flags & ACK != 0 {
-                0x5566_7788
-            } else {
-                0
-            };
-            l4.extend(ack.to_be_bytes());
-            l4.push((((20 + self.tcp_opts.len()) / 4) << 4) as u8);
-            l4.push(self.tcp_flags);
-            l4.extend(64240u16.to_be_bytes());
-            l4.extend([0, 0, 0, 0]);
-            l4.extend(&self.tcp_opts);
-            16
-        } else {
-            l4.extend(((8 + self.payload.len()) as u16).to_be_bytes());
-            l4.extend([0, 0]);
-            6
-        };
-        l4.extend(&self.payload);
-        let mut c = !fold(pseudo_sum(self.src.0, self.dst.0, self.proto, l4.len()) + sum16(&l4));
-        if self.proto == PROTO_UDP && c == 0 {
-            c = 0xffff;
-        }
-        if self.proto == PROTO_UDP && self.udp_no_csum {
-            c = 0;
-        }
-        l4[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
-        l4
-    }
-
-    fn build(&self) -> Vec<u8> {
-        let l4 = self.l4();
-        let hlen = 20 + self.ip_opts.len();
-        let mut f = vec![
-            0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x05, 0x08, 0x00,
-        ];
-        f.push(0x40 | (hlen / 4) as u8);
-        f.push(0);
-        f.extend(((hlen + l4.len()) as u16).to_be_bytes());
-        f.extend(0x1c46u16.to_be_bytes());
-        f.extend(self.frag.to_be_bytes());
-        f.extend([self.ttl, self.proto, 0, 0]);
-        f.extend(self.src.0);
-        f.extend(self.dst.0);
-        f.extend(&self.ip_opts);
-        let c = !fold(sum16(&f[14..14 + hlen]));
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f.extend(l4);
-        f
-    }
-}
-
-/// Applies `patch` to the IPv4 header, then recomputes its checksum over what is present of it.
-fn patch_ip(mut f: Vec<u8>, patch: impl FnOnce(&mut [u8])) -> Vec<u8> {
-    patch(&mut f[14..]);
-    let hlen = (((f[14] & 0x0f) as usize) * 4).clamp(12, f.len() - 14);
-    f[24..26].fill(0);
-    let c = !fold(sum16(&f[14..14 + hlen]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
-/// A valid frame whose L4 part is cut to `n` bytes (total length and header checksum adjusted).
-fn cut_l4(f: &[u8], n: usize) -> Vec<u8> {
-    patch_ip(f[..34 + n].to_vec(), |ip| {
-        ip[2..4].copy_from_slice(&(20 + n as u16).to_be_bytes())
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Independent checksum arithmetic and verifiers.
-
-fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> u32 {
-    sum16(&src) + sum16(&dst) + u32::from(proto) + l4_len as u32
-}
-
-fn be16(f: &[u8], off: usize) -> u16 {
-    u16::from_be_bytes([f[off], f[off + 1]])
-}
-
-/// Recomputes the IPv4 header and TCP/UDP checksums of `f` from scratch; returns the L4 field.
-fn checksums(f: &[u8]) -> Result<u16, String> {
-    if be16(f, 12) != 0x0800 {
-        return Err("not IPv4".into());
-    }
-    let hlen = (f[14] & 0x0f) as usize * 4;
-    let tot = be16(f, 16) as usize;
-    if hlen < 20 || tot < hlen || 14 + tot > f.len() {
-        return Err(format!(
-            "bad lengths: header {hlen}, total {tot}, frame {}",
-            f.len()
-        ));
-    }
-    if fold(sum16(&f[14..14 + hlen])) != 0xffff {
-        return Err("bad IPv4 header checksum".into());
-    }
-    let proto = f[23];
-    let l4 = &f[14 + hlen..14 + tot];
-    let field = match proto {
-        PROTO_TCP if l4.len() >= 20 => be16(l4, 16),
-        PROTO_UDP if l4.len() >= 8 && be16(l4, 4) as usize == l4.len() => be16(l4, 6),
-        _ => return Err(format!("not a complete TCP/UDP datagram (proto {proto})")),
-    };
-    if proto == PROTO_UDP && field == 0 {
-        return Ok(0);
-    }
-    let (src, dst) = (f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap());
-    if fold(pseudo_sum(src, dst, proto, l4.len()) + sum16(l4)) != 0xffff {
-        return Err(format!("bad L4 checksum {field:#06x} (proto {proto})"));
-    }
-    Ok(field)
-}
-
-#[track_caller]
-fn verify_checksums(f: &[u8]) -> u16 {
-    checksums(f).unwrap_or_else(|e| panic!("{e}\nframe: {}", hex(f)))
-}
-
-#[track_caller]
-fn verify_icmp(f: &[u8]) {
-    assert_eq!(f[23], IPPROTO_ICMP);
-    assert_eq!(fold(sum16(&f[14..34])), 0xffff, "IPv4 header checksum");
-    let end = 14 + be16(f, 16) as usize;
-    assert_eq!(fold(sum16(&f[34..end])), 0xffff, "ICMP checksum");
-}
-
-#[track_caller]
-fn assert_frame_eq(got: &[u8], want: &[u8]) {
-    if got != want {
-        let diff: Vec<usize> = (0..got.len().max(want.len()))
-            .filter(|&i| got.get(i) != want.get(i))
-            .collect();
-        panic!(
-            "frames differ at offsets {diff:?}\n got: {}\nwant: {}",
-            hex(got),
-            hex(want)
-        );
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn changed(a: &[u8], b: &[u8]) -> Vec<usize> {
-    assert_eq!(a.len(), b.len(), "frame length changed");
-    (0..a.len()).filter(|&i| a[i] != b[i]).collect()
-}
-
-/// The reply the program must send for `req`: MACs swapped, a fresh IPv4 header (ID 0, DF,
-/// TTL 64) from the request's destination to its source, then `l4` with its checksum.
-fn reply_to(req: &[u8], proto: u8, mut l4: Vec<u8>) -> Vec<u8> {
-    let src: [u8; 4] = req[30..34].try_into().unwrap();
-    let dst: [u8; 4] = req[26..30].try_into().unwrap();
-    let mut f = req[6..12].to_vec();
-    f.extend(&req[0..6]);
-    f.extend([0x08, 0x00, 0x45, 0]);
-    f.extend(((20 + l4.len()) as u16).to_be_bytes());
-    f.extend([0, 0, 0x40, 0, 64, proto, 0, 0]);
-    f.extend(src);
-    f.extend(dst);
-    let c = !fold(sum16(&f[14..34]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    let (off, pseudo) = match proto {
-        PROTO_TCP => (16, pseudo_sum(src, dst, proto, l4.len())),
-        _ => (2, 0),
-    };
-    let c = !fold(pseudo + sum16(&l4));
-    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-    f.extend(l4);
-    f
-}
-
-fn rst_for(req: &[u8], seq: u32, ack: u32, flags: u8) -> Vec<u8> {
-    let mut t = [&req[36..38], &req[34..36]].concat();
-    t.extend(seq.to_be_bytes());
-    t.extend(ack.to_be_bytes());
-    t.extend([5 << 4, flags, 0, 0, 0, 0, 0, 0]);
-    reply_to(req, PROTO_TCP, t)
-}
-
-fn icmp_for(req: &[u8]) -> Vec<u8> {
-    let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
-    m.extend(&req[14..42]);
-    reply_to(req, IPPROTO_ICMP, m)
 }
 
 /// NodePort 192.168.77.1:30080 (svc 3) -> BE1 with SNAT from the default range; sends the SYN
@@ -614,7 +74,7 @@ fn nodeport_flow(h: &mut Harness) -> (Pkt, Vec<u8>, u32, u16) {
 ///    checksums change; both conntrack directions recorded; stats and counters.
 #[test]
 fn xdp_nodeport_syn_is_dnatted_and_masqueraded() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     let (syn, out, id, p) = nodeport_flow(&mut h);
     let input = syn.build();
     assert_frame_eq(&out, &syn.clone().src((NODE, p)).dst(BE1).build());
@@ -653,7 +113,7 @@ fn xdp_nodeport_syn_is_dnatted_and_masqueraded() {
 /// 2. The backend's reply (BE1 -> node:P) becomes NodePort -> client, checksums valid.
 #[test]
 fn xdp_nodeport_reply_is_reverse_nated() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     let (_, _, _, p) = nodeport_flow(&mut h);
     let synack = tcp(BE1, (NODE, p), SYN | ACK).tcp_opts(&MSS);
     assert_nat(&h, &synack, &synack.clone().src(NODE_PORT).dst(EXT));
@@ -669,7 +129,7 @@ fn xdp_nodeport_reply_is_reverse_nated() {
 /// 3. Established packets of the flow keep P and the backend, even after a backend is added.
 #[test]
 fn xdp_nodeport_established_flow_keeps_port_and_backend() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     let (_, _, id, p) = nodeport_flow(&mut h);
     let id2 = h.new_backend(BE2, PROTO_TCP);
     h.hash::<SlotKey, Slot>(MAP_SLOTS)
@@ -716,7 +176,7 @@ fn xdp_nodeport_established_flow_keeps_port_and_backend() {
 ///    directions); a rewrite whose checksum computes to zero is sent as 0xffff.
 #[test]
 fn xdp_udp_nodeport_checksum_semantics() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     h.node_port((NODE, 30053), PROTO_UDP, 4, &[DNS_BE]);
     let q = udp(EXT, (NODE, 30053)).payload(b"hello"); // odd length
@@ -775,7 +235,7 @@ fn xdp_udp_nodeport_checksum_semantics() {
 /// 5. Traffic that is no service: a TCP SYN to a pod, ARP, IPv6: XDP_PASS, unchanged.
 #[test]
 fn xdp_non_service_packets_pass_unchanged() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     h.node_port(NODE_PORT, PROTO_TCP, 3, &[BE1]);
     let syn = tcp(EXT, (BE2.0, 80), SYN).build();
@@ -803,7 +263,7 @@ fn xdp_non_service_packets_pass_unchanged() {
 ///    conntrack entry. (Unlike the skb test run, XDP runs frames with a partial IPv4 header.)
 #[test]
 fn xdp_malformed_packets_pass_unchanged() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     h.node_port(NODE_PORT, PROTO_TCP, 3, &[BE1]);
     h.node_port((NODE, 30053), PROTO_UDP, 4, &[DNS_BE]);
@@ -902,7 +362,7 @@ fn xdp_malformed_packets_pass_unchanged() {
 ///    answered; a packet with IPv4 options is dropped (documented limitation).
 #[test]
 fn xdp_reject_with_rst_and_icmp() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     h.node_port(NODE_PORT, PROTO_TCP, 3, &[]);
     h.node_port((NODE, 30053), PROTO_UDP, 4, &[]);
@@ -1014,9 +474,9 @@ fn xdp_reject_with_rst_and_icmp() {
 /// 8. ClusterIP (no FE_SNAT): DNAT only, the source is unchanged; the reply gets the VIP back.
 #[test]
 fn xdp_clusterip_is_dnat_only() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
-    let ids = h.add_service((VIP, 80), PROTO_TCP, 1, &[BE1], 0, KIND_CLUSTER_IP);
+    let ids = h.add_frontend((VIP, 80), PROTO_TCP, 1, &[BE1], 0, KIND_CLUSTER_IP);
     let syn = tcp(POD, (VIP, 80), SYN).tcp_opts(&MSS).payload(b"GET /");
     let input = syn.build();
     assert_nat(&h, &syn, &syn.clone().dst(BE1));
@@ -1038,7 +498,7 @@ fn xdp_clusterip_is_dnat_only() {
     let synack = tcp(BE1, POD, SYN | ACK).tcp_opts(&MSS);
     assert_nat(&h, &synack, &synack.clone().src((VIP, 80)));
     // A backend on the Service port: only the address changes.
-    h.add_service(
+    h.add_frontend(
         (VIP, 443),
         PROTO_TCP,
         2,
@@ -1055,7 +515,7 @@ fn xdp_clusterip_is_dnat_only() {
 ///    applied, checksums valid; the reply too.
 #[test]
 fn xdp_ipv4_options_to_nodeport() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = h.node_port(NODE_PORT, PROTO_TCP, 3, &[BE1]);
     h.node_port((NODE, 30053), PROTO_UDP, 4, &[DNS_BE]);
@@ -1116,7 +576,7 @@ fn xdp_ipv4_options_to_nodeport() {
 ///     a next hop without neighbour entry also pass.
 #[test]
 fn xdp_forward_back_out_of_ingress_interface() {
-    let mut h = Harness::new();
+    let mut h = Harness::xdp();
     h.ip(
         "link add up0 address 02:00:00:00:00:01 type veth peer name up0p address 02:00:00:00:00:02",
     );
@@ -1128,7 +588,7 @@ fn xdp_forward_back_out_of_ingress_interface() {
     h.ip("addr add 10.99.0.1/24 dev pod0");
     h.ip("neigh add 192.168.77.254 lladdr 02:00:00:00:00:fe dev up0 nud permanent");
     h.ip("neigh add 10.99.0.2 lladdr 02:00:00:00:00:fd dev pod0 nud permanent");
-    h.ns.sysctl(&[("net.ipv4.ip_forward", "1")]).unwrap();
+    h.ns().sysctl(&[("net.ipv4.ip_forward", "1")]).unwrap();
     h.ingress = Some(h.ifindex("up0"));
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     h.node_port(NODE_PORT, PROTO_TCP, 3, &[BE1]);
