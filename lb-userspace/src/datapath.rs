@@ -127,6 +127,9 @@ fn parse_link_pin(file: &str) -> Option<(Hook, &str, u32)> {
     Some((Hook::parse(hook)?, name, index.parse().ok()?))
 }
 
+/// Attachments that failed, as (interface and hook, error).
+pub type Failures = Vec<(String, String)>;
+
 /// The loaded (or adopted) programs and the pin directory.
 pub struct Datapath {
     root: PathBuf,
@@ -195,7 +198,7 @@ impl Datapath {
         &mut self,
         is_pod: impl Fn(&str) -> bool,
         is_external: impl Fn(&str) -> bool,
-    ) -> (Vec<(String, Hook)>, Vec<(String, String)>) {
+    ) -> (Vec<(String, Hook)>, Failures) {
         let present = interfaces();
         let links = self.root.join("links");
         let existing: Vec<(Hook, String, u32)> = fs::read_dir(&links)
@@ -344,13 +347,13 @@ fn driver(ifname: &str) -> Option<String> {
 /// Strict reverse-path filtering (`rp_filter=1`) would still drop them; loose mode is fine.
 pub fn accept_local() -> Result<()> {
     let path = "/proc/sys/net/ipv4/conf/all/accept_local";
-    if fs::read_to_string(&path)
+    if fs::read_to_string(path)
         .map(|v| v.trim() == "1")
         .unwrap_or(false)
     {
         return Ok(());
     }
-    fs::write(&path, "1").with_context(|| format!("setting {path}"))
+    fs::write(path, "1").with_context(|| format!("setting {path}"))
 }
 
 /// Interfaces of the current network namespace, as (name, index).
