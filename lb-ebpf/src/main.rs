@@ -24,6 +24,7 @@
 
 mod ctx;
 mod fwd;
+mod handoff;
 mod icmp;
 mod lb;
 mod maps;
@@ -44,6 +45,9 @@ const TC_NEXT: i32 = -1;
 
 #[classifier]
 pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
+    if handoff::done_by_xdp(&ctx) {
+        return TC_NEXT;
+    }
     let Some(pkt) = parse::parse(&ctx) else {
         return match icmp::translate(&ctx) {
             Verdict::Drop => TC_ACT_SHOT,
@@ -70,18 +74,23 @@ pub fn podlb_tc_egress(ctx: TcContext) -> i32 {
 
 #[xdp]
 pub fn podlb_xdp_ext(ctx: XdpContext) -> u32 {
-    let Some(pkt) = parse::parse(&ctx) else {
-        return match icmp::translate(&ctx) {
+    let verdict = match parse::parse(&ctx) {
+        None => match icmp::translate(&ctx) {
             Verdict::Drop => xdp_action::XDP_DROP,
             _ => xdp_action::XDP_PASS,
-        };
+        },
+        Some(pkt) => match lb::process(&ctx, &pkt) {
+            Verdict::Pass => xdp_action::XDP_PASS,
+            Verdict::Nat => fwd::forward(&ctx, &pkt),
+            Verdict::Drop => xdp_action::XDP_DROP,
+            // Not marked when passed on: then the TC program rejects it.
+            Verdict::Reject => return reject::reject_xdp(&ctx, &pkt),
+        },
     };
-    match lb::process(&ctx, &pkt) {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Nat => fwd::forward(&ctx, &pkt),
-        Verdict::Drop => xdp_action::XDP_DROP,
-        Verdict::Reject => reject::reject_xdp(&ctx, &pkt),
+    if verdict == xdp_action::XDP_PASS {
+        handoff::mark_done(&ctx);
     }
+    verdict
 }
 
 #[cfg(not(test))]

@@ -159,18 +159,24 @@ impl Harness {
                     .iter()
                     .flat_map(|w| w.to_ne_bytes())
                     .collect();
-                let ingress = self.ingress;
-                self.ns().run_in(move || {
+                let (verdict, out) = self.ns().run_in(move || {
                     let mut out = vec![0u8; frame.len() + 256];
+                    let mut md_out = vec![0u8; md.len()];
                     let r = prog.test_run(TestRunOptions {
                         data_in: Some(frame),
                         data_out: Some(&mut out),
-                        ctx_in: ingress.map(|_| md.as_slice()),
+                        ctx_in: Some(md.as_slice()),
+                        ctx_out: Some(&mut md_out),
                         ..Default::default()
                     })?;
                     out.truncate(r.data_size_out as usize);
-                    Ok((r.return_value, out))
-                })
+                    // The output starts at the XDP metadata; xdp_md.data is its length.
+                    let meta = u32::from_ne_bytes(md_out[0..4].try_into().unwrap()) as usize;
+                    let frame = out.split_off(meta);
+                    assert_xdp_handoff(r.return_value, &out);
+                    Ok::<_, ProgramError>((r.return_value, frame))
+                })?;
+                Ok((verdict, out))
             }
         }
     }
@@ -702,4 +708,21 @@ pub fn icmp_for(req: &[u8]) -> Vec<u8> {
     let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
     m.extend(&req[14..42]);
     reply_to(req, IPPROTO_ICMP, m)
+}
+
+/// The XDP program hands every packet it passes on to the TC program with a mark in its
+/// metadata (so TC does not repeat the lookups); anything else carries no metadata.
+#[track_caller]
+fn assert_xdp_handoff(verdict: u32, meta: &[u8]) {
+    const XDP_PASS: u32 = 2;
+    const MARK: u32 = 0x706f_646c;
+    if verdict == XDP_PASS {
+        assert_eq!(
+            meta,
+            MARK.to_ne_bytes(),
+            "XDP_PASS without the handoff mark for TC"
+        );
+    } else {
+        assert!(meta.is_empty(), "metadata {meta:02x?} on verdict {verdict}");
+    }
 }
