@@ -47,6 +47,10 @@ fn try_translate<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
     if ip[0] != 0x45 || ip[9] != IPPROTO_ICMP || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
         return None;
     }
+    // The quoted header and ports must lie inside the datagram, not in trailing padding.
+    if (u16::from_be_bytes([ip[2], ip[3]]) as usize) < IN_L4 + 4 - ETH_HLEN {
+        return None;
+    }
     let icmp_type = unsafe { *ptr_at::<C, u8>(ctx, ICMP_OFF)? };
     if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
         return None;

@@ -1,0 +1,752 @@
+//! Packet-level tests of the ICMP error translation (`lb-ebpf/src/icmp.rs`) through
+//! BPF_PROG_TEST_RUN, in all three programs that run it: the TC ingress program
+//! `podlb_tc_pod`, the XDP program `podlb_xdp_ext` and the TC egress program `podlb_tc_egress`.
+//!
+//! Flows are created for real: a SYN (or UDP datagram) to the frontend runs through the program
+//! first, and the ICMP error then quotes that packet exactly as the program emitted it (after
+//! DNAT, and SNAT when masqueraded). The expected output is built from scratch with freshly
+//! computed checksums and compared byte for byte; the outer IPv4, quoted IPv4 and ICMP
+//! checksums are also verified independently.
+//! They need root and fail (never skip) without it.
+
+mod common;
+
+use aya::{
+    programs::{ProgramError, SchedClassifier},
+    TestRun, TestRunOptions,
+};
+use common::packet::*;
+use lb_common::*;
+
+const CLIENT: Addr = ([10, 244, 0, 10], 40000);
+/// A router between the client and the backend (it sends the error, it is not NATed).
+const ROUTER: [u8; 4] = [10, 244, 0, 1];
+const VIP: [u8; 4] = [10, 96, 0, 10];
+const BE1: Addr = ([10, 244, 0, 11], 8080);
+const UDP_BE: Addr = ([10, 244, 0, 11], 5353);
+const SCTP_BE: Addr = ([10, 244, 0, 11], 3869);
+/// The node address (SNAT source and NodePort address) and an external client.
+const NODE: [u8; 4] = [192, 168, 77, 1];
+const NODE_PORT: Addr = (NODE, 30080);
+const EXT: Addr = ([192, 168, 77, 2], 40000);
+const MSS: [u8; 4] = [2, 4, 0x05, 0xb4];
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_REDIRECT: u8 = 5;
+const ICMP_ECHO: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const CODE_PORT_UNREACH: u8 = 3;
+const CODE_FRAG_NEEDED: u8 = 4;
+/// "Fragmentation needed" rest of header: 2 unused bytes, then the next-hop MTU (1280).
+const MTU_1280: [u8; 4] = [0, 0, 0x05, 0x00];
+
+// ---------------------------------------------------------------------------------------------
+// ICMP frames.
+
+/// Ethernet + IPv4 (protocol ICMP, `opts` as IPv4 options, TOS 0xc0 as Linux sends errors) +
+/// ICMP `typ`/`code` with its 4 "rest of header" bytes and `body` (the quoted packet), all
+/// checksums computed from scratch.
+fn icmp_frame_opts(
+    src: [u8; 4],
+    dst: [u8; 4],
+    opts: &[u8],
+    typ: u8,
+    code: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    assert!(opts.len().is_multiple_of(4) && opts.len() <= 40);
+    let hlen = 20 + opts.len();
+    let mut m = vec![typ, code, 0, 0];
+    m.extend(rest);
+    m.extend(body);
+    let c = !fold(sum16(&m));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+
+    let mut f = vec![
+        0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x05, 0x08, 0x00,
+    ];
+    f.push(0x40 | (hlen / 4) as u8);
+    f.push(0xc0); // TOS
+    f.extend(((hlen + m.len()) as u16).to_be_bytes());
+    f.extend(0x7a31u16.to_be_bytes()); // id
+    f.extend([0, 0, 64, IPPROTO_ICMP, 0, 0]); // no fragment, TTL, protocol, checksum
+    f.extend(src);
+    f.extend(dst);
+    f.extend(opts);
+    let c = !fold(sum16(&f[14..14 + hlen]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f.extend(m);
+    f
+}
+
+/// An ICMP message from `src` to `dst` (outer IPv4 header without options).
+fn icmp_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    typ: u8,
+    code: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    icmp_frame_opts(src, dst, &[], typ, code, rest, body)
+}
+
+/// What an ICMP error quotes of the frame `f`: its IPv4 header (with options) and the first 8
+/// bytes of its L4 header.
+fn quote(f: &[u8]) -> Vec<u8> {
+    let hlen = (f[14] & 0x0f) as usize * 4;
+    f[14..14 + hlen + 8].to_vec()
+}
+
+/// Independent checks of a translated error: outer IPv4 header checksum, ICMP checksum over
+/// the whole message (IPv4 total length), and the quoted IPv4 header's own checksum.
+#[track_caller]
+fn verify_error(f: &[u8]) {
+    assert_eq!(be16(f, 12), 0x0800, "IPv4");
+    assert_eq!(f[14], 0x45, "outer IPv4 header without options");
+    verify_icmp(f);
+    assert_eq!(f[42] & 0x0f, 5, "quoted IPv4 header without options");
+    assert_eq!(
+        fold(sum16(&f[42..62])),
+        0xffff,
+        "quoted IPv4 header checksum"
+    );
+}
+
+/// Outer source and destination, quoted source and destination (address, port).
+fn addresses(f: &[u8]) -> ([u8; 4], [u8; 4], Addr, Addr) {
+    let a = |o: usize| -> [u8; 4] { f[o..o + 4].try_into().unwrap() };
+    (a(26), a(30), (a(54), be16(f, 62)), (a(58), be16(f, 64)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flows, created by running their first packet through the program.
+
+/// ClusterIP VIP:80/TCP -> BE1 (svc 1); runs the client's SYN and returns (SYN as the client
+/// sent it, SYN as the program emitted it: client -> BE1).
+fn clusterip_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>) {
+    h.add_frontend((VIP, 80), PROTO_TCP, 1, &[BE1], 0, KIND_CLUSTER_IP);
+    let syn = tcp(CLIENT, (VIP, 80), SYN)
+        .tcp_opts(&MSS)
+        .payload(b"GET / HTTP/1.1\r\n\r\n");
+    let input = syn.build();
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, h.hook.nat(), "SYN verdict");
+    assert_frame_eq(&out, &syn.dst(BE1).build());
+    assert!(
+        h.ct_get(ct_key(BE1, CLIENT, PROTO_TCP)).is_some(),
+        "reply entry"
+    );
+    (input, out)
+}
+
+/// NodePort 192.168.77.1:30080/TCP with FE_SNAT -> BE1 (svc 3); runs the SYN from EXT and
+/// returns (SYN as sent, SYN as emitted: NODE:P -> BE1, P).
+fn nodeport_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>, u16) {
+    h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
+    h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
+    let syn = tcp(EXT, NODE_PORT, SYN).tcp_opts(&MSS).payload(b"x");
+    let input = syn.build();
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, h.hook.nat(), "SYN verdict");
+    let p = be16(&out, 34);
+    assert!(
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&p),
+        "SNAT port {p}"
+    );
+    assert_frame_eq(&out, &syn.src((NODE, p)).dst(BE1).build());
+    let reply = h
+        .ct_get(ct_key(BE1, (NODE, p), PROTO_TCP))
+        .expect("reply entry");
+    assert_eq!(reply.flags, CT_REPLY | CT_SNAT);
+    assert_eq!((reply.nat_addr, reply.nat_port), NODE_PORT);
+    assert_eq!((reply.snat_addr, reply.snat_port), EXT);
+    (input, out, p)
+}
+
+/// Runs `input` and expects it translated into exactly `want` (verdict: NATed, handed on).
+#[track_caller]
+fn assert_translated(h: &mut Harness, input: &[u8], want: &[u8]) -> Vec<u8> {
+    let ct = sorted_ct(h);
+    let (verdict, out) = h.run(input);
+    assert_eq!(verdict, h.hook.nat(), "verdict");
+    assert_frame_eq(&out, want);
+    verify_error(&out);
+    assert_eq!(sorted_ct(h), ct, "conntrack changed by an ICMP error");
+    out
+}
+
+fn sorted_ct(h: &mut Harness) -> Vec<String> {
+    let mut v: Vec<String> = h.conntrack().iter().map(|e| format!("{e:?}")).collect();
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// The TC egress program, loaded into the harness's `Ebpf` (so it shares the maps).
+
+fn load_egress(h: &mut Harness) {
+    let prog: &mut SchedClassifier = h
+        .ebpf
+        .program_mut(PROG_TC_EGRESS)
+        .expect("program missing")
+        .try_into()
+        .unwrap();
+    prog.load()
+        .expect("loading the TC egress program (verifier)");
+}
+
+fn try_run_egress(h: &Harness, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+    let prog: &SchedClassifier = h.ebpf.program(PROG_TC_EGRESS).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..Default::default()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
+}
+
+#[track_caller]
+fn run_egress(h: &Harness, frame: &[u8]) -> (u32, Vec<u8>) {
+    try_run_egress(h, frame).expect("BPF_PROG_TEST_RUN (egress)")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test bodies, run for the TC ingress and the XDP program.
+
+fn harness(hook: Hook) -> Harness {
+    match hook {
+        Hook::Tc => Harness::tc(),
+        Hook::Xdp => Harness::new(Hook::Xdp, "icmp"),
+    }
+}
+
+/// 1. "Fragmentation needed" (MTU 1280) from a router about client -> backend: the quote
+///    becomes client -> VIP:80; the outer addresses and the MTU are unchanged.
+fn frag_needed_from_router(hook: Hook) {
+    let mut h = harness(hook);
+    let (syn, natted) = clusterip_flow(&mut h);
+    let input = icmp_frame(
+        ROUTER,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&natted),
+    );
+    let want = icmp_frame(
+        ROUTER,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&syn),
+    );
+    let out = assert_translated(&mut h, &input, &want);
+
+    assert_eq!(addresses(&out), (ROUTER, CLIENT.0, CLIENT, (VIP, 80)));
+    assert_eq!((out[34], out[35]), (3, 4), "type and code");
+    assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
+    // Only the quoted destination, its port and the checksums covering them changed.
+    let allowed = [36, 37, 52, 53, 58, 59, 60, 61, 64, 65];
+    let c = changed(&input, &out);
+    assert!(
+        c.iter().all(|i| allowed.contains(i)),
+        "unexpected bytes changed: {c:?}"
+    );
+    assert_counters(&h, &[]);
+}
+
+/// 2. Port unreachable sent by the backend itself: the error's source becomes the VIP too.
+fn port_unreachable_from_backend(hook: Hook) {
+    let mut h = harness(hook);
+    let (syn, natted) = clusterip_flow(&mut h);
+    let input = icmp_frame(
+        BE1.0,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote(&natted),
+    );
+    let want = icmp_frame(
+        VIP,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote(&syn),
+    );
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 80)));
+}
+
+/// 2b. The same for a UDP flow (VIP:53 -> backend:5353). The quoted UDP checksum is left as it
+///     was (receivers do not check it), everything else matches the pre-NAT datagram.
+fn udp_port_unreachable_from_backend(hook: Hook) {
+    let mut h = harness(hook);
+    h.add_frontend((VIP, 53), PROTO_UDP, 2, &[UDP_BE], 0, KIND_CLUSTER_IP);
+    let dgram = udp(CLIENT, (VIP, 53)).payload(b"query");
+    let sent = dgram.build();
+    let (verdict, natted) = h.run(&sent);
+    assert_eq!(verdict, h.hook.nat());
+    assert_frame_eq(&natted, &dgram.dst(UDP_BE).build());
+
+    let input = icmp_frame(
+        UDP_BE.0,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote(&natted),
+    );
+    let mut q = quote(&sent);
+    q[26..28].copy_from_slice(&natted[40..42]); // the UDP checksum as quoted
+    let want = icmp_frame(
+        VIP,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &q,
+    );
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 53)));
+}
+
+/// 3. Masqueraded NodePort flow: an error from the backend about NODE:P -> backend, addressed
+///    to the node, goes to the client from the NodePort address and quotes EXT -> NodePort.
+fn masqueraded_error_from_backend(hook: Hook) {
+    let mut h = harness(hook);
+    let (syn, natted, _p) = nodeport_flow(&mut h);
+    let input = icmp_frame(
+        BE1.0,
+        NODE,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&natted),
+    );
+    let want = icmp_frame(
+        NODE,
+        EXT.0,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&syn),
+    );
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(addresses(&out), (NODE, EXT.0, EXT, NODE_PORT));
+    assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
+    assert_counters(&h, &[(CNT_SNAT, 1)]);
+}
+
+/// 3b. Masqueraded flow, error from a router: the source stays, the destination is the client.
+fn masqueraded_error_from_router(hook: Hook) {
+    let mut h = harness(hook);
+    let (syn, natted, _p) = nodeport_flow(&mut h);
+    let input = icmp_frame(ROUTER, NODE, ICMP_TIME_EXCEEDED, 0, [0; 4], &quote(&natted));
+    let want = icmp_frame(ROUTER, EXT.0, ICMP_TIME_EXCEEDED, 0, [0; 4], &quote(&syn));
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(addresses(&out), (ROUTER, EXT.0, EXT, NODE_PORT));
+}
+
+/// 4. Time exceeded (TTL 1 ran out at a router) about client -> backend: translated like 1.
+fn time_exceeded_from_router(hook: Hook) {
+    let mut h = harness(hook);
+    h.add_frontend((VIP, 80), PROTO_TCP, 1, &[BE1], 0, KIND_CLUSTER_IP);
+    let syn = tcp(CLIENT, (VIP, 80), SYN).tcp_opts(&MSS).ttl(1);
+    let sent = syn.build();
+    let (verdict, natted) = h.run(&sent);
+    assert_eq!(verdict, h.hook.nat());
+    assert_frame_eq(&natted, &syn.dst(BE1).build());
+
+    let input = icmp_frame(
+        ROUTER,
+        CLIENT.0,
+        ICMP_TIME_EXCEEDED,
+        0,
+        [0; 4],
+        &quote(&natted),
+    );
+    let want = icmp_frame(
+        ROUTER,
+        CLIENT.0,
+        ICMP_TIME_EXCEEDED,
+        0,
+        [0; 4],
+        &quote(&sent),
+    );
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(addresses(&out), (ROUTER, CLIENT.0, CLIENT, (VIP, 80)));
+    assert_eq!((out[34], out[35]), (11, 0), "type and code");
+}
+
+/// 5. Left alone, byte for byte: ICMP that is not an error we translate, errors about no flow
+///    of ours, and errors we cannot parse safely.
+fn untranslated(hook: Hook) {
+    let mut h = harness(hook);
+    let (_syn, natted) = clusterip_flow(&mut h);
+    let q = quote(&natted);
+    // An echo whose data looks like the quote of a NATed packet, so only the type protects it.
+    let echo_rest = [0x12, 0x34, 0x00, 0x01];
+    let frag = |q: &[u8]| {
+        icmp_frame(
+            ROUTER,
+            CLIENT.0,
+            ICMP_DEST_UNREACH,
+            CODE_FRAG_NEEDED,
+            MTU_1280,
+            q,
+        )
+    };
+
+    // Quote of a packet with IPv4 options (NOP, NOP, NOP, EOL), as the program emitted it.
+    let opts = tcp((CLIENT.0, 40002), (VIP, 80), SYN).ip_opts(&[1, 1, 1, 0]);
+    let (verdict, natted_opts) = h.run(&opts.build());
+    assert_eq!(verdict, h.hook.nat());
+    assert_frame_eq(&natted_opts, &opts.dst(BE1).build());
+    let q_opts = quote(&natted_opts);
+    assert_eq!(q_opts.len(), 24 + 8);
+
+    // An error quoting the VIP -> client direction: its reversed tuple is the forward entry.
+    let rev = tcp((VIP, 80), CLIENT, SYN | ACK).build();
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "echo request",
+            icmp_frame(CLIENT.0, BE1.0, ICMP_ECHO, 0, echo_rest, &q),
+        ),
+        (
+            "echo reply",
+            icmp_frame(BE1.0, CLIENT.0, ICMP_ECHO_REPLY, 0, echo_rest, &q),
+        ),
+        (
+            "redirect",
+            icmp_frame(ROUTER, CLIENT.0, ICMP_REDIRECT, 1, [10, 244, 0, 2], &q),
+        ),
+        (
+            "no conntrack entry (other client port)",
+            frag(&quote(&tcp((CLIENT.0, 40001), BE1, SYN).build())),
+        ),
+        (
+            "no conntrack entry (other backend)",
+            frag(&quote(&tcp(CLIENT, ([10, 244, 0, 12], 8080), SYN).build())),
+        ),
+        ("quote whose reverse is a forward entry", frag(&quote(&rev))),
+        ("quoted packet with IPv4 options", frag(&q_opts)),
+        ("quoted IPv4 header cut to 16 bytes", frag(&q[..16])),
+        ("quoted IPv4 header only, no L4 bytes", frag(&q[..20])),
+        ("quoted L4 header cut to 2 bytes", frag(&q[..22])),
+        ("nothing quoted", frag(&[])),
+        (
+            "outer IPv4 header with options",
+            icmp_frame_opts(
+                ROUTER,
+                CLIENT.0,
+                &[1, 1, 1, 0],
+                ICMP_DEST_UNREACH,
+                CODE_FRAG_NEEDED,
+                MTU_1280,
+                &q,
+            ),
+        ),
+        (
+            "outer IPv4 fragment (MF)",
+            patch_ip(frag(&q), |ip| ip[6] = 0x20),
+        ),
+    ];
+    for (name, input) in cases {
+        let (verdict, out) = h.run(&input);
+        assert_eq!(verdict, h.hook.pass(), "{name}: verdict");
+        if out != input {
+            panic!(
+                "{name}: changed at offsets {:?}\n got: {}\nwant: {}",
+                (0..out.len().max(input.len()))
+                    .filter(|&i| out.get(i) != input.get(i))
+                    .collect::<Vec<_>>(),
+                hex(&out),
+                hex(&input)
+            );
+        }
+    }
+    // Control: the same flow's error is translated in this harness.
+    let (verdict, out) = h.run(&frag(&q));
+    assert_eq!(verdict, h.hook.nat());
+    assert_eq!(addresses(&out).3, (VIP, 80), "control case translated");
+}
+
+#[test]
+fn tc_frag_needed_from_router() {
+    frag_needed_from_router(Hook::Tc);
+}
+
+#[test]
+fn xdp_frag_needed_from_router() {
+    frag_needed_from_router(Hook::Xdp);
+}
+
+#[test]
+fn tc_port_unreachable_from_backend() {
+    port_unreachable_from_backend(Hook::Tc);
+}
+
+#[test]
+fn xdp_port_unreachable_from_backend() {
+    port_unreachable_from_backend(Hook::Xdp);
+}
+
+#[test]
+fn tc_udp_port_unreachable_from_backend() {
+    udp_port_unreachable_from_backend(Hook::Tc);
+}
+
+#[test]
+fn xdp_udp_port_unreachable_from_backend() {
+    udp_port_unreachable_from_backend(Hook::Xdp);
+}
+
+#[test]
+fn tc_masqueraded_error_from_backend() {
+    masqueraded_error_from_backend(Hook::Tc);
+}
+
+#[test]
+fn xdp_masqueraded_error_from_backend() {
+    masqueraded_error_from_backend(Hook::Xdp);
+}
+
+#[test]
+fn tc_masqueraded_error_from_router() {
+    masqueraded_error_from_router(Hook::Tc);
+}
+
+#[test]
+fn xdp_masqueraded_error_from_router() {
+    masqueraded_error_from_router(Hook::Xdp);
+}
+
+#[test]
+fn tc_time_exceeded_from_router() {
+    time_exceeded_from_router(Hook::Tc);
+}
+
+#[test]
+fn xdp_time_exceeded_from_router() {
+    time_exceeded_from_router(Hook::Xdp);
+}
+
+#[test]
+fn tc_untranslated_icmp_is_untouched() {
+    untranslated(Hook::Tc);
+}
+
+#[test]
+fn xdp_untranslated_icmp_is_untouched() {
+    untranslated(Hook::Xdp);
+}
+
+/// 6. The TC egress program (errors the node itself generates) translates case 1 the same way;
+///    it leaves an echo and a plain TCP segment to the VIP alone (it does no load balancing).
+#[test]
+fn tc_egress_translates_frag_needed() {
+    let mut h = Harness::tc();
+    load_egress(&mut h);
+    let (syn, natted) = clusterip_flow(&mut h);
+    let ct = sorted_ct(&mut h);
+
+    let input = icmp_frame(
+        ROUTER,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&natted),
+    );
+    let want = icmp_frame(
+        ROUTER,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&syn),
+    );
+    let (verdict, out) = run_egress(&h, &input);
+    assert_eq!(verdict, TC_NEXT, "verdict");
+    assert_frame_eq(&out, &want);
+    verify_error(&out);
+    assert_eq!(addresses(&out), (ROUTER, CLIENT.0, CLIENT, (VIP, 80)));
+    assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
+    // Same result as the ingress program.
+    let (_, ingress_out) = h.run(&input);
+    assert_frame_eq(&out, &ingress_out);
+
+    for (name, f) in [
+        (
+            "echo",
+            icmp_frame(CLIENT.0, BE1.0, ICMP_ECHO, 0, [0, 1, 0, 1], &quote(&natted)),
+        ),
+        (
+            "TCP to the VIP",
+            tcp((CLIENT.0, 40005), (VIP, 80), SYN).build(),
+        ),
+        ("a flow's reply", tcp(BE1, CLIENT, SYN | ACK).build()),
+    ] {
+        let (verdict, out) = run_egress(&h, &f);
+        assert_eq!(verdict, TC_NEXT, "{name}: verdict");
+        assert_frame_eq(&out, &f);
+    }
+    assert_eq!(
+        sorted_ct(&mut h),
+        ct,
+        "conntrack changed by the egress program"
+    );
+}
+
+/// 6b. Egress: the masqueraded error (case 3) too.
+#[test]
+fn tc_egress_translates_masqueraded_error() {
+    let mut h = Harness::tc();
+    load_egress(&mut h);
+    let (syn, natted, _p) = nodeport_flow(&mut h);
+    let input = icmp_frame(
+        BE1.0,
+        NODE,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&natted),
+    );
+    let want = icmp_frame(
+        NODE,
+        EXT.0,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&syn),
+    );
+    let (verdict, out) = run_egress(&h, &input);
+    assert_eq!(verdict, TC_NEXT, "verdict");
+    assert_frame_eq(&out, &want);
+    verify_error(&out);
+}
+
+/// 2c. An SCTP flow (VIP:3868 -> backend:3869): the quote (ports and verification tag; the
+///     CRC32c is not among the 8 quoted bytes) becomes the client's INIT to the VIP again.
+fn sctp_port_unreachable_from_backend(hook: Hook) {
+    let mut h = harness(hook);
+    h.add_frontend((VIP, 3868), PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
+    let sent = sctp_init(CLIENT, (VIP, 3868));
+    let (verdict, natted) = h.run(&sent);
+    assert_eq!(verdict, h.hook.nat());
+    assert_eq!(addresses_l4(&natted), (CLIENT, SCTP_BE), "INIT DNATed");
+
+    let input = icmp_frame(
+        SCTP_BE.0,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote(&natted),
+    );
+    let want = icmp_frame(
+        VIP,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote(&sent),
+    );
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 3868)));
+}
+
+/// Source and destination (address, port) of a TCP/UDP/SCTP frame without IPv4 options.
+fn addresses_l4(f: &[u8]) -> (Addr, Addr) {
+    let a = |o: usize| -> [u8; 4] { f[o..o + 4].try_into().unwrap() };
+    ((a(26), be16(f, 34)), (a(30), be16(f, 36)))
+}
+
+/// An SCTP INIT from `src` to `dst` (verification tag 0), with a valid CRC32c.
+fn sctp_init(src: Addr, dst: Addr) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend(src.1.to_be_bytes());
+    l4.extend(dst.1.to_be_bytes());
+    l4.extend([0; 8]); // verification tag, CRC32c
+    l4.extend([1, 0, 0, 20]); // INIT, flags, length
+    l4.extend(0x1a2b_3c4du32.to_be_bytes()); // initiate tag
+    l4.extend(65535u32.to_be_bytes()); // a_rwnd
+    l4.extend([0, 10, 0, 10]); // outbound streams, max inbound streams
+    l4.extend(0x0102_0304u32.to_be_bytes()); // initial TSN
+    let crc = crc32c(&l4);
+    l4[8..12].copy_from_slice(&crc.to_le_bytes());
+    let mut f = tcp(src, dst, 0).build()[..34].to_vec();
+    f[16..18].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    f[23] = PROTO_SCTP;
+    f.extend(l4);
+    patch_ip(f, |_| {})
+}
+
+/// CRC32c (Castagnoli), bitwise: reflected polynomial 0x82F63B78, init !0, final complement.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn tc_sctp_port_unreachable_from_backend() {
+    sctp_port_unreachable_from_backend(Hook::Tc);
+}
+
+#[test]
+fn xdp_sctp_port_unreachable_from_backend() {
+    sctp_port_unreachable_from_backend(Hook::Xdp);
+}
+
+/// 5b. A quote cut short by the IPv4 total length (the quoted IPv4 header and no L4 bytes), in
+///     a frame with 8 trailing bytes after the datagram (here: the quoted packet's own first
+///     8 L4 bytes, the worst case). Bytes beyond the IPv4 total length are not part of the
+///     datagram (the parser, `parse.rs`, treats such a packet as truncated), and the ICMP
+///     checksum does not cover them: the error must be left alone, not translated by reading
+///     and rewriting the trailer (which also leaves the ICMP checksum wrong).
+fn quote_truncated_by_total_length(hook: Hook) {
+    let mut h = harness(hook);
+    let (_syn, natted) = clusterip_flow(&mut h);
+    let q = quote(&natted);
+    let mut input = icmp_frame(
+        ROUTER,
+        CLIENT.0,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &q[..20],
+    );
+    input.extend(&q[20..28]);
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, h.hook.pass(), "verdict");
+    assert_frame_eq(&out, &input);
+}
+
+#[test]
+fn tc_quote_truncated_by_total_length_is_untouched() {
+    quote_truncated_by_total_length(Hook::Tc);
+}
+
+#[test]
+fn xdp_quote_truncated_by_total_length_is_untouched() {
+    quote_truncated_by_total_length(Hook::Xdp);
+}
