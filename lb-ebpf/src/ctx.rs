@@ -8,7 +8,10 @@ use aya_ebpf::{
 };
 use lb_common::PROTO_UDP;
 
-use crate::parse::{Packet, IP_CSUM_OFF};
+use crate::{
+    csum,
+    parse::{Packet, IP_CSUM_OFF},
+};
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;
@@ -40,18 +43,6 @@ fn raw<const N: usize>(b: [u8; N]) -> u64 {
     } else {
         u32::from_ne_bytes(w) as u64
     }
-}
-
-/// `N` (2 or 4) bytes as big-endian 16-bit words.
-#[inline(always)]
-fn words<const N: usize>(b: [u8; N]) -> ([u16; 2], usize) {
-    let mut w = [0u16; 2];
-    let mut i = 0;
-    while i < N / 2 && i < 2 {
-        w[i] = u16::from_be_bytes([b[2 * i], b[2 * i + 1]]);
-        i += 1;
-    }
-    (w, N / 2)
 }
 
 /// UDP may carry a zero ("none") checksum, which must stay zero.
@@ -123,21 +114,20 @@ impl Ctx for XdpContext {
     }
     #[inline(always)]
     fn set_addr(&self, pkt: &Packet, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), i64> {
-        let old_w = [u16::from_be_bytes([old[0], old[1]]), u16::from_be_bytes([old[2], old[3]])];
-        let new_w = [u16::from_be_bytes([new[0], new[1]]), u16::from_be_bytes([new[2], new[3]])];
-        update_csum(self, IP_CSUM_OFF, &old_w, &new_w, false)?;
+        update_csum(self, IP_CSUM_OFF, &old, &new, false)?;
         if pkt.inet_csum() {
-            update_csum(self, pkt.csum_off(), &old_w, &new_w, pkt.proto == PROTO_UDP)?;
+            update_csum(self, pkt.csum_off(), &old, &new, pkt.proto == PROTO_UDP)?;
         }
         *slot::<[u8; 4]>(self, off)? = new;
         Ok(())
     }
     #[inline(always)]
     fn set_port(&self, pkt: &Packet, off: usize, old: u16, new: u16) -> Result<(), i64> {
+        let (old, new) = (old.to_be_bytes(), new.to_be_bytes());
         if pkt.inet_csum() {
-            update_csum(self, pkt.csum_off(), &[old], &[new], pkt.proto == PROTO_UDP)?;
+            update_csum(self, pkt.csum_off(), &old, &new, pkt.proto == PROTO_UDP)?;
         }
-        *slot::<[u8; 2]>(self, off)? = new.to_be_bytes();
+        *slot::<[u8; 2]>(self, off)? = new;
         Ok(())
     }
     #[inline(always)]
@@ -152,8 +142,7 @@ impl Ctx for XdpContext {
     }
     #[inline(always)]
     fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64> {
-        let ((o, n), (w, _)) = (words(old), words(new));
-        update_csum(self, csum_off, &o[..n], &w[..n], false)
+        update_csum(self, csum_off, &old, &new, false)
     }
 }
 
@@ -167,28 +156,15 @@ pub fn slot<T>(ctx: &XdpContext, off: usize) -> Result<&mut T, i64> {
     Ok(unsafe { &mut *((start + off) as *mut T) })
 }
 
-/// RFC 1624 incremental update of the checksum at `off` for 16-bit words changing from `old`
-/// to `new`. A zero UDP checksum means "none" and stays zero; a computed zero becomes 0xffff.
+/// Updates the checksum at `off` for the bytes `old` becoming `new` (RFC 1624). A zero UDP
+/// checksum means "none" and stays zero; a computed zero becomes 0xffff.
 #[inline(always)]
-fn update_csum(ctx: &XdpContext, off: usize, old: &[u16], new: &[u16], udp: bool) -> Result<(), i64> {
+fn update_csum(ctx: &XdpContext, off: usize, old: &[u8], new: &[u8], udp: bool) -> Result<(), i64> {
     let c = slot::<[u8; 2]>(ctx, off)?;
-    let csum = u16::from_be_bytes(*c);
-    if udp && csum == 0 {
+    if udp && *c == [0, 0] {
         return Ok(());
     }
-    let mut sum = (!csum) as u32;
-    for w in old {
-        sum += (!*w) as u32;
-    }
-    for w in new {
-        sum += *w as u32;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    let mut out = !(sum as u16);
-    if udp && out == 0 {
-        out = 0xffff;
-    }
-    *c = out.to_be_bytes();
+    let out = csum::replace(*c, old, new);
+    *c = if udp && out == [0, 0] { [0xff, 0xff] } else { out };
     Ok(())
 }

@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    csum,
     ctx::slot,
     parse::{Packet, ETH_HLEN},
 };
@@ -51,12 +52,12 @@ fn try_forward(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || fib.ifindex != ingress {
         return None;
     }
-    // TTL - 1, and the IPv4 checksum with it (RFC 1624: the TTL is the high byte of its word).
+    // TTL - 1, and the IPv4 checksum with it (the TTL shares a word with the protocol).
     let hdr = slot::<[u8; 20]>(ctx, ETH_HLEN).ok()?;
+    let old = [hdr[8], hdr[9]];
     hdr[8] -= 1;
-    let c = u16::from_be_bytes([hdr[10], hdr[11]]) as u32 + 0x0100;
-    let c = ((c & 0xffff) + (c >> 16)) as u16;
-    hdr[10..12].copy_from_slice(&c.to_be_bytes());
+    let c = csum::replace([hdr[10], hdr[11]], &old, &[hdr[8], hdr[9]]);
+    hdr[10..12].copy_from_slice(&c);
     let eth = slot::<[u8; 12]>(ctx, 0).ok()?;
     eth[0..6].copy_from_slice(&fib.dmac);
     eth[6..12].copy_from_slice(&fib.smac);

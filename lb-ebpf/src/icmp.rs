@@ -8,6 +8,7 @@
 use lb_common::{Ct4Entry, Ct4Key, CT_REPLY, CT_SNAT, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use crate::{
+    csum,
     ctx::Ctx,
     lb::Verdict,
     maps::CONNTRACK,
@@ -124,25 +125,10 @@ fn quoted<C: Ctx, const N: usize>(ctx: &C, off: usize, old: [u8; N], new: [u8; N
     }
     if N == 4 {
         let c_old = unsafe { *ptr_at::<C, [u8; 2]>(ctx, IN_CSUM).ok_or(-1i64)? };
-        let c_new = csum_replace(c_old, &old, &new);
+        let c_new = csum::replace(c_old, &old, &new);
         ctx.fix_csum(ICMP_CSUM_OFF, c_old, c_new)?;
         ctx.write(IN_CSUM, c_new)?;
     }
     ctx.fix_csum(ICMP_CSUM_OFF, old, new)?;
     ctx.write(off, new)
-}
-
-/// RFC 1624 update of a checksum (as stored, big-endian) for `old` bytes becoming `new`.
-#[inline(always)]
-fn csum_replace<const N: usize>(csum: [u8; 2], old: &[u8; N], new: &[u8; N]) -> [u8; 2] {
-    let mut sum = (!u16::from_be_bytes(csum)) as u32;
-    let mut i = 0;
-    while i + 1 < N {
-        sum += (!u16::from_be_bytes([old[i], old[i + 1]])) as u32;
-        sum += u16::from_be_bytes([new[i], new[i + 1]]) as u32;
-        i += 2;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    (!(sum as u16)).to_be_bytes()
 }

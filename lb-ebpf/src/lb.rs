@@ -141,8 +141,13 @@ fn new_flow(pkt: &Packet, fe: &Frontend, key: &Ct4Key) -> Result<Ct4Entry, Verdi
         proto: pkt.proto,
         pad: [0; 3],
     };
-    let cfg = CONFIG.get(0).copied().unwrap_or_default();
-    if (fe.flags & FE_SNAT != 0 || hairpin) && cfg.snat_addr != [0; 4] {
+    // The config is read only for flows that masquerade.
+    let cfg = if fe.flags & FE_SNAT != 0 || hairpin {
+        CONFIG.get(0).copied().unwrap_or_default()
+    } else {
+        Config::default()
+    };
+    if cfg.snat_addr != [0; 4] {
         fwd.flags |= CT_SNAT;
         fwd.snat_addr = cfg.snat_addr;
         reply.flags |= CT_SNAT;

@@ -22,6 +22,7 @@
 #![no_std]
 #![no_main]
 
+mod csum;
 mod ctx;
 mod fwd;
 mod handoff;

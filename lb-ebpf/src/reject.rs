@@ -14,6 +14,7 @@ use aya_ebpf::{
 use lb_common::PROTO_TCP;
 
 use crate::{
+    csum::{fold, sum},
     ctx::{slot, Ctx},
     parse::{ptr_at, Packet, ETH_HLEN},
 };
@@ -172,22 +173,4 @@ fn icmp_unreachable(eth: &[u8; 14], ip: &[u8; 20], udp: &[u8; 8]) -> [u8; ICMP_L
 fn pseudo(buf: &[u8], proto: u8, l4_len: u16) -> u32 {
     let ip = &buf[ETH_HLEN..ETH_HLEN + 20];
     sum(&ip[12..20], proto as u32 + l4_len as u32)
-}
-
-/// One's-complement sum of 16-bit big-endian words (`bytes` has even length).
-#[inline(always)]
-pub fn sum(bytes: &[u8], mut acc: u32) -> u32 {
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        acc += u16::from_be_bytes([bytes[i], bytes[i + 1]]) as u32;
-        i += 2;
-    }
-    acc
-}
-
-#[inline(always)]
-pub fn fold(mut acc: u32) -> u16 {
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    !(acc as u16)
 }
