@@ -130,6 +130,19 @@ fn parse_link_pin(file: &str) -> Option<(Hook, &str, u32)> {
 /// Attachments that failed, as (interface and hook, error).
 pub type Failures = Vec<(String, String)>;
 
+/// The link pins under `root`, as (hook, interface, ifindex).
+fn link_pins(root: &Path) -> Vec<(Hook, String, u32)> {
+    fs::read_dir(root.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let f = e.file_name().to_string_lossy().into_owned();
+            parse_link_pin(&f).map(|(h, n, i)| (h, n.to_string(), i))
+        })
+        .collect()
+}
+
 /// The loaded (or adopted) programs and the pin directory.
 pub struct Datapath {
     root: PathBuf,
@@ -201,16 +214,7 @@ impl Datapath {
     ) -> (Vec<(String, Hook)>, Failures) {
         let present = interfaces();
         let links = self.root.join("links");
-        let existing: Vec<(Hook, String, u32)> = fs::read_dir(&links)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let f = e.file_name().to_string_lossy().into_owned();
-                let (h, n, i) = parse_link_pin(&f)?;
-                Some((h, n.to_string(), i))
-            })
-            .collect();
+        let existing = link_pins(&self.root);
         let has = |hooks: &[Hook], name: &str, index: u32| {
             existing
                 .iter()
@@ -288,14 +292,9 @@ impl Datapath {
 
     /// The attached interfaces and how (from the link pins), sorted by interface.
     pub fn attached(root: &Path) -> Vec<(String, Hook)> {
-        let mut v: Vec<(String, Hook)> = fs::read_dir(root.join("links"))
+        let mut v: Vec<(String, Hook)> = link_pins(root)
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let f = e.file_name().to_string_lossy().into_owned();
-                parse_link_pin(&f).map(|(h, n, _)| (n.to_string(), h))
-            })
+            .map(|(h, n, _)| (n, h))
             .collect();
         v.sort_by(|a, b| (&a.0, a.1.name()).cmp(&(&b.0, b.1.name())));
         v
