@@ -7,16 +7,20 @@
 #![no_std]
 
 /// Version of the pinned map layout. Bump when a key or value type changes shape.
-pub const PIN_LAYOUT_VERSION: u32 = 2;
+/// The agent records it in `<bpf-root>/layout-version` and refuses to adopt pins of another
+/// version (`podlb reset` clears them).
+pub const PIN_LAYOUT_VERSION: u32 = 3;
+/// File under the bpf root that holds `PIN_LAYOUT_VERSION` of the pinned maps.
+pub const LAYOUT_VERSION_FILE: &str = "layout-version";
 
 /// Map names. These are also the pin names under the bpf root.
-pub const MAP_FRONTENDS: &str = "lb4_frontends";
-pub const MAP_SLOTS: &str = "lb4_slots";
-pub const MAP_BACKENDS: &str = "lb4_backends";
-pub const MAP_CONNTRACK: &str = "lb4_conntrack";
+pub const MAP_FRONTENDS: &str = "lb_frontends";
+pub const MAP_SLOTS: &str = "lb_slots";
+pub const MAP_BACKENDS: &str = "lb_backends";
+pub const MAP_CONNTRACK: &str = "lb_conntrack";
 pub const MAP_SVC_STATS: &str = "lb_svc_stats";
 pub const MAP_SVC_META: &str = "lb_svc_meta";
-pub const MAP_VIPS: &str = "lb4_vips";
+pub const MAP_VIPS: &str = "lb_vips";
 pub const MAP_CONFIG: &str = "lb_config";
 pub const MAP_COUNTERS: &str = "lb_counters";
 /// All maps, in the order they are pinned.
@@ -50,17 +54,37 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_SCTP: u8 = 132;
 
-/// A Service frontend: VIP, port and protocol. Key of `lb4_frontends`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Frontend4Key {
-    pub addr: [u8; 4],
-    pub port: u16,
-    pub proto: u8,
-    pub pad: u8,
+/// `family` field of keys and values: which IP version `addr` holds.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// An address field of either family, 16 bytes in network order. An IPv4 address takes the
+/// first four bytes and the rest stays zero; the `family` field next to it tells them apart.
+pub type Addr = [u8; 16];
+
+/// An IPv4 address as an [`Addr`].
+#[inline(always)]
+pub const fn addr4(a: [u8; 4]) -> Addr {
+    let mut out = [0u8; 16];
+    out[0] = a[0];
+    out[1] = a[1];
+    out[2] = a[2];
+    out[3] = a[3];
+    out
 }
 
-/// Value of `lb4_frontends`.
+/// A Service frontend: VIP, port and protocol. Key of `lb_frontends`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrontendKey {
+    pub addr: Addr,
+    pub port: u16,
+    pub proto: u8,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+}
+
+/// Value of `lb_frontends`.
 ///
 /// `svc_id` names the frontend in the slot, stats and meta maps. `count` is the number of
 /// valid slots: the datapath picks slot `rand % count`. The reconciler writes slots first and
@@ -88,8 +112,16 @@ pub const KIND_NODE_PORT: u16 = 2;
 pub const KIND_EXTERNAL_IP: u16 = 3;
 pub const KIND_LOAD_BALANCER: u16 = 4;
 
-/// Value of `lb4_vips` (key: a ClusterIP as `[u8; 4]`): traffic to a ClusterIP on a port that
-/// is not a frontend is rejected.
+/// Key of `lb_vips`: a ClusterIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey {
+    pub addr: Addr,
+    pub family: u8,
+    pub pad: [u8; 3],
+}
+
+/// Value of `lb_vips`: traffic to a ClusterIP on a port that is not a frontend is rejected.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Vip {
@@ -100,11 +132,13 @@ pub struct Vip {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Config {
-    /// Source address for SNAT (masquerade and hairpin); 0.0.0.0 disables SNAT.
+    /// IPv4 source address for SNAT (masquerade and hairpin); 0.0.0.0 disables IPv4 SNAT.
     pub snat_addr: [u8; 4],
-    /// SNAT source ports are taken from `snat_port_min..=snat_port_max`.
+    /// SNAT source ports are taken from `snat_port_min..=snat_port_max` (both families).
     pub snat_port_min: u16,
     pub snat_port_max: u16,
+    /// IPv6 source address for SNAT; `::` disables IPv6 SNAT.
+    pub snat_addr6: [u8; 16],
 }
 
 /// Default SNAT port range: above Linux's default ephemeral range (32768-60999), so SNATed
@@ -132,7 +166,7 @@ pub const COUNTER_NAMES: [&str; 7] = [
     "snat",
 ];
 
-/// Key of `lb4_slots`: the `slot`-th backend of service `svc_id`.
+/// Key of `lb_slots`: the `slot`-th backend of service `svc_id`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SlotKey {
@@ -140,41 +174,43 @@ pub struct SlotKey {
     pub slot: u32,
 }
 
-/// Value of `lb4_slots`.
+/// Value of `lb_slots`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
     pub backend_id: u32,
 }
 
-/// A backend (pod address and target port). Value of `lb4_backends`, an array indexed by
-/// backend id. Id 0 is never used; an all-zero entry means "no backend".
+/// A backend (pod address and target port). Value of `lb_backends`, an array indexed by
+/// backend id. Id 0 is never used; an all-zero entry means "no backend". A frontend's backends
+/// are all of the frontend's family.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Backend4 {
-    pub addr: [u8; 4],
+pub struct Backend {
+    pub addr: Addr,
     pub port: u16,
     pub proto: u8,
-    pub flags: u8,
+    pub family: u8,
 }
 
 /// Conntrack key: the 5-tuple as seen on the wire, in the packet's own direction.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Ct4Key {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+pub struct CtKey {
+    pub saddr: Addr,
+    pub daddr: Addr,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    pub pad: [u8; 3],
+    pub family: u8,
+    pub pad: [u8; 2],
 }
 
-/// `Ct4Entry::flags`: forward entry (client to VIP); rewrite the destination.
+/// `CtEntry::flags`: forward entry (client to VIP); rewrite the destination.
 pub const CT_FORWARD: u32 = 1;
-/// `Ct4Entry::flags`: reply entry (backend to client); rewrite the source back to the VIP.
+/// `CtEntry::flags`: reply entry (backend to client); rewrite the source back to the VIP.
 pub const CT_REPLY: u32 = 2;
-/// `Ct4Entry::flags`: the flow is source-NATed (`snat_*` are used).
+/// `CtEntry::flags`: the flow is source-NATed (`snat_*` are used).
 pub const CT_SNAT: u32 = 4;
 
 /// Conntrack value.
@@ -184,11 +220,11 @@ pub const CT_SNAT: u32 = 4;
 ///   `snat_*` is the original client (the new destination).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ct4Entry {
-    pub nat_addr: [u8; 4],
+pub struct CtEntry {
+    pub nat_addr: Addr,
+    pub snat_addr: Addr,
     pub nat_port: u16,
     pub snat_port: u16,
-    pub snat_addr: [u8; 4],
     pub flags: u32,
     pub svc_id: u32,
     pub backend_id: u32,
@@ -218,15 +254,40 @@ pub struct SvcMeta {
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    unsafe impl aya::Pod for Frontend4Key {}
+    unsafe impl aya::Pod for FrontendKey {}
+    unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for Frontend {}
     unsafe impl aya::Pod for SlotKey {}
     unsafe impl aya::Pod for Slot {}
-    unsafe impl aya::Pod for Backend4 {}
-    unsafe impl aya::Pod for Ct4Key {}
-    unsafe impl aya::Pod for Ct4Entry {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for SvcStats {}
     unsafe impl aya::Pod for SvcMeta {}
     unsafe impl aya::Pod for Vip {}
     unsafe impl aya::Pod for Config {}
+}
+
+/// Conversions between `core::net` addresses and the `Addr` + family fields of the maps.
+#[cfg(feature = "user")]
+pub mod ip {
+    use super::{addr4, Addr, FAMILY_V4, FAMILY_V6};
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// The `Addr` and `FAMILY_*` of an address.
+    pub fn to_addr(ip: IpAddr) -> (Addr, u8) {
+        match ip {
+            IpAddr::V4(v4) => (addr4(v4.octets()), FAMILY_V4),
+            IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
+        }
+    }
+
+    /// The address an `Addr` + `FAMILY_*` pair holds (anything but `FAMILY_V6` reads as IPv4).
+    pub fn from_addr(addr: &Addr, family: u8) -> IpAddr {
+        if family == FAMILY_V6 {
+            IpAddr::V6(Ipv6Addr::from(*addr))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+        }
+    }
 }
