@@ -60,6 +60,8 @@ pub const FAMILY_V6: u8 = 6;
 
 /// An address field of either family, 16 bytes in network order. An IPv4 address takes the
 /// first four bytes and the rest stays zero; the `family` field next to it tells them apart.
+/// Every struct holding one is 4-byte aligned (`align(4)`, which adds no padding), so that the
+/// eBPF side copies and compares addresses as words, not byte by byte.
 pub type Addr = [u8; 16];
 
 /// An IPv4 address as an [`Addr`].
@@ -74,7 +76,7 @@ pub const fn addr4(a: [u8; 4]) -> Addr {
 }
 
 /// A Service frontend: VIP, port and protocol. Key of `lb_frontends`.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FrontendKey {
     pub addr: Addr,
@@ -113,7 +115,7 @@ pub const KIND_EXTERNAL_IP: u16 = 3;
 pub const KIND_LOAD_BALANCER: u16 = 4;
 
 /// Key of `lb_vips`: a ClusterIP.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VipKey {
     pub addr: Addr,
@@ -129,7 +131,7 @@ pub struct Vip {
 }
 
 /// The one entry of `lb_config` (an array of size 1), written by the agent.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Config {
     /// IPv4 source address for SNAT (masquerade and hairpin); 0.0.0.0 disables IPv4 SNAT.
@@ -184,7 +186,7 @@ pub struct Slot {
 /// A backend (pod address and target port). Value of `lb_backends`, an array indexed by
 /// backend id. Id 0 is never used; an all-zero entry means "no backend". A frontend's backends
 /// are all of the frontend's family.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Backend {
     pub addr: Addr,
@@ -194,7 +196,7 @@ pub struct Backend {
 }
 
 /// Conntrack key: the 5-tuple as seen on the wire, in the packet's own direction.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtKey {
     pub saddr: Addr,
@@ -218,7 +220,7 @@ pub const CT_SNAT: u32 = 4;
 ///   client is rewritten to (node address and allocated port);
 /// - reply entry: `nat_*` is the VIP and Service port (the new source); with `CT_SNAT`,
 ///   `snat_*` is the original client (the new destination).
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CtEntry {
     pub nat_addr: Addr,

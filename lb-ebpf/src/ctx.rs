@@ -6,7 +6,7 @@ use aya_ebpf::{
     helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use lb_common::PROTO_UDP;
+use lb_common::{Addr, PROTO_UDP};
 
 use crate::{
     csum,
@@ -20,8 +20,9 @@ pub trait Ctx {
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
     fn len(&self) -> u32;
-    /// Replaces the IPv4 address at `off` (`old` -> `new`), fixing the IPv4 and L4 checksums.
-    fn set_addr(&self, pkt: &Packet, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), i64>;
+    /// Replaces the address at `off` (`old` -> `new`; four bytes of them for IPv4), fixing the
+    /// IPv4 checksum and the L4 checksum's pseudo-header.
+    fn set_addr(&self, pkt: &Packet, off: usize, old: &Addr, new: &Addr) -> Result<(), i64>;
     /// Replaces the L4 port at `off` (host order values), fixing the L4 checksum.
     fn set_port(&self, pkt: &Packet, off: usize, old: u16, new: u16) -> Result<(), i64>;
     /// Copies `N` bytes at `off` into `buf`, wherever they lie in the packet.
@@ -31,6 +32,31 @@ pub trait Ctx {
     /// Updates the Internet checksum at `csum_off` (no pseudo-header) for `N` (2 or 4) bytes
     /// changing from `old` to `new`.
     fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64>;
+
+    /// `fix_csum` for a 16-byte (IPv6) address, four bytes at a time.
+    #[inline(never)]
+    fn fix_csum16(&self, csum_off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
+        let mut i = 0;
+        while i < 16 {
+            let o = [old[i], old[i + 1], old[i + 2], old[i + 3]];
+            let n = [new[i], new[i + 1], new[i + 2], new[i + 3]];
+            self.fix_csum(csum_off, o, n)?;
+            i += 4;
+        }
+        Ok(())
+    }
+}
+
+/// The first four bytes of an address (an IPv4 address).
+#[inline(always)]
+pub fn v4(a: &Addr) -> [u8; 4] {
+    [a[0], a[1], a[2], a[3]]
+}
+
+/// Word `i` (0..4) of an address as the value the checksum helpers take.
+#[inline(always)]
+fn word(a: &Addr, i: usize) -> u64 {
+    u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]) as u64
 }
 
 /// `N` (2 or 4) bytes as the value the checksum helpers take (the bytes in memory order).
@@ -68,13 +94,28 @@ impl Ctx for TcContext {
         TcContext::len(self)
     }
     #[inline(always)]
-    fn set_addr(&self, pkt: &Packet, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), i64> {
-        let (from, to) = (u32::from_ne_bytes(old) as u64, u32::from_ne_bytes(new) as u64);
-        if pkt.inet_csum() {
-            self.l4_csum_replace(pkt.csum_off(), from, to, l4_flags(pkt) | BPF_F_PSEUDO_HDR | 4)?;
+    fn set_addr(&self, pkt: &Packet, off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
+        let words = if pkt.v6 { 4 } else { 1 };
+        for i in 0..4 {
+            if i >= words {
+                break;
+            }
+            let (from, to) = (word(old, i), word(new, i));
+            if from == to {
+                continue;
+            }
+            if pkt.inet_csum() {
+                self.l4_csum_replace(pkt.csum_off(), from, to, l4_flags(pkt) | BPF_F_PSEUDO_HDR | 4)?;
+            }
+            if !pkt.v6 {
+                self.l3_csum_replace(IP_CSUM_OFF, from, to, 4)?;
+            }
         }
-        self.l3_csum_replace(IP_CSUM_OFF, from, to, 4)?;
-        self.store(off, &new, 0)
+        if pkt.v6 {
+            self.store(off, new, 0)
+        } else {
+            self.store(off, &v4(new), 0)
+        }
     }
     #[inline(always)]
     fn set_port(&self, pkt: &Packet, off: usize, old: u16, new: u16) -> Result<(), i64> {
@@ -113,7 +154,15 @@ impl Ctx for XdpContext {
         (XdpContext::data_end(self) - XdpContext::data(self)) as u32
     }
     #[inline(always)]
-    fn set_addr(&self, pkt: &Packet, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), i64> {
+    fn set_addr(&self, pkt: &Packet, off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
+        if pkt.v6 {
+            if pkt.inet_csum() {
+                update_csum(self, pkt.csum_off(), old, new, pkt.proto == PROTO_UDP)?;
+            }
+            *slot::<Addr>(self, off)? = *new;
+            return Ok(());
+        }
+        let (old, new) = (v4(old), v4(new));
         update_csum(self, IP_CSUM_OFF, &old, &new, false)?;
         if pkt.inet_csum() {
             update_csum(self, pkt.csum_off(), &old, &new, pkt.proto == PROTO_UDP)?;
@@ -159,12 +208,21 @@ pub fn slot<T>(ctx: &XdpContext, off: usize) -> Result<&mut T, i64> {
 /// Updates the checksum at `off` for the bytes `old` becoming `new` (RFC 1624). A zero UDP
 /// checksum means "none" and stays zero; a computed zero becomes 0xffff.
 #[inline(always)]
-fn update_csum(ctx: &XdpContext, off: usize, old: &[u8], new: &[u8], udp: bool) -> Result<(), i64> {
-    let c = slot::<[u8; 2]>(ctx, off)?;
+fn update_csum<const N: usize>(ctx: &XdpContext, off: usize, old: &[u8; N], new: &[u8; N], udp: bool) -> Result<(), i64> {
+    if update_csum_call(ctx, off, old, new, udp) { Ok(()) } else { Err(-1) }
+}
+
+/// `update_csum` as a BPF-to-BPF call (it runs for every rewritten field): five arguments at
+/// most and a one-register result, as BPF calls allow.
+#[inline(never)]
+fn update_csum_call<const N: usize>(ctx: &XdpContext, off: usize, old: &[u8; N], new: &[u8; N], udp: bool) -> bool {
+    let Ok(c) = slot::<[u8; 2]>(ctx, off) else {
+        return false;
+    };
     if udp && *c == [0, 0] {
-        return Ok(());
+        return true;
     }
     let out = csum::replace(*c, old, new);
     *c = if udp && out == [0, 0] { [0xff, 0xff] } else { out };
-    Ok(())
+    true
 }

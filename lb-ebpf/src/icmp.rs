@@ -5,14 +5,24 @@
 //! the error's source becomes the VIP when the backend sent it, and a masqueraded flow's error
 //! is addressed to the client again. Checksums: outer IPv4, quoted IPv4, and ICMP (which covers
 //! the quoted bytes). The quoted L4 checksum is left alone, as receivers do not check it.
-use lb_common::{Ct4Entry, Ct4Key, CT_REPLY, CT_SNAT, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+//!
+//! ICMPv6 errors (destination unreachable, packet too big, time exceeded) are translated the
+//! same way; IPv6 has no header checksum, but the ICMPv6 checksum also covers the outer
+//! addresses (a pseudo-header).
+use lb_common::{
+    addr4, Addr, CtEntry, CtKey, CT_REPLY, CT_SNAT, FAMILY_V4, FAMILY_V6, PROTO_SCTP, PROTO_TCP,
+    PROTO_UDP,
+};
 
 use crate::{
     csum,
-    ctx::Ctx,
+    ctx::{v4, Ctx},
     lb::Verdict,
     maps::CONNTRACK,
-    parse::{ptr_at, ETH_HLEN, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF},
+    parse::{
+        eth_proto, ptr_at, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IP6_DST_OFF, IP6_HLEN, IP6_SRC_OFF,
+        IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF,
+    },
 };
 
 const IPPROTO_ICMP: u8 = 1;
@@ -27,8 +37,20 @@ const IN_SRC: usize = IN_IP + 12;
 const IN_DST: usize = IN_IP + 16;
 const IN_L4: usize = IN_IP + 20;
 
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMP6_DEST_UNREACH: u8 = 1;
+const ICMP6_PACKET_TOO_BIG: u8 = 2;
+const ICMP6_TIME_EXCEEDED: u8 = 3;
+/// The ICMPv6 header, then the quoted IPv6 header and 8 bytes of its L4 header.
+const ICMP6_OFF: usize = ETH_HLEN + IP6_HLEN;
+const ICMP6_CSUM_OFF: usize = ICMP6_OFF + 2;
+const IN6_IP: usize = ICMP6_OFF + 8;
+const IN6_SRC: usize = IN6_IP + 8;
+const IN6_DST: usize = IN6_IP + 24;
+const IN6_L4: usize = IN6_IP + IP6_HLEN;
+
 /// Translates an ICMP error about a NATed flow; anything else is `Pass`.
-#[inline(always)]
+#[inline(never)]
 pub fn translate<C: Ctx>(ctx: &C) -> Verdict {
     match try_translate(ctx) {
         Some(Ok(())) => Verdict::Nat,
@@ -40,9 +62,32 @@ pub fn translate<C: Ctx>(ctx: &C) -> Verdict {
 /// `None`: not an ICMP error about one of our flows.
 #[inline(always)]
 fn try_translate<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
-    if u16::from_be(unsafe { *ptr_at::<C, u16>(ctx, 12)? }) != 0x0800 {
-        return None;
+    match eth_proto(ctx)? {
+        ETH_P_IP => try_translate4(ctx),
+        ETH_P_IPV6 => try_translate6(ctx),
+        _ => None,
     }
+}
+
+/// The reply-direction conntrack entry of the flow a quoted packet (client -> backend)
+/// belongs to.
+#[inline(always)]
+fn reply_entry(in_src: Addr, in_dst: Addr, ports: [u8; 4], proto: u8, family: u8) -> Option<CtEntry> {
+    let key = CtKey {
+        saddr: in_dst,
+        daddr: in_src,
+        sport: u16::from_be_bytes([ports[2], ports[3]]),
+        dport: u16::from_be_bytes([ports[0], ports[1]]),
+        proto,
+        family,
+        pad: [0; 2],
+    };
+    let e: CtEntry = unsafe { *CONNTRACK.get_ptr(key)? };
+    (e.flags & CT_REPLY != 0).then_some(e)
+}
+
+#[inline(never)]
+fn try_translate4<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
     let ip = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
     // Outer and quoted headers without options; not a fragment.
     if ip[0] != 0x45 || ip[9] != IPPROTO_ICMP || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
@@ -68,18 +113,7 @@ fn try_translate<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
     );
     let (in_sport, in_dport) = ([ports[0], ports[1]], [ports[2], ports[3]]);
     // The quoted packet went client -> backend; its reply direction names the flow.
-    let key = Ct4Key {
-        saddr: in_dst,
-        daddr: in_src,
-        sport: u16::from_be_bytes(in_dport),
-        dport: u16::from_be_bytes(in_sport),
-        proto,
-        pad: [0; 3],
-    };
-    let e: Ct4Entry = unsafe { *CONNTRACK.get_ptr(key)? };
-    if e.flags & CT_REPLY == 0 {
-        return None;
-    }
+    let e = reply_entry(addr4(in_src), addr4(in_dst), ports, proto, FAMILY_V4)?;
     Some(rewrite(ctx, &ip, &e, in_src, in_dst, in_sport, in_dport))
 }
 
@@ -87,24 +121,24 @@ fn try_translate<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
 fn rewrite<C: Ctx>(
     ctx: &C,
     ip: &[u8; 20],
-    e: &Ct4Entry,
+    e: &CtEntry,
     in_src: [u8; 4],
     in_dst: [u8; 4],
     in_sport: [u8; 2],
     in_dport: [u8; 2],
 ) -> Result<(), i64> {
     // Quoted destination: backend -> VIP and Service port.
-    quoted(ctx, IN_DST, in_dst, e.nat_addr)?;
+    quoted(ctx, IN_DST, in_dst, v4(&e.nat_addr))?;
     quoted(ctx, IN_L4 + 2, in_dport, e.nat_port.to_be_bytes())?;
     let outer_src = [ip[12], ip[13], ip[14], ip[15]];
     if outer_src == in_dst {
-        outer(ctx, IP_SRC_OFF, outer_src, e.nat_addr)?;
+        outer(ctx, IP_SRC_OFF, outer_src, v4(&e.nat_addr))?;
     }
     if e.flags & CT_SNAT != 0 {
         // Masqueraded: quoted source node:port -> client, and the error goes to the client.
-        quoted(ctx, IN_SRC, in_src, e.snat_addr)?;
+        quoted(ctx, IN_SRC, in_src, v4(&e.snat_addr))?;
         quoted(ctx, IN_L4, in_sport, e.snat_port.to_be_bytes())?;
-        outer(ctx, IP_DST_OFF, [ip[16], ip[17], ip[18], ip[19]], e.snat_addr)?;
+        outer(ctx, IP_DST_OFF, [ip[16], ip[17], ip[18], ip[19]], v4(&e.snat_addr))?;
     }
     Ok(())
 }
@@ -130,5 +164,80 @@ fn quoted<C: Ctx, const N: usize>(ctx: &C, off: usize, old: [u8; N], new: [u8; N
         ctx.write(IN_CSUM, c_new)?;
     }
     ctx.fix_csum(ICMP_CSUM_OFF, old, new)?;
+    ctx.write(off, new)
+}
+
+#[inline(never)]
+fn try_translate6<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
+    let ip = unsafe { *ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)? };
+    if ip[0] >> 4 != 6 || ip[6] != IPPROTO_ICMPV6 {
+        return None;
+    }
+    // The quoted header and ports must lie inside the datagram, not in trailing padding.
+    if (u16::from_be_bytes([ip[4], ip[5]]) as usize) < IN6_L4 + 4 - ICMP6_OFF {
+        return None;
+    }
+    let icmp_type = unsafe { *ptr_at::<C, u8>(ctx, ICMP6_OFF)? };
+    if !matches!(icmp_type, ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED) {
+        return None;
+    }
+    let inner = unsafe { *ptr_at::<C, [u8; IP6_HLEN]>(ctx, IN6_IP)? };
+    let ports = unsafe { *ptr_at::<C, [u8; 4]>(ctx, IN6_L4)? };
+    let proto = inner[6];
+    if inner[0] >> 4 != 6 || !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
+        return None;
+    }
+    let mut in_src = [0u8; 16];
+    let mut in_dst = [0u8; 16];
+    in_src.copy_from_slice(&inner[8..24]);
+    in_dst.copy_from_slice(&inner[24..40]);
+    let e = reply_entry(in_src, in_dst, ports, proto, FAMILY_V6)?;
+    Some(rewrite6(ctx, &ip, &e, &in_src, &in_dst, ports))
+}
+
+#[inline(always)]
+fn rewrite6<C: Ctx>(
+    ctx: &C,
+    ip: &[u8; IP6_HLEN],
+    e: &CtEntry,
+    in_src: &Addr,
+    in_dst: &Addr,
+    ports: [u8; 4],
+) -> Result<(), i64> {
+    // Every change is covered by the ICMPv6 checksum (outer addresses via the pseudo-header).
+    field6(ctx, IN6_DST, in_dst, &e.nat_addr)?;
+    port6(ctx, IN6_L4 + 2, [ports[2], ports[3]], e.nat_port.to_be_bytes())?;
+    let mut outer_src = [0u8; 16];
+    outer_src.copy_from_slice(&ip[8..24]);
+    if crate::parse::bytes_eq16(&outer_src, in_dst) {
+        field6(ctx, IP6_SRC_OFF, &outer_src, &e.nat_addr)?;
+    }
+    if e.flags & CT_SNAT != 0 {
+        let mut outer_dst = [0u8; 16];
+        outer_dst.copy_from_slice(&ip[24..40]);
+        field6(ctx, IN6_SRC, in_src, &e.snat_addr)?;
+        port6(ctx, IN6_L4, [ports[0], ports[1]], e.snat_port.to_be_bytes())?;
+        field6(ctx, IP6_DST_OFF, &outer_dst, &e.snat_addr)?;
+    }
+    Ok(())
+}
+
+/// Rewrites an IPv6 address in an ICMPv6 error (outer or quoted), fixing the ICMPv6 checksum.
+#[inline(never)]
+fn field6<C: Ctx>(ctx: &C, off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
+    if crate::parse::bytes_eq16(old, new) {
+        return Ok(());
+    }
+    ctx.fix_csum16(ICMP6_CSUM_OFF, old, new)?;
+    ctx.write(off, *new)
+}
+
+/// Rewrites a quoted port in an ICMPv6 error, fixing the ICMPv6 checksum.
+#[inline(never)]
+fn port6<C: Ctx>(ctx: &C, off: usize, old: [u8; 2], new: [u8; 2]) -> Result<(), i64> {
+    if old == new {
+        return Ok(());
+    }
+    ctx.fix_csum(ICMP6_CSUM_OFF, old, new)?;
     ctx.write(off, new)
 }

@@ -49,12 +49,13 @@ pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
     if handoff::done_by_xdp(&ctx) {
         return TC_NEXT;
     }
-    let Some(pkt) = parse::parse(&ctx) else {
+    let mut pkt = parse::Packet::EMPTY;
+    if !parse::parse(&ctx, &mut pkt) {
         return match icmp::translate(&ctx) {
             Verdict::Drop => TC_ACT_SHOT,
             _ => TC_NEXT,
         };
-    };
+    }
     match lb::process(&ctx, &pkt) {
         Verdict::Pass | Verdict::Nat => TC_NEXT,
         Verdict::Drop => TC_ACT_SHOT,
@@ -75,12 +76,13 @@ pub fn podlb_tc_egress(ctx: TcContext) -> i32 {
 
 #[xdp]
 pub fn podlb_xdp_ext(ctx: XdpContext) -> u32 {
-    let verdict = match parse::parse(&ctx) {
-        None => match icmp::translate(&ctx) {
+    let mut pkt = parse::Packet::EMPTY;
+    let verdict = match parse::parse(&ctx, &mut pkt) {
+        false => match icmp::translate(&ctx) {
             Verdict::Drop => xdp_action::XDP_DROP,
             _ => xdp_action::XDP_PASS,
         },
-        Some(pkt) => match lb::process(&ctx, &pkt) {
+        true => match lb::process(&ctx, &pkt) {
             Verdict::Pass => xdp_action::XDP_PASS,
             Verdict::Nat => fwd::forward(&ctx, &pkt),
             Verdict::Drop => xdp_action::XDP_DROP,

@@ -5,16 +5,16 @@ use aya_ebpf::{
 };
 use lb_common::*;
 
-#[btf_map(name = "lb4_frontends")]
-pub static FRONTENDS: HashMap<Frontend4Key, Frontend, { MAX_SERVICES as usize }> = HashMap::new();
-#[btf_map(name = "lb4_slots")]
+#[btf_map(name = "lb_frontends")]
+pub static FRONTENDS: HashMap<FrontendKey, Frontend, { MAX_SERVICES as usize }> = HashMap::new();
+#[btf_map(name = "lb_slots")]
 pub static SLOTS: HashMap<SlotKey, Slot, { MAX_SLOTS as usize }> = HashMap::new();
-#[btf_map(name = "lb4_backends")]
-pub static BACKENDS: Array<Backend4, { MAX_BACKENDS as usize }> = Array::new();
-#[btf_map(name = "lb4_conntrack")]
-pub static CONNTRACK: LruHashMap<Ct4Key, Ct4Entry, { MAX_CONNTRACK as usize }> = LruHashMap::new();
-#[btf_map(name = "lb4_vips")]
-pub static VIPS: HashMap<[u8; 4], Vip, { MAX_SERVICES as usize }> = HashMap::new();
+#[btf_map(name = "lb_backends")]
+pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
+#[btf_map(name = "lb_conntrack")]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry, { MAX_CONNTRACK as usize }> = LruHashMap::new();
+#[btf_map(name = "lb_vips")]
+pub static VIPS: HashMap<VipKey, Vip, { MAX_SERVICES as usize }> = HashMap::new();
 #[btf_map(name = "lb_config")]
 pub static CONFIG: Array<Config, 1> = Array::new();
 #[btf_map(name = "lb_svc_stats")]
@@ -24,6 +24,27 @@ pub static COUNTERS: PerCpuArray<u64, { lb_common::COUNTERS as usize }> = PerCpu
 // Written by the agent only (names for `podlb service list`); declared here so it has BTF.
 #[btf_map(name = "lb_svc_meta")]
 pub static SVC_META: HashMap<u32, SvcMeta, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// Per-CPU scratch space for values too big for the 512-byte BPF stack: a new flow's two
+/// conntrack entries, and reject replies being built. Internal to the datapath (not pinned).
+#[repr(C)]
+pub struct Scratch {
+    pub fwd: CtEntry,
+    pub reply: CtEntry,
+    pub reply_key: CtKey,
+    pub buf: [u8; SCRATCH_BUF],
+}
+/// Room for the largest reply built (an ICMPv6 port unreachable is 110 bytes).
+pub const SCRATCH_BUF: usize = 128;
+
+#[btf_map(name = "lb_scratch")]
+pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+/// This CPU's scratch space.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
 
 /// Adds a packet to a service's per-CPU counters.
 #[inline(always)]

@@ -1,26 +1,35 @@
 //! Step 1: parsing. Every header read is bounds-checked against the frame and, for L4, against
-//! the IPv4 total length.
-use lb_common::{Ct4Key, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+//! the datagram's own length (IPv4 total length, IPv6 payload length), so Ethernet padding is
+//! never taken for packet data.
+use lb_common::{Addr, CtKey, FAMILY_V4, FAMILY_V6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use crate::ctx::Ctx;
 
 pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 pub const IP_SRC_OFF: usize = ETH_HLEN + 12;
 pub const IP_DST_OFF: usize = ETH_HLEN + 16;
+pub const IP6_HLEN: usize = 40;
+pub const IP6_SRC_OFF: usize = ETH_HLEN + 8;
+pub const IP6_DST_OFF: usize = ETH_HLEN + 24;
 
-/// What the parser extracts from an IPv4 TCP/UDP/SCTP packet. Ports are in host order.
+/// What the parser extracts from an IPv4 or IPv6 TCP/UDP/SCTP packet. Ports are in host order;
+/// an IPv4 address fills the first four bytes of its `Addr`. Aligned so addresses are copied
+/// as words.
+#[repr(C, align(8))]
 pub struct Packet {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+    pub saddr: Addr,
+    pub daddr: Addr,
+    /// Offset of the L4 header (after IPv4 options).
+    pub l4_off: usize,
+    /// Length of the L4 segment according to the IP header (no Ethernet padding).
+    pub l4_len: usize,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    /// Offset of the L4 header (after IPv4 options).
-    pub l4_off: usize,
-    /// Length of the L4 segment according to the IPv4 total length (no Ethernet padding).
-    pub l4_len: usize,
+    pub v6: bool,
 }
 
 impl Packet {
@@ -35,16 +44,70 @@ impl Packet {
         self.proto != PROTO_SCTP
     }
 
-    pub fn ct_key(&self) -> Ct4Key {
-        Ct4Key {
-            saddr: self.saddr,
-            daddr: self.daddr,
+    pub fn family(&self) -> u8 {
+        if self.v6 { FAMILY_V6 } else { FAMILY_V4 }
+    }
+
+    /// Offset of the source address in the IP header.
+    pub fn src_off(&self) -> usize {
+        if self.v6 { IP6_SRC_OFF } else { IP_SRC_OFF }
+    }
+
+    /// Offset of the destination address in the IP header.
+    pub fn dst_off(&self) -> usize {
+        if self.v6 { IP6_DST_OFF } else { IP_DST_OFF }
+    }
+
+    pub fn ct_key(&self) -> CtKey {
+        let mut k = CtKey {
+            saddr: [0; 16],
+            daddr: [0; 16],
             sport: self.sport,
             dport: self.dport,
             proto: self.proto,
-            pad: [0; 3],
-        }
+            family: self.family(),
+            pad: [0; 2],
+        };
+        copy_addr(&mut k.saddr, &self.saddr);
+        copy_addr(&mut k.daddr, &self.daddr);
+        k
     }
+}
+
+/// Copies an address as four words. Both must be 4-byte aligned, as every `Addr` in a
+/// `lb-common` struct (`align(4)`) and in `Packet` is; plain `[u8; 16]` copies go byte by byte
+/// in BPF and spill every byte across helper calls.
+#[inline(always)]
+pub fn copy_addr(dst: &mut Addr, src: &Addr) {
+    unsafe { *(dst as *mut Addr as *mut [u32; 4]) = *(src as *const Addr as *const [u32; 4]) }
+}
+
+/// Whether two addresses are equal, compared as four words (no `bcmp` call in BPF). Both must
+/// be 4-byte aligned, as for `copy_addr`.
+#[inline(always)]
+pub fn addr_eq(a: &Addr, b: &Addr) -> bool {
+    let (a, b) = unsafe { (&*(a as *const Addr as *const [u32; 4]), &*(b as *const Addr as *const [u32; 4])) };
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
+}
+
+/// `addr_eq` for addresses of any alignment (copied out of a packet, say).
+#[inline(always)]
+pub fn bytes_eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let w = |x: &[u8; 16], i: usize| u32::from_ne_bytes([x[i], x[i + 1], x[i + 2], x[i + 3]]);
+    (w(a, 0) ^ w(b, 0)) | (w(a, 4) ^ w(b, 4)) | (w(a, 8) ^ w(b, 8)) | (w(a, 12) ^ w(b, 12)) == 0
+}
+
+/// Whether an (aligned) address is all zeros (unset).
+#[inline(always)]
+pub fn addr_is_zero(a: &Addr) -> bool {
+    let a = unsafe { &*(a as *const Addr as *const [u32; 4]) };
+    a[0] | a[1] | a[2] | a[3] == 0
+}
+
+/// Sets an (aligned) address: an IPv4 address (first word) or all zeros.
+#[inline(always)]
+pub fn set_addr4(dst: &mut Addr, v4: [u8; 4]) {
+    unsafe { *(dst as *mut Addr as *mut [u32; 4]) = [u32::from_ne_bytes(v4), 0, 0, 0] }
 }
 
 /// Returns a pointer to a `T` at `off` if the whole `T` lies inside the packet.
@@ -57,16 +120,66 @@ pub fn ptr_at<C: Ctx, T>(ctx: &C, off: usize) -> Option<*const T> {
     Some((start + off) as *const T)
 }
 
-/// Parses Ethernet + IPv4 (with options) + TCP/UDP/SCTP ports. `None` means "not ours": not IPv4,
-/// truncated, malformed (IHL < 5, total length shorter than the headers), a fragment, or
-/// another protocol.
+/// The EtherType of the frame.
 #[inline(always)]
-pub fn parse<C: Ctx>(ctx: &C) -> Option<Packet> {
-    let eth_proto: u16 = u16::from_be(unsafe { *ptr_at::<C, u16>(ctx, 12)? });
-    if eth_proto != ETH_P_IP {
-        return None;
+pub fn eth_proto<C: Ctx>(ctx: &C) -> Option<u16> {
+    Some(u16::from_be(unsafe { *ptr_at::<C, u16>(ctx, 12)? }))
+}
+
+/// Reads the 4-byte word at `off` of a header that has been bounds-checked. Packet data is
+/// only 2-byte aligned; BPF (without strict alignment) and the JITs take such loads, and one
+/// word load beats four byte loads whose results the compiler spills across helper calls.
+#[inline(always)]
+fn word_at(base: usize, off: usize) -> u32 {
+    unsafe { *((base + off) as *const u32) }
+}
+
+/// Copies the address at `off` (4 or 16 bytes, bounds-checked by the caller) into `dst`.
+#[inline(always)]
+fn read_addr(dst: &mut Addr, base: usize, off: usize, v6: bool) {
+    let w = unsafe { &mut *(dst as *mut Addr as *mut [u32; 4]) };
+    w[0] = word_at(base, off);
+    if v6 {
+        w[1] = word_at(base, off + 4);
+        w[2] = word_at(base, off + 8);
+        w[3] = word_at(base, off + 12);
+    } else {
+        w[1] = 0;
+        w[2] = 0;
+        w[3] = 0;
     }
-    let ip: [u8; 20] = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
+}
+
+impl Packet {
+    pub const EMPTY: Packet = Packet {
+        saddr: [0; 16],
+        daddr: [0; 16],
+        l4_off: 0,
+        l4_len: 0,
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        v6: false,
+    };
+}
+
+/// Parses Ethernet + IPv4 (with options) or IPv6 + TCP/UDP/SCTP ports into `pkt`. `false`
+/// means "not ours": another EtherType or protocol, truncated, malformed (IHL < 5, a length
+/// shorter than the headers), a fragment, or an IPv6 packet with extension headers. Not
+/// inlined: its temporaries stay out of the callers' stack frames.
+#[inline(never)]
+pub fn parse<C: Ctx>(ctx: &C, pkt: &mut Packet) -> bool {
+    match eth_proto(ctx) {
+        Some(ETH_P_IP) => parse4(ctx, pkt).is_some(),
+        Some(ETH_P_IPV6) => parse6(ctx, pkt).is_some(),
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn parse4<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
+    let hdr = ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)?;
+    let ip = unsafe { &*hdr };
     let version = ip[0] >> 4;
     let ihl = (ip[0] & 0x0f) as usize;
     if version != 4 || ihl < 5 {
@@ -77,32 +190,65 @@ pub fn parse<C: Ctx>(ctx: &C) -> Option<Packet> {
     if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
         return None;
     }
+    let ip_len = ihl * 4;
+    if tot_len < ip_len {
+        return None;
+    }
     let proto = ip[9];
-    let l4_off = ETH_HLEN + ihl * 4;
-    // The L4 header must be complete, up to and including the checksum we rewrite, both in the
-    // frame and inside the datagram (a short datagram in a padded frame is truncated too).
-    let ports: [u8; 4] = match proto {
-        PROTO_TCP if tot_len >= ihl * 4 + 20 => {
-            let tcp = unsafe { *ptr_at::<C, [u8; 20]>(ctx, l4_off)? };
-            [tcp[0], tcp[1], tcp[2], tcp[3]]
-        }
-        PROTO_UDP if tot_len >= ihl * 4 + 8 => {
-            let udp = unsafe { *ptr_at::<C, [u8; 8]>(ctx, l4_off)? };
-            [udp[0], udp[1], udp[2], udp[3]]
-        }
-        PROTO_SCTP if tot_len >= ihl * 4 + 12 => {
-            let sctp = unsafe { *ptr_at::<C, [u8; 12]>(ctx, l4_off)? };
-            [sctp[0], sctp[1], sctp[2], sctp[3]]
-        }
+    let l4_off = ETH_HLEN + ip_len;
+    let ports = ports(ctx, proto, l4_off, tot_len - ip_len)?;
+    read_addr(&mut pkt.saddr, hdr as usize, 12, false);
+    read_addr(&mut pkt.daddr, hdr as usize, 16, false);
+    pkt.sport = u16::from_be(ports[0]);
+    pkt.dport = u16::from_be(ports[1]);
+    pkt.proto = proto;
+    pkt.l4_off = l4_off;
+    pkt.l4_len = tot_len - ip_len;
+    pkt.v6 = false;
+    Some(())
+}
+
+#[inline(always)]
+fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
+    let hdr = ptr_at::<C, [u8; 40]>(ctx, ETH_HLEN)?;
+    let ip = unsafe { &*hdr };
+    if ip[0] >> 4 != 6 {
+        return None;
+    }
+    let payload_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    // The next header must be the L4 header itself: extension headers (fragments among them)
+    // are left to the stack.
+    let proto = ip[6];
+    let l4_off = ETH_HLEN + IP6_HLEN;
+    let ports = ports(ctx, proto, l4_off, payload_len)?;
+    read_addr(&mut pkt.saddr, hdr as usize, 8, true);
+    read_addr(&mut pkt.daddr, hdr as usize, 24, true);
+    pkt.sport = u16::from_be(ports[0]);
+    pkt.dport = u16::from_be(ports[1]);
+    pkt.proto = proto;
+    pkt.l4_off = l4_off;
+    pkt.l4_len = payload_len;
+    pkt.v6 = true;
+    Some(())
+}
+
+/// The source and destination ports (network order). The L4 header must be complete, up to
+/// and including the checksum we rewrite, both in the frame and inside the datagram (`l4_len`).
+#[inline(always)]
+fn ports<C: Ctx>(ctx: &C, proto: u8, l4_off: usize, l4_len: usize) -> Option<[u16; 2]> {
+    let need = match proto {
+        PROTO_TCP => 20,
+        PROTO_UDP => 8,
+        PROTO_SCTP => 12,
         _ => return None,
     };
-    Some(Packet {
-        saddr: [ip[12], ip[13], ip[14], ip[15]],
-        daddr: [ip[16], ip[17], ip[18], ip[19]],
-        sport: u16::from_be_bytes([ports[0], ports[1]]),
-        dport: u16::from_be_bytes([ports[2], ports[3]]),
-        proto,
-        l4_off,
-        l4_len: tot_len - ihl * 4,
-    })
+    if l4_len < need {
+        return None;
+    }
+    let end = ctx.data() + l4_off + need;
+    if end > ctx.data_end() {
+        return None;
+    }
+    let p = unsafe { *((ctx.data() + l4_off) as *const [u16; 2]) };
+    Some(p)
 }
