@@ -3,7 +3,7 @@
 //! File I/O and parsing only; `model` interprets the objects. A file is accepted or rejected
 //! whole: a rejected version leaves the file's last good objects in effect.
 
-use crate::model::Proto;
+use crate::model::{parse_ip_of, Family, Proto};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -184,10 +183,11 @@ fn add(objects: &mut Objects, mut value: Value) -> Result<(), String> {
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let (slice, id) = typed::<EndpointSlice>(&kind, value, true, |s| &mut s.metadata)?;
-            if slice.address_type == "IPv4" {
-                let mut addresses = slice.endpoints.iter().flat_map(|e| &e.addresses);
-                if let Some(bad) = addresses.find(|a| a.parse::<Ipv4Addr>().is_err()) {
-                    return Err(format!("{id}: address {bad:?} is not an IPv4 address"));
+            // IPv4 and IPv6 slices must hold addresses of their family; FQDN ones are kept
+            // unchecked (the model ignores them).
+            if let Some(family) = Family::parse(&slice.address_type) {
+                for a in slice.endpoints.iter().flat_map(|e| &e.addresses) {
+                    parse_ip_of(a, family).map_err(|e| format!("{id}: {e}"))?;
                 }
             }
             objects.slices.push(slice);
@@ -370,6 +370,21 @@ metadata: {name: d}
         );
         assert_eq!(
             parse_manifest(&slice("IPv6", "fd00::1"))
+                .unwrap()
+                .slices
+                .len(),
+            1
+        );
+        assert_eq!(
+            err(&slice("IPv6", "10.0.0.1")),
+            r#"EndpointSlice default/s: address "10.0.0.1" is not an IPv6 address"#
+        );
+        assert_eq!(
+            err(&slice("IPv6", "fd00::zz")),
+            r#"EndpointSlice default/s: address "fd00::zz" is not an IPv6 address"#
+        );
+        assert_eq!(
+            parse_manifest(&slice("FQDN", "web.example.com"))
                 .unwrap()
                 .slices
                 .len(),

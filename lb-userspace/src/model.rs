@@ -1,20 +1,23 @@
-//! Desired IPv4 datapath state computed from Kubernetes objects.
+//! Desired datapath state, IPv4 and IPv6, computed from Kubernetes objects.
 //!
-//! Pure functions, no I/O. The rules are kube-proxy's (kube-proxy-contract.md points 1-6, 9, 10,
+//! Pure functions, no I/O. The rules are kube-proxy's (kube-proxy-contract.md points 1-10,
 //! 13-16, 19, 21, 24 and 25): which Services and EndpointSlices count, how slice ports are matched
 //! to Service ports, which frontends every Service type gets (ClusterIP, NodePort, externalIPs,
 //! LoadBalancer ingress), and which endpoints become the backends of each frontend.
 //!
-//! Only IPv4 is programmed. Every address list goes through [`ipv4_only`], the one place that
-//! sorts addresses by family, so IPv6 can be added there.
+//! Dual-stack (point 8) works the way kube-proxy's per-family proxiers do: a Service has the
+//! families of its ClusterIPs (`spec.ipFamilies` paired with `spec.clusterIPs`), and each family
+//! is programmed on its own. A frontend's backends come only from EndpointSlices of its family;
+//! NodePorts are served on the node addresses of the Service's families; externalIPs and
+//! LoadBalancer ingress IPs of a family the Service does not have are ignored.
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Objects carrying this label (any value) belong to another proxy.
 pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
@@ -61,22 +64,70 @@ impl fmt::Display for Proto {
     }
 }
 
+/// An IP family, named as in the Kubernetes API (`ipFamilies`, EndpointSlice `addressType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FrontendAddr {
-    pub ip: Ipv4Addr,
-    pub port: u16,
-    pub proto: Proto,
+pub enum Family {
+    V4,
+    V6,
 }
 
-impl fmt::Display for FrontendAddr {
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// "IPv4" or "IPv6"; anything else (e.g. the slice address type "FQDN") is `None`.
+    pub fn parse(s: &str) -> Option<Family> {
+        match s {
+            "IPv4" => Some(Family::V4),
+            "IPv6" => Some(Family::V6),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.ip, self.port, self.proto)
+        f.write_str(self.name())
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrontendAddr {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl FrontendAddr {
+    pub fn family(&self) -> Family {
+        Family::of(self.ip)
+    }
+}
+
+/// `10.96.0.10:80/TCP`, `[fd00::10]:80/TCP`.
+impl fmt::Display for FrontendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", SocketAddr::new(self.ip, self.port), self.proto)
+    }
+}
+
+/// A backend of a frontend; always of the frontend's family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendAddr {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
 }
 
@@ -136,27 +187,31 @@ pub struct FrontendSpec {
     /// With no backends: drop silently (true: iTP=Local / eTP=Local with no local endpoints,
     /// points 14-15) instead of rejecting (false: point 16).
     pub drop_when_empty: bool,
-    /// Sorted and deduplicated; empty when the Service has no usable endpoints.
+    /// Sorted and deduplicated, all of the frontend's family; empty when the Service has no
+    /// usable endpoints of that family.
     pub backends: Vec<BackendAddr>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub frontends: BTreeMap<FrontendAddr, FrontendSpec>,
-    /// Every programmed ClusterIP (IPv4): traffic to one of these on a port that is not a
-    /// frontend is rejected (point 24).
-    pub cluster_ips: BTreeSet<Ipv4Addr>,
-    /// The addresses NodePorts are served on (point 21 and DESIGN: the Node object's InternalIP
-    /// and ExternalIP addresses, else NodeInfo.fallback_addresses). Never loopback.
-    pub node_addresses: Vec<Ipv4Addr>,
+    /// Every programmed ClusterIP, of both families: traffic to one of these on a port that is
+    /// not a frontend is rejected (point 24).
+    pub cluster_ips: BTreeSet<IpAddr>,
+    /// The addresses NodePorts are served on, of both families, in order (point 21 and DESIGN:
+    /// the Node object's InternalIP and ExternalIP addresses, else
+    /// NodeInfo.fallback_addresses). Never loopback, unspecified or IPv6 link-local. The first
+    /// address of each family is that family's SNAT address.
+    pub node_addresses: Vec<IpAddr>,
 }
 
 pub struct NodeInfo {
     /// This node's name: the Node object to read addresses from, and endpoints whose `nodeName`
     /// is this name are local.
     pub name: String,
-    /// Where NodePorts are served when the Node object is missing or has no usable address.
-    pub fallback_addresses: Vec<Ipv4Addr>,
+    /// Where NodePorts are served when the Node object is missing or has no usable address
+    /// (the external interfaces' addresses, both families).
+    pub fallback_addresses: Vec<IpAddr>,
 }
 
 pub struct Built {
@@ -182,44 +237,55 @@ fn foreign_or_headless(meta: &ObjectMeta) -> bool {
     has_label(meta, LABEL_SERVICE_PROXY_NAME) || has_label(meta, LABEL_HEADLESS)
 }
 
-/// The per-family filter of every address the model reads: `Ok(Some)` for IPv4, `Ok(None)` for
-/// an address of a family that is not programmed (IPv6), `Err` when it is no IP address at all.
-pub fn ipv4_only(s: &str) -> Result<Option<Ipv4Addr>, String> {
+/// Parses an address of either family; Err names the string when it is no IP address.
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse::<IpAddr>()
+        .map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+/// Parses an address that must be of `family` (an EndpointSlice's addressType).
+pub fn parse_ip_of(s: &str, family: Family) -> Result<IpAddr, String> {
     match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => Ok(Some(ip)),
-        Ok(IpAddr::V6(_)) => Ok(None),
-        Err(_) => Err(format!("{s:?} is not an IP address")),
+        Ok(ip) if Family::of(ip) == family => Ok(ip),
+        _ => Err(format!("address {s:?} is not an {family} address")),
     }
 }
 
-fn push_unique(list: &mut Vec<Ipv4Addr>, ip: Ipv4Addr) {
+fn push_unique(list: &mut Vec<IpAddr>, ip: IpAddr) {
     if !list.contains(&ip) {
         list.push(ip);
     }
 }
 
-/// The IPv4 addresses of `addrs` in order, without duplicates; a string that is no IP address
-/// is left out with a warning naming `what`.
-fn ipv4_list<'a>(
+/// The addresses of `addrs` in order, without duplicates; a string that is no IP address is
+/// left out with a warning naming `what`.
+fn ip_list<'a>(
     addrs: impl IntoIterator<Item = &'a str>,
     what: &str,
     warnings: &mut Vec<String>,
-) -> Vec<Ipv4Addr> {
+) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for a in addrs {
-        match ipv4_only(a) {
-            Ok(Some(ip)) => push_unique(&mut out, ip),
-            Ok(None) => {}
+        match parse_ip(a) {
+            Ok(ip) => push_unique(&mut out, ip),
             Err(e) => warnings.push(format!("{what} {e}; skipped")),
         }
     }
     out
 }
 
-/// Where NodePorts are served (point 21): the InternalIP and ExternalIP addresses of the Node
-/// object named `node.name`, else `node.fallback_addresses`; never loopback or 0.0.0.0.
-fn node_addresses(nodes: &[Node], node: &NodeInfo, warnings: &mut Vec<String>) -> Vec<Ipv4Addr> {
-    let usable = |ip: &Ipv4Addr| !ip.is_loopback() && !ip.is_unspecified();
+/// An address NodePorts can be served on: not loopback or unspecified, and for IPv6 not
+/// link-local (fe80::/10: only meaningful with an interface scope).
+fn usable_node_address(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unspecified() && !v6.is_unicast_link_local(),
+    }
+}
+
+/// Where NodePorts are served (point 21): the InternalIP and ExternalIP addresses (both
+/// families) of the Node object named `node.name`, else `node.fallback_addresses`.
+fn node_addresses(nodes: &[Node], node: &NodeInfo, warnings: &mut Vec<String>) -> Vec<IpAddr> {
     let mut own = Vec::new();
     if let Some(obj) = nodes
         .iter()
@@ -230,11 +296,15 @@ fn node_addresses(nodes: &[Node], node: &NodeInfo, warnings: &mut Vec<String>) -
             .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
             .map(|a| a.address.as_str());
         let what = format!("node {}: address", node.name);
-        own = ipv4_list(addrs, &what, warnings);
-        own.retain(usable);
+        own = ip_list(addrs, &what, warnings);
+        own.retain(usable_node_address);
     }
     if own.is_empty() {
-        for ip in node.fallback_addresses.iter().filter(|ip| usable(ip)) {
+        for ip in node
+            .fallback_addresses
+            .iter()
+            .filter(|ip| usable_node_address(ip))
+        {
             push_unique(&mut own, *ip);
         }
     }
@@ -256,20 +326,21 @@ struct SlicePort {
 
 #[derive(Clone, Copy)]
 struct Endpoint {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     conditions: Conditions,
     /// `nodeName` is this node.
     local: bool,
 }
 
-/// A validated IPv4 EndpointSlice reduced to what the model reads.
+/// A validated IPv4 or IPv6 EndpointSlice reduced to what the model reads.
 struct SliceView {
+    family: Family,
     ports: Vec<SlicePort>,
     endpoints: Vec<Endpoint>,
 }
 
 impl SliceView {
-    fn new(slice: &EndpointSlice, node_name: &str) -> Result<SliceView, String> {
+    fn new(slice: &EndpointSlice, family: Family, node_name: &str) -> Result<SliceView, String> {
         let mut ports = Vec::new();
         for p in slice.ports.iter().flatten() {
             let Some(number) = p.port else { continue };
@@ -286,8 +357,8 @@ impl SliceView {
             let Some(first) = ep.addresses.first() else {
                 continue;
             };
-            if let Some(bad) = ep.addresses.iter().find(|a| a.parse::<Ipv4Addr>().is_err()) {
-                return Err(format!("address {bad:?} is not an IPv4 address"));
+            for a in &ep.addresses {
+                parse_ip_of(a, family)?;
             }
             let c = ep.conditions.as_ref();
             let conditions = Conditions {
@@ -296,29 +367,35 @@ impl SliceView {
                 terminating: c.and_then(|c| c.terminating).unwrap_or(false),
             };
             endpoints.push(Endpoint {
-                ip: first.parse().expect("validated above"),
+                ip: parse_ip_of(first, family)?,
                 conditions,
                 local: ep.node_name.as_deref() == Some(node_name),
             });
         }
-        Ok(SliceView { ports, endpoints })
+        Ok(SliceView {
+            family,
+            ports,
+            endpoints,
+        })
     }
 }
 
-/// The Service ("namespace/name") an EndpointSlice feeds, if the model should use it at all.
-fn slice_service(slice: &EndpointSlice) -> Option<String> {
+/// The Service ("namespace/name") an EndpointSlice feeds and the slice's family, if the model
+/// should use it at all (FQDN slices are not).
+fn slice_service(slice: &EndpointSlice) -> Option<(String, Family)> {
     let meta = &slice.metadata;
-    if foreign_or_headless(meta) || slice.address_type != "IPv4" {
+    if foreign_or_headless(meta) {
         return None;
     }
+    let family = Family::parse(&slice.address_type)?;
     let service = meta.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
     (!service.is_empty()).then(|| {
         let ns = meta.namespace.as_deref().unwrap_or("default");
-        format!("{ns}/{service}")
+        (format!("{ns}/{service}"), family)
     })
 }
 
-/// kube-proxy's two endpoint sets for one Service port (point 6).
+/// kube-proxy's two endpoint sets for one Service port and family (point 6).
 struct EndpointSets {
     /// Ready endpoints, else the ones that are serving and terminating.
     cluster: Vec<BackendAddr>,
@@ -326,10 +403,16 @@ struct EndpointSets {
     local: Vec<BackendAddr>,
 }
 
-/// The endpoint sets of one Service port. A non-terminating endpoint wins over a duplicate.
-fn endpoint_sets(slices: &[SliceView], port_name: &str, proto: Proto) -> EndpointSets {
+/// The endpoint sets of one Service port in one family, from the slices of that family only.
+/// A non-terminating endpoint wins over a duplicate.
+fn endpoint_sets(
+    slices: &[SliceView],
+    family: Family,
+    port_name: &str,
+    proto: Proto,
+) -> EndpointSets {
     let mut seen: BTreeMap<BackendAddr, Endpoint> = BTreeMap::new();
-    for slice in slices {
+    for slice in slices.iter().filter(|s| s.family == family) {
         let Some(sp) = slice
             .ports
             .iter()
@@ -376,7 +459,8 @@ fn endpoint_sets(slices: &[SliceView], port_name: &str, proto: Proto) -> Endpoin
 
 /// What one accepted Service contributes.
 struct ServiceOutput {
-    cluster_ips: Vec<Ipv4Addr>,
+    /// At most one per family.
+    cluster_ips: Vec<IpAddr>,
     /// Port by port, in Service port order; several may claim the same address.
     frontends: Vec<(FrontendAddr, FrontendSpec)>,
     /// Addresses and frontends left out of an otherwise good Service.
@@ -390,12 +474,63 @@ struct PortView<'a> {
     node_port: Option<i32>,
 }
 
+/// The ClusterIPs of a Service, at most one per family: the Service's families (point 8).
+/// `None` when kube-proxy would skip the Service (no ClusterIP, or "None": headless), Err when
+/// an address or family is malformed.
+///
+/// Like kube-proxy's `GetClusterIPByFamily`: with `ipFamilies` set, family `ipFamilies[i]` has
+/// the ClusterIP `clusterIPs[i]` (a family without one is not programmed). Without
+/// `ipFamilies` (older objects, hand-written manifests) each address of `clusterIPs`, or of
+/// `clusterIP` when `clusterIPs` is empty, brings its own family; the first of a family counts.
+fn service_cluster_ips(spec: &ServiceSpec) -> Result<Option<Vec<IpAddr>>, String> {
+    let listed = spec.cluster_ips.as_deref().unwrap_or_default();
+    let ips: Vec<&String> = match (listed.is_empty(), spec.cluster_ip.as_ref()) {
+        (false, _) => listed.iter().collect(),
+        (true, Some(ip)) => vec![ip],
+        (true, None) => vec![],
+    };
+    match spec.cluster_ip.as_ref().or(ips.first().copied()) {
+        Some(ip) if !ip.is_empty() && ip != "None" => {}
+        _ => return Ok(None),
+    }
+    let parse = |ip: &String| parse_ip(ip).map_err(|e| format!("clusterIP {e}"));
+    let mut out: Vec<IpAddr> = Vec::new();
+    match spec.ip_families.as_deref().filter(|f| !f.is_empty()) {
+        Some(families) => {
+            for (i, name) in families.iter().enumerate() {
+                let family = Family::parse(name)
+                    .ok_or_else(|| format!("ipFamilies[{i}] {name:?} is not IPv4 or IPv6"))?;
+                let Some(ip) = ips.get(i) else { continue };
+                let ip = parse(ip)?;
+                if Family::of(ip) != family {
+                    return Err(format!(
+                        "clusterIP {:?} is not an {family} address (ipFamilies[{i}] is {family})",
+                        ip.to_string()
+                    ));
+                }
+                if !out.iter().any(|o| Family::of(*o) == family) {
+                    out.push(ip);
+                }
+            }
+        }
+        None => {
+            for ip in ips {
+                let ip = parse(ip)?;
+                if !out.iter().any(|o| Family::of(*o) == Family::of(ip)) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
 /// The frontends of one Service; `None` when kube-proxy would skip it, Err when malformed.
 fn service_frontends(
     svc: &Service,
     key: &str,
     slices: &[SliceView],
-    node_addresses: &[Ipv4Addr],
+    node_addresses: &[IpAddr],
 ) -> Result<Option<ServiceOutput>, String> {
     let Some(spec) = svc.spec.as_ref() else {
         return Ok(None);
@@ -404,22 +539,11 @@ fn service_frontends(
     if foreign_or_headless(&svc.metadata) || type_ == "ExternalName" {
         return Ok(None);
     }
-    let cluster_ip = match spec.cluster_ip.as_ref() {
-        Some(ip) if !ip.is_empty() && ip != "None" => ip,
-        _ => return Ok(None),
+    let Some(cluster_ips) = service_cluster_ips(spec)? else {
+        return Ok(None);
     };
-    let ips = match spec.cluster_ips.as_deref() {
-        Some(ips) if !ips.is_empty() => ips,
-        _ => std::slice::from_ref(cluster_ip),
-    };
-    let mut cluster_ips = Vec::new();
-    for ip in ips {
-        match ipv4_only(ip) {
-            Ok(Some(ip)) => push_unique(&mut cluster_ips, ip),
-            Ok(None) => {}
-            Err(_) => return Err(format!("clusterIP {ip:?} is not an IPv4 address")),
-        }
-    }
+    let families: BTreeSet<Family> = cluster_ips.iter().map(|ip| Family::of(*ip)).collect();
+    let has_family = |ip: &IpAddr| families.contains(&Family::of(*ip));
     let mut ports = Vec::new();
     for sp in spec.ports.iter().flatten() {
         ports.push(PortView {
@@ -434,13 +558,16 @@ fn service_frontends(
         });
     }
 
+    // Point 8: externalIPs and ingress IPs of a family the Service does not have are ignored
+    // (kube-proxy only logs them at a high verbosity); bad strings are warned about.
     let mut warnings = Vec::new();
-    let external_ips = ipv4_list(
+    let mut external_ips = ip_list(
         spec.external_ips.iter().flatten().map(String::as_str),
         &format!("service {key}: externalIP"),
         &mut warnings,
     );
-    let lb_ips = if type_ == "LoadBalancer" {
+    external_ips.retain(has_family);
+    let mut lb_ips = if type_ == "LoadBalancer" {
         let ingress = svc
             .status
             .iter()
@@ -450,7 +577,7 @@ fn service_frontends(
             // nodes itself; hostname-only entries have nothing to program.
             .filter(|ing| ing.ip_mode.as_deref().is_none_or(|m| m == "VIP"))
             .filter_map(|ing| ing.ip.as_deref().filter(|ip| !ip.is_empty()));
-        ipv4_list(
+        ip_list(
             ingress,
             &format!("service {key}: loadBalancer ingress IP"),
             &mut warnings,
@@ -458,6 +585,7 @@ fn service_frontends(
     } else {
         Vec::new()
     };
+    lb_ips.retain(has_family);
     let node_ports = matches!(type_, "NodePort" | "LoadBalancer");
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
@@ -468,14 +596,18 @@ fn service_frontends(
             "" => key.to_string(),
             n => format!("{key}:{n}"),
         };
-        let sets = endpoint_sets(slices, p.name, p.proto);
-        let mut add = |kind: FrontendKind, ip: Ipv4Addr, port: u16| {
+        let sets: BTreeMap<Family, EndpointSets> = families
+            .iter()
+            .map(|f| (*f, endpoint_sets(slices, *f, p.name, p.proto)))
+            .collect();
+        let mut add = |kind: FrontendKind, ip: IpAddr, port: u16| {
             // Point 10: the Local set when the policy that applies to this kind is Local.
             let local = if kind.is_external() {
                 external_local
             } else {
                 internal_local
             };
+            let set = &sets[&Family::of(ip)];
             let addr = FrontendAddr {
                 ip,
                 port,
@@ -486,7 +618,7 @@ fn service_frontends(
                 kind,
                 snat: kind.is_external() && !local,
                 drop_when_empty: local,
-                backends: if local { &sets.local } else { &sets.cluster }.clone(),
+                backends: if local { &set.local } else { &set.cluster }.clone(),
             };
             frontends.push((addr, spec));
         };
@@ -496,7 +628,7 @@ fn service_frontends(
         if let (true, Some(number)) = (node_ports, p.node_port) {
             match u16::try_from(number) {
                 Ok(np) => {
-                    for &ip in node_addresses {
+                    for &ip in node_addresses.iter().filter(|ip| has_family(ip)) {
                         add(FrontendKind::NodePort, ip, np);
                     }
                 }
@@ -540,10 +672,10 @@ pub fn build(
     sorted.sort_by_cached_key(|s| object_key(&s.metadata));
     let mut by_service: HashMap<String, Vec<SliceView>> = HashMap::new();
     for slice in sorted {
-        let Some(service) = slice_service(slice) else {
+        let Some((service, family)) = slice_service(slice) else {
             continue;
         };
-        match SliceView::new(slice, &node.name) {
+        match SliceView::new(slice, family, &node.name) {
             Ok(view) => by_service.entry(service).or_default().push(view),
             Err(e) => warnings.push(format!(
                 "endpointslice {}: {e}",
@@ -639,15 +771,16 @@ mod tests {
         }
     }
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    /// "10.0.0.1:80" or "[fd00::1]:80".
     fn be(s: &str) -> BackendAddr {
-        let (ip, port) = s.split_once(':').unwrap();
+        let a: SocketAddr = s.parse().unwrap();
         BackendAddr {
-            ip: ip.parse().unwrap(),
-            port: port.parse().unwrap(),
+            ip: a.ip(),
+            port: a.port(),
         }
     }
 
@@ -682,6 +815,13 @@ spec:
             fe("10.0.0.1", 53, Proto::Udp).to_string(),
             "10.0.0.1:53/UDP"
         );
+        assert_eq!(
+            fe("fd00::1", 53, Proto::Udp).to_string(),
+            "[fd00::1]:53/UDP"
+        );
+        assert_eq!(fe("fd00::1", 53, Proto::Udp).family(), Family::V6);
+        assert_eq!(Family::parse("IPv6"), Some(Family::V6));
+        assert_eq!(Family::parse("FQDN"), None);
     }
 
     #[test]
@@ -986,7 +1126,7 @@ endpoints: [{addresses: [10.0.0.3]}]
     }
 
     #[test]
-    fn slices_need_service_name_label_same_namespace_and_ipv4() {
+    fn slices_need_service_name_label_same_namespace_and_family() {
         let b = run(r#"
 kind: Service
 metadata: {name: s, namespace: a}
@@ -1030,11 +1170,11 @@ endpoints: [{addresses: [10.0.0.3]}]
     }
 
     #[test]
-    fn ipv6_cluster_ips_ignored_and_all_ipv4_ips_used() {
+    fn cluster_ips_of_both_families() {
         let b = run(r#"
 kind: Service
 metadata: {name: v6only}
-spec: {clusterIP: "fd00::10", clusterIPs: ["fd00::10"], ports: [{port: 80}]}
+spec: {clusterIP: "fd00::10", clusterIPs: ["fd00::10"], ipFamilies: [IPv6], ports: [{port: 80}]}
 ---
 kind: Service
 metadata: {name: dual}
@@ -1043,19 +1183,88 @@ spec: {clusterIP: "fd00::11", clusterIPs: ["fd00::11", 10.96.0.11], ports: [{nam
 kind: Service
 metadata: {name: no-cluster-ips}
 spec: {clusterIP: 10.96.0.12, ports: [{port: 81}]}
+---
+kind: Service
+metadata: {name: v6-no-families}
+spec: {clusterIP: "fd00::13", ports: [{port: 82}]}
 "#);
         assert!(b.warnings.is_empty(), "{:?}", b.warnings);
         assert_eq!(
             b.state.frontends.keys().copied().collect::<Vec<_>>(),
             vec![
                 fe("10.96.0.11", 80, Proto::Tcp),
-                fe("10.96.0.12", 81, Proto::Tcp)
+                fe("10.96.0.12", 81, Proto::Tcp),
+                fe("fd00::10", 80, Proto::Tcp),
+                fe("fd00::11", 80, Proto::Tcp),
+                fe("fd00::13", 82, Proto::Tcp),
+            ]
+        );
+        for a in ["10.96.0.11", "fd00::11"] {
+            assert_eq!(
+                b.state.frontends[&fe(a, 80, Proto::Tcp)].name,
+                "default/dual:http"
+            );
+        }
+    }
+
+    #[test]
+    fn ip_families_pick_the_cluster_ips() {
+        let b = run(r#"
+kind: Service
+metadata: {name: a-v4-of-dual}
+spec:
+  clusterIP: 10.96.0.1
+  clusterIPs: [10.96.0.1, "fd00::1"]
+  ipFamilies: [IPv4]
+  ports: [{port: 80}]
+---
+kind: Service
+metadata: {name: b-v6-first}
+spec:
+  clusterIP: "fd00::2"
+  clusterIPs: ["fd00::2", 10.96.0.2]
+  ipFamilies: [IPv6, IPv4]
+  ports: [{port: 80}]
+---
+kind: Service
+metadata: {name: c-only-cluster-ip}
+spec: {clusterIP: "fd00::3", ipFamilies: [IPv6], ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: d-mismatch}
+spec: {clusterIP: 10.96.0.4, clusterIPs: [10.96.0.4], ipFamilies: [IPv6], ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: e-bad-family}
+spec: {clusterIP: 10.96.0.5, ipFamilies: [IPv5], ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: f-bad-second}
+spec: {clusterIP: 10.96.0.6, clusterIPs: [10.96.0.6, "fd00::x"], ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: g-two-of-a-family}
+spec: {clusterIP: 10.96.0.7, clusterIPs: [10.96.0.7, 10.96.0.77], ports: [{port: 80}]}
+---
+kind: Service
+metadata: {name: h-headless-dual}
+spec: {clusterIP: None, clusterIPs: [None], ipFamilies: [IPv4, IPv6], ports: [{port: 80}]}
+"#);
+        assert_eq!(
+            b.warnings,
+            vec![
+                r#"service default/d-mismatch: clusterIP "10.96.0.4" is not an IPv6 address (ipFamilies[0] is IPv6)"#,
+                r#"service default/e-bad-family: ipFamilies[0] "IPv5" is not IPv4 or IPv6"#,
+                r#"service default/f-bad-second: clusterIP "fd00::x" is not an IP address"#,
             ]
         );
         assert_eq!(
-            b.state.frontends[&fe("10.96.0.11", 80, Proto::Tcp)].name,
-            "default/dual:http"
+            b.state.cluster_ips,
+            ["10.96.0.1", "10.96.0.2", "10.96.0.7", "fd00::2", "fd00::3"]
+                .map(ip)
+                .into()
         );
+        assert_eq!(b.state.frontends.len(), 5);
     }
 
     #[test]
@@ -1102,7 +1311,7 @@ endpoints: [{addresses: [10.0.0.3]}]
                 r#"endpointslice default/good-proto: unknown protocol "tcp""#,
                 r#"service default/proto: unknown protocol "ICMP""#,
                 "service default/range: port 70000 is out of range",
-                r#"service default/web: clusterIP "10.0.0.300" is not an IPv4 address"#,
+                r#"service default/web: clusterIP "10.0.0.300" is not an IP address"#,
             ]
         );
         assert_eq!(b.state.frontends.len(), 1);
@@ -1215,11 +1424,12 @@ status: {{addresses: [{{type: InternalIP, address: 10.1.0.6}}]}}
 ---{WEB_SLICE}"
         ));
         assert!(b.warnings.is_empty(), "{:?}", b.warnings);
-        // IPv6, loopback, Hostname and InternalDNS entries are ignored, duplicates dropped, and
-        // the fallback is not used; node-b's addresses are not ours.
+        // Loopback, Hostname and InternalDNS entries are ignored, duplicates dropped, and the
+        // fallback is not used; node-b's addresses are not ours. The IPv6 address is a node
+        // address, but this single-stack IPv4 Service gets no NodePort on it.
         assert_eq!(
             b.state.node_addresses,
-            vec![ip("10.1.0.5"), ip("203.0.113.5")]
+            vec![ip("10.1.0.5"), ip("fd00::5"), ip("203.0.113.5")]
         );
         assert_eq!(
             of_kind(&b, FrontendKind::NodePort),
@@ -1279,7 +1489,8 @@ metadata: {{name: node-a}}
 status:
   addresses:
   - {{type: InternalIP, address: 127.0.0.1}}
-  - {{type: InternalIP, address: \"fd00::5\"}}
+  - {{type: InternalIP, address: \"::1\"}}
+  - {{type: InternalIP, address: \"fe80::5\"}}
   - {{type: ExternalIP, address: not-an-ip}}
 "
         ));
@@ -1660,9 +1871,16 @@ spec: {clusterIP: "fd00::10", ports: [{port: 80}]}
 "#);
         assert_eq!(
             b.state.cluster_ips,
-            ["10.96.0.1", "10.96.0.2", "10.96.0.3", "10.96.0.4"]
-                .map(ip)
-                .into()
+            [
+                "10.96.0.1",
+                "10.96.0.2",
+                "10.96.0.3",
+                "10.96.0.4",
+                "fd00::2",
+                "fd00::10"
+            ]
+            .map(ip)
+            .into()
         );
     }
 
@@ -1740,6 +1958,341 @@ spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}
         assert_eq!(
             (f.name.as_str(), f.kind),
             ("default/b-victim", FrontendKind::ClusterIp)
+        );
+    }
+
+    /// A dual-stack NodePort Service with an IPv4 and an IPv6 EndpointSlice.
+    const DUAL_WEB: &str = r#"
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10, "fd00:96::10"]
+  ipFamilies: [IPv4, IPv6]
+  ipFamilyPolicy: PreferDualStack
+  ports: [{name: http, port: 80, nodePort: 30080}]
+---
+kind: EndpointSlice
+metadata: {name: web-v4, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: [10.0.1.1], nodeName: node-a}
+- {addresses: [10.0.2.1], nodeName: node-b}
+---
+kind: EndpointSlice
+metadata: {name: web-v6, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: ["fd00:1::1"], nodeName: node-a}
+- {addresses: ["fd00:2::1"], nodeName: node-b}
+- {addresses: ["fd00:1::2"], nodeName: node-a, conditions: {ready: false}}
+---
+kind: EndpointSlice
+metadata: {name: web-fqdn, labels: {kubernetes.io/service-name: web}}
+addressType: FQDN
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [web.example.com]}]
+"#;
+
+    #[test]
+    fn dual_stack_frontends_take_backends_of_their_family() {
+        let b = run_with(DUAL_WEB, &["192.168.0.1", "2001:db8::1"]);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        assert_eq!(
+            b.state.frontends.keys().copied().collect::<Vec<_>>(),
+            vec![
+                fe("10.96.0.10", 80, Proto::Tcp),
+                fe("192.168.0.1", 30080, Proto::Tcp),
+                fe("2001:db8::1", 30080, Proto::Tcp),
+                fe("fd00:96::10", 80, Proto::Tcp),
+            ]
+        );
+        let v4 = bes(&["10.0.1.1:8080", "10.0.2.1:8080"]);
+        let v6 = bes(&["[fd00:1::1]:8080", "[fd00:2::1]:8080"]);
+        assert_eq!(backends_of(&b, "10.96.0.10", 80, Proto::Tcp), v4);
+        assert_eq!(backends_of(&b, "192.168.0.1", 30080, Proto::Tcp), v4);
+        assert_eq!(backends_of(&b, "fd00:96::10", 80, Proto::Tcp), v6);
+        assert_eq!(backends_of(&b, "2001:db8::1", 30080, Proto::Tcp), v6);
+        for (addr, f) in &b.state.frontends {
+            assert_eq!(f.name, "default/web:http");
+            assert_eq!(f.snat, f.kind == FrontendKind::NodePort, "{addr}");
+            assert!(f.backends.iter().all(|b| Family::of(b.ip) == addr.family()));
+        }
+        assert_eq!(
+            b.state.cluster_ips,
+            [ip("10.96.0.10"), ip("fd00:96::10")].into()
+        );
+        // eTP Local: the local set of each family.
+        let b = run_with(
+            &DUAL_WEB.replace(
+                "ipFamilyPolicy: PreferDualStack",
+                "externalTrafficPolicy: Local",
+            ),
+            &["192.168.0.1", "2001:db8::1"],
+        );
+        assert_eq!(
+            backends_of(&b, "2001:db8::1", 30080, Proto::Tcp),
+            bes(&["[fd00:1::1]:8080"])
+        );
+        assert_eq!(
+            backends_of(&b, "192.168.0.1", 30080, Proto::Tcp),
+            bes(&["10.0.1.1:8080"])
+        );
+        // The same Service single-stack IPv4: the IPv6 slice and node address are not used.
+        let b = run_with(
+            &DUAL_WEB
+                .replace(
+                    "clusterIPs: [10.96.0.10, \"fd00:96::10\"]",
+                    "clusterIPs: [10.96.0.10]",
+                )
+                .replace("ipFamilies: [IPv4, IPv6]", "ipFamilies: [IPv4]"),
+            &["192.168.0.1", "2001:db8::1"],
+        );
+        assert_eq!(
+            b.state.frontends.keys().copied().collect::<Vec<_>>(),
+            vec![
+                fe("10.96.0.10", 80, Proto::Tcp),
+                fe("192.168.0.1", 30080, Proto::Tcp),
+            ]
+        );
+    }
+
+    #[test]
+    fn single_stack_ipv6_service() {
+        let b = run_with(
+            r#"
+kind: Service
+metadata: {name: web6, namespace: shop}
+spec:
+  type: NodePort
+  clusterIP: "fd00:96::20"
+  clusterIPs: ["fd00:96::20"]
+  ipFamilies: [IPv6]
+  ports: [{name: http, port: 80, nodePort: 30080}, {name: dns, port: 53, protocol: UDP}]
+---
+kind: EndpointSlice
+metadata: {name: web6-1, namespace: shop, labels: {kubernetes.io/service-name: web6}}
+addressType: IPv6
+ports: [{name: http, port: 8080}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- {addresses: ["fd00:1::1"]}
+- {addresses: ["fd00:1::2"], conditions: {ready: false, terminating: true}}
+- {addresses: ["fd00:1::3"]}
+---
+kind: EndpointSlice
+metadata: {name: web6-v4, namespace: shop, labels: {kubernetes.io/service-name: web6}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.0.0.1]}]
+"#,
+            &["192.168.0.1", "2001:db8::1"],
+        );
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        assert_eq!(
+            b.state.frontends.keys().copied().collect::<Vec<_>>(),
+            vec![
+                fe("2001:db8::1", 30080, Proto::Tcp),
+                fe("fd00:96::20", 53, Proto::Udp),
+                fe("fd00:96::20", 80, Proto::Tcp),
+            ]
+        );
+        assert_eq!(
+            backends_of(&b, "fd00:96::20", 80, Proto::Tcp),
+            bes(&["[fd00:1::1]:8080", "[fd00:1::3]:8080"])
+        );
+        assert_eq!(
+            backends_of(&b, "fd00:96::20", 53, Proto::Udp),
+            bes(&["[fd00:1::1]:5353", "[fd00:1::3]:5353"])
+        );
+        let np = &b.state.frontends[&fe("2001:db8::1", 30080, Proto::Tcp)];
+        assert_eq!(
+            (np.name.as_str(), np.kind, np.snat),
+            ("shop/web6:http", FrontendKind::NodePort, true)
+        );
+        assert_eq!(b.state.cluster_ips, [ip("fd00:96::20")].into());
+    }
+
+    #[test]
+    fn ipv6_node_ports_on_ipv6_node_addresses() {
+        let node = r#"
+kind: Node
+metadata: {name: node-a}
+status:
+  addresses:
+  - {type: InternalIP, address: 10.1.0.5}
+  - {type: InternalIP, address: "fd00:1::5"}
+  - {type: InternalIP, address: "fe80::5"}
+  - {type: InternalIP, address: "::1"}
+  - {type: ExternalIP, address: "2001:db8::5"}
+  - {type: ExternalIP, address: "fd00:1::5"}
+"#;
+        let b = run(&format!("{DUAL_WEB}---{node}"));
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        // Link-local and loopback addresses are no node addresses; duplicates are dropped.
+        assert_eq!(
+            b.state.node_addresses,
+            vec![ip("10.1.0.5"), ip("fd00:1::5"), ip("2001:db8::5")]
+        );
+        assert_eq!(
+            of_kind(&b, FrontendKind::NodePort),
+            vec![
+                fe("10.1.0.5", 30080, Proto::Tcp),
+                fe("2001:db8::5", 30080, Proto::Tcp),
+                fe("fd00:1::5", 30080, Proto::Tcp),
+            ]
+        );
+        assert_eq!(
+            backends_of(&b, "fd00:1::5", 30080, Proto::Tcp),
+            bes(&["[fd00:1::1]:8080", "[fd00:2::1]:8080"])
+        );
+        // Without a Node object: the fallback addresses of both families, link-local and
+        // loopback left out.
+        let b = run_with(
+            DUAL_WEB,
+            &["fe80::1", "192.168.0.1", "::1", "2001:db8::1", "::"],
+        );
+        assert_eq!(
+            b.state.node_addresses,
+            vec![ip("192.168.0.1"), ip("2001:db8::1")]
+        );
+        // Only IPv6 node addresses: the IPv4 family has no NodePort frontend.
+        let b = run_with(DUAL_WEB, &["2001:db8::1"]);
+        assert_eq!(
+            of_kind(&b, FrontendKind::NodePort),
+            vec![fe("2001:db8::1", 30080, Proto::Tcp)]
+        );
+    }
+
+    #[test]
+    fn ipv6_external_and_load_balancer_ips_by_family() {
+        let svc = |families: &str, cluster_ips: &str| {
+            format!(
+                r#"
+kind: Service
+metadata: {{name: lb}}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.20
+  clusterIPs: {cluster_ips}
+  ipFamilies: {families}
+  externalIPs: [203.0.113.10, "2001:db8:e::10", "2001:db8:e::zz"]
+  ports: [{{port: 443}}]
+status:
+  loadBalancer:
+    ingress:
+    - {{ip: 198.51.100.1}}
+    - {{ip: "2001:db8:1b::1"}}
+    - {{ip: "2001:db8:1b::2", ipMode: Proxy}}
+    - {{ip: "2001:db8:1b::3", ipMode: VIP}}
+"#
+            )
+        };
+        let warning =
+            r#"service default/lb: externalIP "2001:db8:e::zz" is not an IP address; skipped"#;
+        let dual = run(&svc("[IPv4, IPv6]", r#"[10.96.0.20, "fd00:96::20"]"#));
+        assert_eq!(dual.warnings, vec![warning]);
+        assert_eq!(
+            of_kind(&dual, FrontendKind::ExternalIp),
+            vec![
+                fe("203.0.113.10", 443, Proto::Tcp),
+                fe("2001:db8:e::10", 443, Proto::Tcp),
+            ]
+        );
+        assert_eq!(
+            of_kind(&dual, FrontendKind::LoadBalancer),
+            vec![
+                fe("198.51.100.1", 443, Proto::Tcp),
+                fe("2001:db8:1b::1", 443, Proto::Tcp),
+                fe("2001:db8:1b::3", 443, Proto::Tcp),
+            ]
+        );
+        let f = &dual.state.frontends[&fe("2001:db8:1b::1", 443, Proto::Tcp)];
+        assert_eq!(
+            (f.kind, f.snat, f.drop_when_empty),
+            (FrontendKind::LoadBalancer, true, false)
+        );
+        // Single-stack IPv4: the IPv6 addresses are ignored without a warning (kube-proxy
+        // only logs them at a high verbosity); the bad one still warns.
+        let v4 = run(&svc("[IPv4]", "[10.96.0.20]"));
+        assert_eq!(v4.warnings, vec![warning]);
+        assert!(v4.state.frontends.keys().all(|a| a.family() == Family::V4));
+        // ClusterIP, externalIP, ingress IP (the port has no nodePort).
+        assert_eq!(v4.state.frontends.len(), 3);
+    }
+
+    #[test]
+    fn family_mismatches_are_ignored() {
+        // An IPv4-only Service with an IPv6 slice, and an IPv6-only Service with an IPv4
+        // slice: neither gets backends from the other family.
+        let b = run(r#"
+kind: Service
+metadata: {name: v4}
+spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
+---
+kind: EndpointSlice
+metadata: {name: v4-1, labels: {kubernetes.io/service-name: v4}}
+addressType: IPv6
+ports: [{port: 8080}]
+endpoints: [{addresses: ["fd00::1"]}]
+---
+kind: Service
+metadata: {name: v6}
+spec: {clusterIP: "fd00:96::1", ipFamilies: [IPv6], ports: [{port: 80}]}
+---
+kind: EndpointSlice
+metadata: {name: v6-1, labels: {kubernetes.io/service-name: v6}}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints: [{addresses: [10.0.0.1]}]
+"#);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        assert_eq!(b.state.frontends.len(), 2);
+        assert!(b.state.frontends.values().all(|f| f.backends.is_empty()));
+    }
+
+    #[test]
+    fn bad_ipv6_addresses_warn() {
+        let b = run(r#"
+kind: Service
+metadata: {name: s}
+spec: {clusterIP: "fd00:96::1", ipFamilies: [IPv6], ports: [{port: 80}]}
+---
+kind: EndpointSlice
+metadata: {name: s-v4-in-v6, labels: {kubernetes.io/service-name: s}}
+addressType: IPv6
+ports: [{port: 8080}]
+endpoints: [{addresses: ["fd00::1"]}, {addresses: [10.0.0.1]}]
+---
+kind: EndpointSlice
+metadata: {name: s-garbage, labels: {kubernetes.io/service-name: s}}
+addressType: IPv6
+ports: [{port: 8080}]
+endpoints: [{addresses: ["fd00::2", "fd00::zz"]}]
+---
+kind: EndpointSlice
+metadata: {name: s-good, labels: {kubernetes.io/service-name: s}}
+addressType: IPv6
+ports: [{port: 8080}]
+endpoints: [{addresses: ["fd00::3"]}]
+---
+kind: Node
+metadata: {name: node-a}
+status: {addresses: [{type: InternalIP, address: "fd00::zz"}]}
+"#);
+        assert_eq!(
+            b.warnings,
+            vec![
+                r#"node node-a: address "fd00::zz" is not an IP address; skipped"#,
+                r#"endpointslice default/s-garbage: address "fd00::zz" is not an IPv6 address"#,
+                r#"endpointslice default/s-v4-in-v6: address "10.0.0.1" is not an IPv6 address"#,
+            ]
+        );
+        assert_eq!(
+            backends_of(&b, "fd00:96::1", 80, Proto::Tcp),
+            bes(&["[fd00::3]:8080"])
         );
     }
 }
