@@ -5,7 +5,7 @@ use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    datapath::{accept_local, interface_ipv4, Datapath, Maps},
+    datapath::{accept_local, interface_addresses, Datapath, Maps},
     manifests::ManifestDir,
     model::{self, NodeInfo},
     reconcile::{self, MapState},
@@ -54,6 +54,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut reported = BTreeSet::new();
     let mut failed_attach: Vec<(String, String)> = Vec::new();
     let mut dir_error: Option<String> = None;
+    let mut fallback_addresses = Vec::new();
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -89,11 +90,19 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         for e in &report.errors {
             tracing::error!("rejected manifest, keeping its last good state: {e}");
         }
-        if report.changed || first {
+        // The external interfaces' addresses are where NodePorts are served without a Node
+        // object; an IPv6 address may well appear after the agent started.
+        let addresses = interface_addresses(&cfg.external_interfaces);
+        let addresses_changed = addresses != fallback_addresses;
+        if addresses_changed && !first {
+            tracing::info!(?addresses, "external interface addresses changed");
+        }
+        fallback_addresses = addresses;
+        if report.changed || addresses_changed || first {
             first = false;
             let node = NodeInfo {
                 name: node_name.clone(),
-                fallback_addresses: interface_ipv4(&cfg.external_interfaces),
+                fallback_addresses: fallback_addresses.clone(),
             };
             mirror = sync(&mut maps, &mirror, &src, &node, &mut reported);
         }

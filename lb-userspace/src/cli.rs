@@ -7,12 +7,15 @@ use serde::Serialize;
 
 use lb_common::{FE_DROP_EMPTY, FE_SNAT};
 
-use crate::datapath::{fmt_addr, kind_name, proto_name, Datapath, Maps};
+use crate::datapath::{family_name, fmt_addr, kind_name, proto_name, Datapath, Maps};
 
 #[derive(Serialize)]
 pub struct ServiceRow {
     pub id: u32,
+    /// `10.96.0.10:80`, or `[fd00::10]:80` for IPv6.
     pub frontend: String,
+    /// "IPv4" or "IPv6"; the backends are of the same family.
+    pub family: &'static str,
     pub protocol: &'static str,
     /// ClusterIP, NodePort, ExternalIP or LoadBalancer.
     pub kind: &'static str,
@@ -35,7 +38,8 @@ pub fn service_rows(root: &Path) -> Result<Vec<ServiceRow>> {
             let stats = maps.stats_of(f.svc_id);
             ServiceRow {
                 id: f.svc_id,
-                frontend: fmt_addr(k.addr, k.port),
+                frontend: fmt_addr(&k.addr, k.family, k.port),
+                family: family_name(k.family),
                 protocol: proto_name(k.proto),
                 kind: kind_name(f.kind),
                 flags: [(FE_SNAT, "snat"), (FE_DROP_EMPTY, "drop-empty")]
@@ -50,7 +54,7 @@ pub fn service_rows(root: &Path) -> Result<Vec<ServiceRow>> {
                     .map(|id| {
                         st.backends
                             .get(id)
-                            .map(|b| format!("{}:{}", b.ip, b.port))
+                            .map(|b| b.socket_addr().to_string())
                             .unwrap_or_else(|| format!("?{id}"))
                     })
                     .collect(),
@@ -113,7 +117,10 @@ struct Status {
     frontends: usize,
     backends: usize,
     conntrack_entries: usize,
+    /// IPv4 SNAT source; 0.0.0.0 when there is none.
     snat_address: String,
+    /// IPv6 SNAT source; :: when there is none.
+    snat_address6: String,
     counters: std::collections::BTreeMap<&'static str, u64>,
 }
 
@@ -133,22 +140,24 @@ pub fn status(root: &Path, json: bool) -> Result<()> {
         backends: st.backends.len(),
         conntrack_entries: maps.conntrack.keys().count(),
         snat_address: std::net::Ipv4Addr::from(st.config.snat_addr).to_string(),
+        snat_address6: std::net::Ipv6Addr::from(st.config.snat_addr6).to_string(),
         counters: maps.counters().into_iter().collect(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        println!("bpf root:     {}", s.bpf_root);
+        println!("bpf root:        {}", s.bpf_root);
         let ifs: Vec<String> = s
             .interfaces
             .iter()
             .map(|a| format!("{} ({})", a.name, a.hook))
             .collect();
-        println!("attached:     {}", ifs.join(", "));
-        println!("frontends:    {}", s.frontends);
-        println!("backends:     {}", s.backends);
-        println!("conntrack:    {} entries", s.conntrack_entries);
-        println!("snat address: {}", s.snat_address);
+        println!("attached:        {}", ifs.join(", "));
+        println!("frontends:       {}", s.frontends);
+        println!("backends:        {}", s.backends);
+        println!("conntrack:       {} entries", s.conntrack_entries);
+        println!("snat address:    {}", s.snat_address);
+        println!("snat address v6: {}", s.snat_address6);
         for (name, v) in &s.counters {
             println!("  {name:<20} {v}");
         }

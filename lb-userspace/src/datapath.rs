@@ -4,8 +4,8 @@
 //! Pin layout under the bpf root:
 //! - `<root>/<map name>` for every map (see `lb_common::ALL_MAPS`), so that
 //!   `bpftool map dump pinned <root>/<map>` works;
-//! - `<root>/<program name>` for the TC program;
-//! - `<root>/links/tc-<ifname>@<ifindex>` for each attachment (a TCX link).
+//! - `<root>/<program name>` for each program (TC ingress, TC egress, XDP);
+//! - `<root>/links/<hook>:<ifname>@<ifindex>` for each attachment.
 //!
 //! A restarted agent finds the pins and adopts them: the maps keep their contents, the links
 //! keep their programs attached, and nothing is reloaded.
@@ -13,7 +13,7 @@ use std::{
     collections::BTreeMap,
     ffi::CStr,
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -25,7 +25,7 @@ use aya::{
     EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
-use lb_common::*;
+use lb_common::{ip::from_addr, *};
 
 use crate::reconcile::{BackendKey, FrontendState, MapState, Op};
 
@@ -374,9 +374,11 @@ pub fn interfaces() -> Vec<(String, u32)> {
     out
 }
 
-/// IPv4 addresses of the named interfaces (in the current network namespace), in order.
-pub fn interface_ipv4(names: &[String]) -> Vec<Ipv4Addr> {
-    let mut found: Vec<(usize, Ipv4Addr)> = Vec::new();
+/// IPv4 and IPv6 addresses of the named interfaces (in the current network namespace), in the
+/// order of `names`, and per interface in the kernel's order (IPv4 before IPv6). Loopback and
+/// IPv6 link-local (fe80::/10) addresses are left out: no Service can be reached on them.
+pub fn interface_addresses(names: &[String]) -> Vec<IpAddr> {
+    let mut found: Vec<(usize, IpAddr)> = Vec::new();
     unsafe {
         let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
         if libc::getifaddrs(&mut list) != 0 {
@@ -385,11 +387,26 @@ pub fn interface_ipv4(names: &[String]) -> Vec<Ipv4Addr> {
         let mut p = list;
         while !p.is_null() {
             let a = (*p).ifa_addr;
-            if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+            let ip = match a.is_null() {
+                true => None,
+                false => match (*a).sa_family as i32 {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(ip) = ip.filter(usable_interface_address) {
                 let name = CStr::from_ptr((*p).ifa_name).to_string_lossy();
                 if let Some(i) = names.iter().position(|n| *n == name) {
-                    let sin = &*(a as *const libc::sockaddr_in);
-                    found.push((i, Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    found.push((i, ip));
                 }
             }
             p = (*p).ifa_next;
@@ -397,7 +414,20 @@ pub fn interface_ipv4(names: &[String]) -> Vec<Ipv4Addr> {
         libc::freeifaddrs(list);
     }
     found.sort_by_key(|(i, _)| *i);
-    found.into_iter().map(|(_, a)| a).collect()
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (_, ip) in found {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+fn usable_interface_address(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
+    }
 }
 
 /// Detaches and removes everything podlb pinned under `root`. Returns how many pins it removed.
@@ -439,13 +469,13 @@ fn open_map(root: &Path, name: &str) -> Result<Map> {
 
 /// Typed handles on the pinned maps.
 pub struct Maps {
-    pub frontends: HashMap<MapData, Frontend4Key, Frontend>,
+    pub frontends: HashMap<MapData, FrontendKey, Frontend>,
     pub slots: HashMap<MapData, SlotKey, Slot>,
-    pub backends: Array<MapData, Backend4>,
-    pub conntrack: HashMap<MapData, Ct4Key, Ct4Entry>,
+    pub backends: Array<MapData, Backend>,
+    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub stats: PerCpuArray<MapData, SvcStats>,
     pub meta: HashMap<MapData, u32, SvcMeta>,
-    pub vips: HashMap<MapData, [u8; 4], Vip>,
+    pub vips: HashMap<MapData, VipKey, Vip>,
     pub config: Array<MapData, Config>,
     pub counters: PerCpuArray<MapData, u64>,
 }
@@ -501,12 +531,12 @@ impl Maps {
             );
         }
         for k in self.vips.keys() {
-            st.vips.insert(Ipv4Addr::from(k?));
+            st.vips.insert(k?);
         }
         st.config = self.config.get(&0, 0)?;
         for (i, b) in self.backends.iter().enumerate() {
             let b = b?;
-            if b != Backend4::default() {
+            if b != Backend::default() {
                 st.backends.insert(i as u32, BackendKey::from_map(&b));
             }
         }
@@ -572,9 +602,9 @@ impl Maps {
             })),
             Op::DelFrontend(k) => ignore_missing(self.frontends.remove(k)),
             Op::DelMeta(id) => ignore_missing(self.meta.remove(id)),
-            Op::DelBackend(id) => self.backends.set(*id, Backend4::default(), 0),
-            Op::SetVip(ip) => self.vips.insert(ip.octets(), Vip::default(), 0),
-            Op::DelVip(ip) => ignore_missing(self.vips.remove(&ip.octets())),
+            Op::DelBackend(id) => self.backends.set(*id, Backend::default(), 0),
+            Op::SetVip(k) => self.vips.insert(k, Vip::default(), 0),
+            Op::DelVip(k) => ignore_missing(self.vips.remove(k)),
             Op::SetConfig(c) => self.config.set(0, c, 0),
         };
         r.with_context(|| format!("map write {op:?}"))
@@ -658,8 +688,18 @@ pub fn kind_name(k: u16) -> &'static str {
     }
 }
 
-pub fn fmt_addr(addr: [u8; 4], port: u16) -> String {
-    format!("{}:{}", Ipv4Addr::from(addr), port)
+/// `10.96.0.10:80`, `[fd00::10]:80`.
+pub fn fmt_addr(addr: &Addr, family: u8, port: u16) -> String {
+    SocketAddr::new(from_addr(addr, family), port).to_string()
+}
+
+/// "IPv4" or "IPv6" for a `FAMILY_*` field.
+pub fn family_name(family: u8) -> &'static str {
+    match family {
+        FAMILY_V4 => "IPv4",
+        FAMILY_V6 => "IPv6",
+        _ => "?",
+    }
 }
 
 #[cfg(test)]
@@ -674,5 +714,20 @@ mod tests {
         }
         assert_eq!(parse_link_pin("tc:eth0"), None);
         assert_eq!(parse_link_pin("bogus:eth0@1"), None);
+    }
+
+    #[test]
+    fn address_formats() {
+        let v6: Ipv6Addr = "fd00::10".parse().unwrap();
+        assert_eq!(fmt_addr(&v6.octets(), FAMILY_V6, 80), "[fd00::10]:80");
+        assert_eq!(
+            fmt_addr(&addr4([10, 96, 0, 1]), FAMILY_V4, 53),
+            "10.96.0.1:53"
+        );
+        assert_eq!(family_name(FAMILY_V6), "IPv6");
+        assert!(usable_interface_address(&"2001:db8::1".parse().unwrap()));
+        assert!(!usable_interface_address(&"fe80::1".parse().unwrap()));
+        assert!(!usable_interface_address(&"::1".parse().unwrap()));
+        assert!(!usable_interface_address(&"127.0.0.1".parse().unwrap()));
     }
 }

@@ -12,23 +12,25 @@
 //!
 //! IDs are stable: a frontend keeps its `svc_id` and a backend its `backend_id` as long as they
 //! exist, so a restarted agent that re-reads the maps plans zero writes when nothing changed.
+//! Both families share one id space for services and one for backends (one set of maps).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, SocketAddr},
 };
 
 use lb_common::{
-    Backend4, Config, Frontend, Frontend4Key, FE_DROP_EMPTY, FE_SNAT, KIND_CLUSTER_IP,
+    ip::{from_addr, to_addr},
+    Backend, Config, Frontend, FrontendKey, VipKey, FE_DROP_EMPTY, FE_SNAT, KIND_CLUSTER_IP,
     KIND_EXTERNAL_IP, KIND_LOAD_BALANCER, KIND_NODE_PORT, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
     MAX_SERVICES, SNAT_PORT_MAX, SNAT_PORT_MIN,
 };
 
 use crate::model::{BackendAddr, DesiredState, FrontendAddr, FrontendKind, FrontendSpec, Proto};
 
-/// A backend as the datapath sees it: address, port and protocol.
+/// A backend as the datapath sees it: address (either family), port and protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendKey {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     pub proto: u8,
 }
@@ -41,20 +43,25 @@ impl BackendKey {
             proto: proto.number(),
         }
     }
-    pub fn to_map(self) -> Backend4 {
-        Backend4 {
-            addr: self.ip.octets(),
+    pub fn to_map(self) -> Backend {
+        let (addr, family) = to_addr(self.ip);
+        Backend {
+            addr,
             port: self.port,
             proto: self.proto,
-            flags: 0,
+            family,
         }
     }
-    pub fn from_map(b: &Backend4) -> Self {
+    pub fn from_map(b: &Backend) -> Self {
         Self {
-            ip: Ipv4Addr::from(b.addr),
+            ip: from_addr(&b.addr, b.family),
             port: b.port,
             proto: b.proto,
         }
+    }
+    /// `10.244.0.5:8080`, `[fd00::5]:8080`.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
     }
 }
 
@@ -73,9 +80,9 @@ pub struct FrontendState {
 /// A mirror of the service maps (frontends, slots, backends, names, ClusterIPs, config).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapState {
-    pub frontends: BTreeMap<Frontend4Key, FrontendState>,
+    pub frontends: BTreeMap<FrontendKey, FrontendState>,
     pub backends: BTreeMap<u32, BackendKey>,
-    pub vips: BTreeSet<Ipv4Addr>,
+    pub vips: BTreeSet<VipKey>,
     pub config: Config,
 }
 
@@ -90,16 +97,16 @@ pub enum Op {
         slot: u32,
         backend_id: u32,
     },
-    SetFrontend(Frontend4Key, Frontend),
+    SetFrontend(FrontendKey, Frontend),
     DelSlot {
         svc_id: u32,
         slot: u32,
     },
-    DelFrontend(Frontend4Key),
+    DelFrontend(FrontendKey),
     DelMeta(u32),
     DelBackend(u32),
-    SetVip(Ipv4Addr),
-    DelVip(Ipv4Addr),
+    SetVip(VipKey),
+    DelVip(VipKey),
     SetConfig(Config),
 }
 
@@ -130,26 +137,60 @@ pub fn flags_and_kind(spec: &FrontendSpec) -> (u16, u16) {
     (flags, kind)
 }
 
-/// SNAT source: the first node address (0.0.0.0, i.e. no SNAT, when none is known).
+/// SNAT sources: the first IPv4 and the first IPv6 node address (0.0.0.0 and ::, i.e. no SNAT
+/// in that family, when there is none).
 pub fn config_for(desired: &DesiredState) -> Config {
-    Config {
-        snat_addr: desired
-            .node_addresses
-            .first()
-            .map(|a| a.octets())
-            .unwrap_or_default(),
+    let mut config = Config {
+        snat_addr: [0; 4],
         snat_port_min: SNAT_PORT_MIN,
         snat_port_max: SNAT_PORT_MAX,
+        snat_addr6: [0; 16],
+    };
+    if let Some(v4) = desired.node_addresses.iter().find_map(|a| match a {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    }) {
+        config.snat_addr = v4.octets();
+    }
+    if let Some(v6) = desired.node_addresses.iter().find_map(|a| match a {
+        IpAddr::V6(v6) => Some(v6),
+        IpAddr::V4(_) => None,
+    }) {
+        config.snat_addr6 = v6.octets();
+    }
+    config
+}
+
+pub fn frontend_key(f: &FrontendAddr) -> FrontendKey {
+    let (addr, family) = to_addr(f.ip);
+    FrontendKey {
+        addr,
+        port: f.port,
+        proto: f.proto.number(),
+        family,
     }
 }
 
-pub fn frontend_key(f: &FrontendAddr) -> Frontend4Key {
-    Frontend4Key {
-        addr: f.ip.octets(),
-        port: f.port,
-        proto: f.proto.number(),
-        pad: 0,
+/// The `lb_frontends` key as an address: `10.96.0.10:80`, `[fd00::10]:80`.
+pub fn frontend_socket_addr(k: &FrontendKey) -> SocketAddr {
+    SocketAddr::new(from_addr(&k.addr, k.family), k.port)
+}
+
+pub fn vip_key(ip: IpAddr) -> VipKey {
+    let (addr, family) = to_addr(ip);
+    VipKey {
+        addr,
+        family,
+        pad: [0; 3],
     }
+}
+
+pub fn vip_ip(k: &VipKey) -> IpAddr {
+    from_addr(&k.addr, k.family)
+}
+
+fn same_family(fe: &FrontendAddr, b: &BackendAddr) -> bool {
+    fe.ip.is_ipv4() == b.ip.is_ipv4()
 }
 
 /// Lowest ids not in `used`, starting at 1 (0 means "none" in the datapath).
@@ -187,7 +228,12 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
     let by_key: BTreeMap<BackendKey, u32> = cur.backends.iter().map(|(id, k)| (*k, *id)).collect();
     let mut wanted: BTreeSet<BackendKey> = BTreeSet::new();
     for (fe, spec) in &desired.frontends {
-        wanted.extend(spec.backends.iter().map(|b| BackendKey::new(*b, fe.proto)));
+        wanted.extend(
+            spec.backends
+                .iter()
+                .filter(|b| same_family(fe, b))
+                .map(|b| BackendKey::new(*b, fe.proto)),
+        );
     }
     // Ids freed by this plan are not reused before the next one: the old owner may still be
     // visible to the datapath until the end of this plan.
@@ -204,8 +250,8 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
                 }
                 None => {
                     errors.push(format!(
-                        "backend {}:{} left out: backend map full",
-                        k.ip, k.port
+                        "backend {} left out: backend map full",
+                        k.socket_addr()
                     ));
                     continue;
                 }
@@ -216,7 +262,7 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
     }
 
     // Frontends.
-    let wanted_fes: BTreeMap<Frontend4Key, _> = desired
+    let wanted_fes: BTreeMap<FrontendKey, _> = desired
         .frontends
         .iter()
         .map(|(f, s)| (frontend_key(f), (f, s)))
@@ -224,9 +270,18 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
     let mut svc_ids = IdAlloc::new(cur.frontends.values().map(|f| f.svc_id), MAX_SERVICES);
     let (mut meta, mut slots, mut fronts, mut shrink) = (vec![], vec![], vec![], vec![]);
     for (key, (fe, spec)) in &wanted_fes {
+        if let Some(b) = spec.backends.iter().find(|b| !same_family(fe, b)) {
+            // The model never does this; the datapath cannot translate between families.
+            errors.push(format!(
+                "frontend {fe} ({}): backend {} of the other family left out",
+                spec.name,
+                SocketAddr::new(b.ip, b.port)
+            ));
+        }
         let ids: Vec<u32> = spec
             .backends
             .iter()
+            .filter(|b| same_family(fe, b))
             .filter_map(|b| id_of.get(&BackendKey::new(*b, fe.proto)).copied())
             .take(MAX_BACKENDS_PER_SERVICE as usize)
             .collect();
@@ -240,8 +295,7 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
                 }
                 None => {
                     errors.push(format!(
-                        "frontend {} ({}) left out: service map full",
-                        fmt_fe(fe),
+                        "frontend {fe} ({}) left out: service map full",
                         spec.name
                     ));
                     continue;
@@ -314,7 +368,7 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
 
     // ClusterIPs are added once their frontends exist and removed before their frontends go,
     // so that a Service's own ports are never rejected while it changes.
-    next.vips = desired.cluster_ips.clone();
+    next.vips = desired.cluster_ips.iter().map(|ip| vip_key(*ip)).collect();
     let add_vips = next.vips.difference(&cur.vips).map(|ip| Op::SetVip(*ip));
     let del_vips = cur.vips.difference(&next.vips).map(|ip| Op::DelVip(*ip));
     next.config = config_for(desired);
@@ -365,10 +419,6 @@ fn place(old: &[u32], ids: &[u32]) -> Vec<u32> {
     out.into_iter().flatten().collect()
 }
 
-fn fmt_fe(f: &FrontendAddr) -> String {
-    format!("{}:{}/{:?}", f.ip, f.port, f.proto)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,14 +426,28 @@ mod tests {
 
     fn fe(ip: [u8; 4], port: u16, proto: Proto) -> FrontendAddr {
         FrontendAddr {
-            ip: Ipv4Addr::from(ip),
+            ip: IpAddr::from(ip),
+            port,
+            proto,
+        }
+    }
+    fn fe6(ip: &str, port: u16, proto: Proto) -> FrontendAddr {
+        FrontendAddr {
+            ip: ip.parse().unwrap(),
             port,
             proto,
         }
     }
     fn be(last: u8, port: u16) -> BackendAddr {
         BackendAddr {
-            ip: Ipv4Addr::new(10, 244, 0, last),
+            ip: IpAddr::from([10, 244, 0, last]),
+            port,
+        }
+    }
+    /// fd00:244::<last>
+    fn be6(last: u8, port: u16) -> BackendAddr {
+        BackendAddr {
+            ip: IpAddr::from([0xfd00, 0x244, 0, 0, 0, 0, 0, last as u16]),
             port,
         }
     }
@@ -405,13 +469,16 @@ mod tests {
                 })
                 .collect(),
             cluster_ips: fes.iter().map(|(f, _, _)| f.ip).collect(),
-            node_addresses: vec![Ipv4Addr::new(192, 168, 77, 1)],
+            node_addresses: vec![
+                "192.168.77.1".parse().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+            ],
         }
     }
     /// Applies ops to a mirror the way the maps would, checking the datapath invariant after
-    /// every single op: each frontend's `count` slots name existing backends.
+    /// every single op: each frontend's `count` slots name existing backends of its family.
     fn apply_checked(cur: &MapState, ops: &[Op]) -> MapState {
-        let mut fronts: BTreeMap<Frontend4Key, Frontend> = cur
+        let mut fronts: BTreeMap<FrontendKey, Frontend> = cur
             .frontends
             .iter()
             .map(|(k, f)| {
@@ -477,10 +544,12 @@ mod tests {
                 Op::SetConfig(c) => config = *c,
             }
             // A ClusterIP is never marked (rejecting unknown ports) without its frontends.
-            for ip in &vips {
+            for vip in &vips {
                 assert!(
-                    fronts.keys().any(|k| k.addr == ip.octets()),
-                    "VIP {ip} without frontends after {op:?}"
+                    fronts
+                        .keys()
+                        .any(|k| k.addr == vip.addr && k.family == vip.family),
+                    "VIP {vip:?} without frontends after {op:?}"
                 );
             }
             for (k, f) in &fronts {
@@ -488,9 +557,13 @@ mod tests {
                     let id = slots
                         .get(&(f.svc_id, s))
                         .unwrap_or_else(|| panic!("{k:?} slot {s} missing after {op:?}"));
-                    assert!(
-                        backends.contains_key(id),
-                        "{k:?} slot {s} -> dead backend {id} after {op:?}"
+                    let b = backends.get(id).unwrap_or_else(|| {
+                        panic!("{k:?} slot {s} -> dead backend {id} after {op:?}")
+                    });
+                    assert_eq!(
+                        b.to_map().family,
+                        k.family,
+                        "{k:?} slot {s} -> backend {b:?} of the other family"
                     );
                 }
             }
@@ -663,5 +736,162 @@ mod tests {
         assert_eq!(place(&[], &[7, 8]), vec![7, 8]);
         assert_eq!(place(&[1, 2, 3, 4], &[4]), vec![4]);
         assert_eq!(place(&[1, 2], &[]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn map_conversions_round_trip() {
+        for ip in ["10.244.0.5", "fd00:244::5"] {
+            let b = BackendKey {
+                ip: ip.parse().unwrap(),
+                port: 8080,
+                proto: 6,
+            };
+            assert_eq!(BackendKey::from_map(&b.to_map()), b);
+            let v = vip_key(b.ip);
+            assert_eq!(vip_ip(&v), b.ip);
+        }
+        let k = frontend_key(&fe6("fd00::10", 80, Proto::Udp));
+        assert_eq!(k.family, lb_common::FAMILY_V6);
+        assert_eq!(frontend_socket_addr(&k).to_string(), "[fd00::10]:80");
+        let k = frontend_key(&fe([10, 96, 0, 10], 80, Proto::Tcp));
+        assert_eq!(k.addr[..4], [10, 96, 0, 10]);
+        assert_eq!(k.addr[4..], [0; 12]);
+        assert_eq!(k.family, lb_common::FAMILY_V4);
+        assert_eq!(frontend_socket_addr(&k).to_string(), "10.96.0.10:80");
+    }
+
+    #[test]
+    fn dual_stack_service_shares_id_spaces() {
+        let v4 = fe([10, 96, 0, 10], 80, Proto::Tcp);
+        let v6 = fe6("fd00:96::10", 80, Proto::Tcp);
+        let d = desired(&[
+            (v4, "default/web:http", vec![be(1, 8080), be(2, 8080)]),
+            (v6, "default/web:http", vec![be6(1, 8080), be6(2, 8080)]),
+        ]);
+        let (s1, _) = step(&MapState::default(), &d);
+        // One id space: four distinct backend ids, two distinct svc ids.
+        assert_eq!(s1.backends.len(), 4);
+        assert_eq!(
+            s1.backends.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        let (f4, f6) = (
+            &s1.frontends[&frontend_key(&v4)],
+            &s1.frontends[&frontend_key(&v6)],
+        );
+        assert_ne!(f4.svc_id, f6.svc_id);
+        assert!(f6.slots.iter().all(|id| s1.backends[id].ip.is_ipv6()));
+        assert!(f4.slots.iter().all(|id| s1.backends[id].ip.is_ipv4()));
+        assert_eq!(
+            s1.vips,
+            [vip_key(v4.ip), vip_key(v6.ip)].into_iter().collect()
+        );
+        // SNAT addresses of both families.
+        assert_eq!(s1.config.snat_addr, [192, 168, 77, 1]);
+        assert_eq!(
+            s1.config.snat_addr6,
+            "2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        // Unchanged: nothing to write.
+        assert!(step(&s1, &d).1.is_empty());
+        // Dropping the IPv6 family leaves the IPv4 frontend untouched.
+        let only4 = desired(&[(v4, "default/web:http", vec![be(1, 8080), be(2, 8080)])]);
+        let (s2, ops) = step(&s1, &only4);
+        assert!(
+            ops.iter()
+                .all(|o| !matches!(o, Op::SetFrontend(..) | Op::SetSlot { .. })),
+            "{ops:?}"
+        );
+        assert_eq!(s2.frontends[&frontend_key(&v4)], *f4);
+        assert_eq!(s2.backends.len(), 2);
+        assert_eq!(s2.vips, [vip_key(v4.ip)].into_iter().collect());
+        // And back to dual-stack.
+        let (s3, _) = step(&s2, &d);
+        assert_eq!(s3.backends.len(), 4);
+        assert_eq!(s3.frontends.len(), 2);
+    }
+
+    #[test]
+    fn same_address_bytes_in_two_families_are_two_frontends() {
+        // 10.96.0.10 and the IPv6 address whose first bytes are 10.96.0.10 differ only in
+        // the family field; neither may shadow the other.
+        let v4 = fe([10, 96, 0, 10], 80, Proto::Tcp);
+        let v6 = fe6("a60:a::", 80, Proto::Tcp);
+        assert_eq!(frontend_key(&v4).addr[..4], frontend_key(&v6).addr[..4]);
+        let (s, _) = step(
+            &MapState::default(),
+            &desired(&[(v4, "a", vec![be(1, 80)]), (v6, "b", vec![be6(1, 80)])]),
+        );
+        assert_eq!(s.frontends.len(), 2);
+        assert_eq!(s.vips.len(), 2);
+    }
+
+    #[test]
+    fn snat_config_per_family() {
+        let mut d = DesiredState::default();
+        let c = config_for(&d);
+        assert_eq!((c.snat_addr, c.snat_addr6), ([0; 4], [0; 16]));
+        assert_eq!(
+            (c.snat_port_min, c.snat_port_max),
+            (SNAT_PORT_MIN, SNAT_PORT_MAX)
+        );
+        d.node_addresses = vec![
+            "fd00::5".parse().unwrap(),
+            "192.168.0.5".parse().unwrap(),
+            "fd00::6".parse().unwrap(),
+            "192.168.0.6".parse().unwrap(),
+        ];
+        let c = config_for(&d);
+        assert_eq!(c.snat_addr, [192, 168, 0, 5]);
+        assert_eq!(
+            c.snat_addr6,
+            "fd00::5".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
+        d.node_addresses = vec!["fd00::5".parse().unwrap()];
+        assert_eq!(config_for(&d).snat_addr, [0; 4]);
+    }
+
+    #[test]
+    fn backend_of_the_other_family_is_left_out() {
+        let v6 = fe6("fd00:96::10", 80, Proto::Tcp);
+        let p = plan(
+            &MapState::default(),
+            &desired(&[(v6, "web", vec![be6(1, 80), be(1, 80)])]),
+        );
+        assert_eq!(
+            p.errors,
+            vec!["frontend [fd00:96::10]:80/TCP (web): backend 10.244.0.1:80 of the other family left out"]
+        );
+        let f = &p.next.frontends[&frontend_key(&v6)];
+        assert_eq!(f.slots.len(), 1);
+        assert_eq!(p.next.backends.len(), 1);
+    }
+
+    #[test]
+    fn shrink_grow_and_replace_ipv6() {
+        let web = fe6("fd00:96::10", 443, Proto::Sctp);
+        let mut s = MapState::default();
+        for set in [
+            vec![be6(1, 80), be6(2, 80), be6(3, 80)],
+            vec![be6(3, 80)],
+            vec![be6(4, 80), be6(3, 80), be6(5, 80)],
+            vec![],
+        ] {
+            let (n, _) = step(&s, &desired(&[(web, "web", set.clone())]));
+            let got: BTreeSet<BackendKey> = n.frontends[&frontend_key(&web)]
+                .slots
+                .iter()
+                .map(|id| n.backends[id])
+                .collect();
+            let want: BTreeSet<BackendKey> = set
+                .iter()
+                .map(|b| BackendKey::new(*b, Proto::Sctp))
+                .collect();
+            assert_eq!(got, want);
+            s = n;
+        }
     }
 }
