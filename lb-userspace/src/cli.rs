@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use lb_common::{FE_DROP_EMPTY, FE_SNAT};
+use lb_common::{FE_DROP_EMPTY, FE_SNAT, PIN_LAYOUT_VERSION};
 
 use crate::datapath::{family_name, fmt_addr, kind_name, proto_name, Datapath, Maps};
 
@@ -113,6 +113,9 @@ struct Attachment {
 #[derive(Serialize)]
 struct Status {
     bpf_root: String,
+    /// The pin layout version of the maps (the record under the bpf root); the maps are only
+    /// read when it is this podlb's.
+    layout_version: u32,
     interfaces: Vec<Attachment>,
     frontends: usize,
     backends: usize,
@@ -129,6 +132,7 @@ pub fn status(root: &Path, json: bool) -> Result<()> {
     let st = maps.read_state()?;
     let s = Status {
         bpf_root: root.display().to_string(),
+        layout_version: PIN_LAYOUT_VERSION,
         interfaces: Datapath::attached(root)
             .into_iter()
             .map(|(name, hook)| Attachment {
@@ -147,6 +151,7 @@ pub fn status(root: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!("bpf root:        {}", s.bpf_root);
+        println!("layout version:  {}", s.layout_version);
         let ifs: Vec<String> = s
             .interfaces
             .iter()

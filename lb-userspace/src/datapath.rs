@@ -5,10 +5,13 @@
 //! - `<root>/<map name>` for every map (see `lb_common::ALL_MAPS`), so that
 //!   `bpftool map dump pinned <root>/<map>` works;
 //! - `<root>/<program name>` for each program (TC ingress, TC egress, XDP);
-//! - `<root>/links/<hook>:<ifname>@<ifindex>` for each attachment.
+//! - `<root>/links/<hook>:<ifname>@<ifindex>` for each attachment;
+//! - `<root>/layout-version`, a symlink whose target is the `PIN_LAYOUT_VERSION` of the maps
+//!   (`layout-version -> 3`): bpffs holds no regular files, only pins, directories and symlinks.
 //!
 //! A restarted agent finds the pins and adopts them: the maps keep their contents, the links
-//! keep their programs attached, and nothing is reloaded.
+//! keep their programs attached, and nothing is reloaded. Pins of another layout version (or
+//! of a podlb from before versions were recorded) are refused: `podlb reset` clears them.
 use std::{
     collections::BTreeMap,
     ffi::CStr,
@@ -143,6 +146,78 @@ fn link_pins(root: &Path) -> Vec<(Hook, String, u32)> {
         .collect()
 }
 
+/// Map pins of the layouts before version 3 (IPv4-only maps); `reset` removes them too.
+const LEGACY_MAPS: [&str; 5] = [
+    "lb4_frontends",
+    "lb4_slots",
+    "lb4_backends",
+    "lb4_conntrack",
+    "lb4_vips",
+];
+
+/// Every pin podlb may have left under `root` that exists now: links first, then the
+/// programs, then the maps (current and legacy names). The layout-version record is not a pin.
+fn existing_pins(root: &Path) -> Vec<PathBuf> {
+    let mut pins: Vec<PathBuf> = fs::read_dir(root.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let named = [PROG_TC_POD, PROG_XDP_EXT, PROG_TC_EGRESS]
+        .into_iter()
+        .chain(ALL_MAPS)
+        .chain(LEGACY_MAPS);
+    pins.extend(named.map(|n| root.join(n)));
+    pins.retain(|p| p.symlink_metadata().is_ok());
+    pins
+}
+
+/// The pin layout version recorded under `root` (`<root>/layout-version`), as written: `None`
+/// when nothing is recorded. Read as a symlink target, or as a file's content for a root that
+/// is not on a bpffs.
+pub fn layout_version(root: &Path) -> Option<String> {
+    let path = root.join(LAYOUT_VERSION_FILE);
+    match fs::read_link(&path) {
+        Ok(target) => Some(target.to_string_lossy().trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => fs::read_to_string(&path).ok().map(|s| s.trim().to_string()),
+    }
+}
+
+/// Refuses pins under `root` whose layout version is not `PIN_LAYOUT_VERSION` (or is not
+/// recorded). Ok when they match or when there are no pins at all.
+pub fn check_layout(root: &Path) -> Result<()> {
+    let found = layout_version(root);
+    let expected = PIN_LAYOUT_VERSION.to_string();
+    if found.as_deref() == Some(expected.as_str()) || existing_pins(root).is_empty() {
+        return Ok(());
+    }
+    let found = match found {
+        Some(v) => format!("pin layout version {v:?}"),
+        None => format!("no pin layout version recorded (no {LAYOUT_VERSION_FILE} symlink)"),
+    };
+    bail!(
+        "the pins under {root} have {found}, but this podlb uses pin layout version \
+         {expected}, so it cannot adopt them. Run `podlb reset --bpf-root {root}` to remove them \
+         (Services are not forwarded until the agent starts again), then start the agent.",
+        root = root.display()
+    )
+}
+
+/// Records `PIN_LAYOUT_VERSION` as `<root>/layout-version -> <version>`.
+fn write_layout_version(root: &Path) -> Result<()> {
+    let path = root.join(LAYOUT_VERSION_FILE);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => {}
+    }
+    std::os::unix::fs::symlink(PIN_LAYOUT_VERSION.to_string(), &path)
+        .with_context(|| format!("recording the pin layout version in {}", path.display()))
+}
+
 /// The loaded (or adopted) programs and the pin directory.
 pub struct Datapath {
     root: PathBuf,
@@ -160,6 +235,11 @@ impl Datapath {
             bail!("this podlb binary was built without its eBPF object; build it with `cargo xtask build`");
         }
         ensure_bpffs(root)?;
+        // Recorded before any map is created, so that a crash cannot leave unrecorded pins.
+        check_layout(root)?;
+        if layout_version(root) != Some(PIN_LAYOUT_VERSION.to_string()) {
+            write_layout_version(root)?;
+        }
         fs::create_dir_all(root.join("links"))?;
         let (tc_pin, xdp_pin) = (root.join(PROG_TC_POD), root.join(PROG_XDP_EXT));
         let egress_pin = root.join(PROG_TC_EGRESS);
@@ -430,22 +510,13 @@ fn usable_interface_address(ip: &IpAddr) -> bool {
     }
 }
 
-/// Detaches and removes everything podlb pinned under `root`. Returns how many pins it removed.
-/// Only podlb's own pins are touched (a fresh bpffs also holds `maps.debug`/`progs.debug`).
+/// Detaches and removes everything podlb pinned under `root`, of any layout version, and the
+/// layout-version record. Returns how many pins it removed. Only podlb's own pins are touched
+/// (a fresh bpffs also holds `maps.debug`/`progs.debug`).
 pub fn reset(root: &Path) -> Result<usize> {
-    let mut pins: Vec<PathBuf> = fs::read_dir(root.join("links"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
     // Links first, so that traffic stops being rewritten before the maps go away.
-    pins.push(root.join(PROG_TC_POD));
-    pins.push(root.join(PROG_XDP_EXT));
-    pins.push(root.join(PROG_TC_EGRESS));
-    pins.extend(ALL_MAPS.iter().map(|m| root.join(m)));
     let mut n = 0;
-    for p in pins {
+    for p in existing_pins(root) {
         match fs::remove_file(&p) {
             Ok(()) => n += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -453,6 +524,14 @@ pub fn reset(root: &Path) -> Result<usize> {
         }
     }
     let _ = fs::remove_dir(root.join("links"));
+    // Last: while any pin is left, the record still describes it.
+    let version = root.join(LAYOUT_VERSION_FILE);
+    match fs::remove_file(&version) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", version.display()))
+        }
+        _ => {}
+    }
     Ok(n)
 }
 
@@ -481,7 +560,9 @@ pub struct Maps {
 }
 
 impl Maps {
+    /// Opens the pinned maps; refuses pins of another layout version (see [`check_layout`]).
     pub fn open(root: &Path) -> Result<Self> {
+        check_layout(root)?;
         Ok(Self {
             frontends: open_map(root, MAP_FRONTENDS)?.try_into()?,
             slots: open_map(root, MAP_SLOTS)?.try_into()?,
@@ -714,6 +795,69 @@ mod tests {
         }
         assert_eq!(parse_link_pin("tc:eth0"), None);
         assert_eq!(parse_link_pin("bogus:eth0@1"), None);
+    }
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("podlb-dp-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        fn touch(&self, name: &str) {
+            fs::write(self.0.join(name), "").unwrap();
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn layout_version_is_recorded_checked_and_reset() {
+        let d = TempDir::new("layout");
+        let root = d.0.as_path();
+        // Nothing pinned: nothing to refuse.
+        assert_eq!(layout_version(root), None);
+        check_layout(root).unwrap();
+        // Pins from before versions were recorded (old map names) are refused.
+        d.touch("lb4_frontends");
+        d.touch("lb_config");
+        let e = check_layout(root).unwrap_err().to_string();
+        assert!(e.contains("no pin layout version recorded"), "{e}");
+        assert!(
+            e.contains(&format!("podlb reset --bpf-root {}", root.display())),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("uses pin layout version {PIN_LAYOUT_VERSION}")),
+            "{e}"
+        );
+        // Another version is refused and named.
+        std::os::unix::fs::symlink("2", root.join(LAYOUT_VERSION_FILE)).unwrap();
+        assert_eq!(layout_version(root).as_deref(), Some("2"));
+        let e = check_layout(root).unwrap_err().to_string();
+        assert!(e.contains(r#"pin layout version "2""#), "{e}");
+        // The current version is accepted.
+        write_layout_version(root).unwrap();
+        assert_eq!(layout_version(root), Some(PIN_LAYOUT_VERSION.to_string()));
+        check_layout(root).unwrap();
+        // reset removes the pins of every layout and the record.
+        fs::create_dir(root.join("links")).unwrap();
+        d.touch("links/tc:eth0@2");
+        d.touch("maps.debug");
+        assert_eq!(reset(root).unwrap(), 3);
+        assert_eq!(layout_version(root), None);
+        assert!(existing_pins(root).is_empty());
+        assert!(!root.join("links").exists());
+        assert!(root.join("maps.debug").exists(), "not podlb's");
+        // A record in a regular file (a root not on a bpffs) reads the same.
+        fs::write(root.join(LAYOUT_VERSION_FILE), "3\n").unwrap();
+        assert_eq!(layout_version(root).as_deref(), Some("3"));
     }
 
     #[test]
