@@ -32,19 +32,6 @@ pub trait Ctx {
     /// Updates the Internet checksum at `csum_off` (no pseudo-header) for `N` (2 or 4) bytes
     /// changing from `old` to `new`.
     fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64>;
-
-    /// `fix_csum` for a 16-byte (IPv6) address, four bytes at a time.
-    #[inline(never)]
-    fn fix_csum16(&self, csum_off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
-        let mut i = 0;
-        while i < 16 {
-            let o = [old[i], old[i + 1], old[i + 2], old[i + 3]];
-            let n = [new[i], new[i + 1], new[i + 2], new[i + 3]];
-            self.fix_csum(csum_off, o, n)?;
-            i += 4;
-        }
-        Ok(())
-    }
 }
 
 /// The first four bytes of an address (an IPv4 address).
@@ -209,20 +196,18 @@ pub fn slot<T>(ctx: &XdpContext, off: usize) -> Result<&mut T, i64> {
 /// checksum means "none" and stays zero; a computed zero becomes 0xffff.
 #[inline(always)]
 fn update_csum<const N: usize>(ctx: &XdpContext, off: usize, old: &[u8; N], new: &[u8; N], udp: bool) -> Result<(), i64> {
-    if update_csum_call(ctx, off, old, new, udp) { Ok(()) } else { Err(-1) }
+    update_csum_at(slot::<[u8; 2]>(ctx, off)?, old, new, udp);
+    Ok(())
 }
 
-/// `update_csum` as a BPF-to-BPF call (it runs for every rewritten field): five arguments at
-/// most and a one-register result, as BPF calls allow.
+/// `update_csum` on a bounds-checked checksum field, as a BPF-to-BPF call (it runs for every
+/// rewritten field). It takes the field's packet pointer, not the context: the compiler would
+/// pass packet pointers loaded from the context as scalars, which the verifier refuses.
 #[inline(never)]
-fn update_csum_call<const N: usize>(ctx: &XdpContext, off: usize, old: &[u8; N], new: &[u8; N], udp: bool) -> bool {
-    let Ok(c) = slot::<[u8; 2]>(ctx, off) else {
-        return false;
-    };
+fn update_csum_at<const N: usize>(c: &mut [u8; 2], old: &[u8; N], new: &[u8; N], udp: bool) {
     if udp && *c == [0, 0] {
-        return true;
+        return;
     }
     let out = csum::replace(*c, old, new);
     *c = if udp && out == [0, 0] { [0xff, 0xff] } else { out };
-    true
 }

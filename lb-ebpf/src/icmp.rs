@@ -20,7 +20,7 @@ use crate::{
     lb::Verdict,
     maps::CONNTRACK,
     parse::{
-        eth_proto, ptr_at, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IP6_DST_OFF, IP6_HLEN, IP6_SRC_OFF,
+        addr_eq, copy_addr, eth_proto, ptr_at, read_addr, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IP6_DST_OFF, IP6_HLEN, IP6_SRC_OFF,
         IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF,
     },
 };
@@ -50,22 +50,33 @@ const IN6_DST: usize = IN6_IP + 24;
 const IN6_L4: usize = IN6_IP + IP6_HLEN;
 
 /// Translates an ICMP error about a NATed flow; anything else is `Pass`.
-#[inline(never)]
+#[inline(always)]
 pub fn translate<C: Ctx>(ctx: &C) -> Verdict {
-    match try_translate(ctx) {
-        Some(Ok(())) => Verdict::Nat,
-        Some(Err(_)) => Verdict::Drop,
-        None => Verdict::Pass,
+    match eth_proto(ctx) {
+        Some(ETH_P_IP) => translate4(ctx),
+        Some(ETH_P_IPV6) => translate6(ctx),
+        _ => Verdict::Pass,
     }
+}
+
+/// A BPF-to-BPF call per family (a one-register result: calls cannot return larger values).
+#[inline(never)]
+fn translate4<C: Ctx>(ctx: &C) -> Verdict {
+    verdict(try_translate4(ctx))
+}
+
+#[inline(never)]
+fn translate6<C: Ctx>(ctx: &C) -> Verdict {
+    verdict(try_translate6(ctx))
 }
 
 /// `None`: not an ICMP error about one of our flows.
 #[inline(always)]
-fn try_translate<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
-    match eth_proto(ctx)? {
-        ETH_P_IP => try_translate4(ctx),
-        ETH_P_IPV6 => try_translate6(ctx),
-        _ => None,
+fn verdict(r: Option<Result<(), i64>>) -> Verdict {
+    match r {
+        Some(Ok(())) => Verdict::Nat,
+        Some(Err(_)) => Verdict::Drop,
+        None => Verdict::Pass,
     }
 }
 
@@ -86,7 +97,7 @@ fn reply_entry(in_src: Addr, in_dst: Addr, ports: [u8; 4], proto: u8, family: u8
     (e.flags & CT_REPLY != 0).then_some(e)
 }
 
-#[inline(never)]
+#[inline(always)]
 fn try_translate4<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
     let ip = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
     // Outer and quoted headers without options; not a fragment.
@@ -167,9 +178,20 @@ fn quoted<C: Ctx, const N: usize>(ctx: &C, off: usize, old: [u8; N], new: [u8; N
     ctx.write(off, new)
 }
 
-#[inline(never)]
+/// The addresses of an ICMPv6 error: outer, and of the quoted packet. Aligned, so they are
+/// read, compared and written as words.
+#[repr(C, align(8))]
+struct Addrs6 {
+    outer_src: Addr,
+    outer_dst: Addr,
+    in_src: Addr,
+    in_dst: Addr,
+}
+
+#[inline(always)]
 fn try_translate6<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
-    let ip = unsafe { *ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)? };
+    let hdr = ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)?;
+    let ip = unsafe { &*hdr };
     if ip[0] >> 4 != 6 || ip[6] != IPPROTO_ICMPV6 {
         return None;
     }
@@ -181,59 +203,69 @@ fn try_translate6<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
     if !matches!(icmp_type, ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED) {
         return None;
     }
-    let inner = unsafe { *ptr_at::<C, [u8; IP6_HLEN]>(ctx, IN6_IP)? };
+    let inner_hdr = ptr_at::<C, [u8; IP6_HLEN]>(ctx, IN6_IP)?;
+    let inner = unsafe { &*inner_hdr };
     let ports = unsafe { *ptr_at::<C, [u8; 4]>(ctx, IN6_L4)? };
     let proto = inner[6];
     if inner[0] >> 4 != 6 || !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
         return None;
     }
-    let mut in_src = [0u8; 16];
-    let mut in_dst = [0u8; 16];
-    in_src.copy_from_slice(&inner[8..24]);
-    in_dst.copy_from_slice(&inner[24..40]);
-    let e = reply_entry(in_src, in_dst, ports, proto, FAMILY_V6)?;
-    Some(rewrite6(ctx, &ip, &e, &in_src, &in_dst, ports))
+    let mut a = Addrs6 { outer_src: [0; 16], outer_dst: [0; 16], in_src: [0; 16], in_dst: [0; 16] };
+    read_addr(&mut a.outer_src, hdr as usize, 8, true);
+    read_addr(&mut a.outer_dst, hdr as usize, 24, true);
+    read_addr(&mut a.in_src, inner_hdr as usize, 8, true);
+    read_addr(&mut a.in_dst, inner_hdr as usize, 24, true);
+    // The quoted packet went client -> backend; its reply direction names the flow.
+    let mut key = CtKey {
+        saddr: [0; 16],
+        daddr: [0; 16],
+        sport: u16::from_be_bytes([ports[2], ports[3]]),
+        dport: u16::from_be_bytes([ports[0], ports[1]]),
+        proto,
+        family: FAMILY_V6,
+        pad: [0; 2],
+    };
+    copy_addr(&mut key.saddr, &a.in_dst);
+    copy_addr(&mut key.daddr, &a.in_src);
+    let e = unsafe { &*CONNTRACK.get_ptr(&key)? };
+    if e.flags & CT_REPLY == 0 {
+        return None;
+    }
+    Some(rewrite6(ctx, &a, e, ports))
 }
 
 #[inline(always)]
-fn rewrite6<C: Ctx>(
-    ctx: &C,
-    ip: &[u8; IP6_HLEN],
-    e: &CtEntry,
-    in_src: &Addr,
-    in_dst: &Addr,
-    ports: [u8; 4],
-) -> Result<(), i64> {
+fn rewrite6<C: Ctx>(ctx: &C, a: &Addrs6, e: &CtEntry, ports: [u8; 4]) -> Result<(), i64> {
     // Every change is covered by the ICMPv6 checksum (outer addresses via the pseudo-header).
-    field6(ctx, IN6_DST, in_dst, &e.nat_addr)?;
+    field6(ctx, IN6_DST, &a.in_dst, &e.nat_addr)?;
     port6(ctx, IN6_L4 + 2, [ports[2], ports[3]], e.nat_port.to_be_bytes())?;
-    let mut outer_src = [0u8; 16];
-    outer_src.copy_from_slice(&ip[8..24]);
-    if crate::parse::bytes_eq16(&outer_src, in_dst) {
-        field6(ctx, IP6_SRC_OFF, &outer_src, &e.nat_addr)?;
+    if addr_eq(&a.outer_src, &a.in_dst) {
+        field6(ctx, IP6_SRC_OFF, &a.outer_src, &e.nat_addr)?;
     }
     if e.flags & CT_SNAT != 0 {
-        let mut outer_dst = [0u8; 16];
-        outer_dst.copy_from_slice(&ip[24..40]);
-        field6(ctx, IN6_SRC, in_src, &e.snat_addr)?;
+        field6(ctx, IN6_SRC, &a.in_src, &e.snat_addr)?;
         port6(ctx, IN6_L4, [ports[0], ports[1]], e.snat_port.to_be_bytes())?;
-        field6(ctx, IP6_DST_OFF, &outer_dst, &e.snat_addr)?;
+        field6(ctx, IP6_DST_OFF, &a.outer_dst, &e.snat_addr)?;
     }
     Ok(())
 }
 
-/// Rewrites an IPv6 address in an ICMPv6 error (outer or quoted), fixing the ICMPv6 checksum.
-#[inline(never)]
+/// Rewrites an (aligned) IPv6 address in an ICMPv6 error, outer or quoted, a word at a time,
+/// fixing the ICMPv6 checksum.
+#[inline(always)]
 fn field6<C: Ctx>(ctx: &C, off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
-    if crate::parse::bytes_eq16(old, new) {
-        return Ok(());
+    let (o, n) = unsafe { (&*(old as *const Addr as *const [u32; 4]), &*(new as *const Addr as *const [u32; 4])) };
+    for i in 0..4 {
+        if o[i] != n[i] {
+            ctx.fix_csum(ICMP6_CSUM_OFF, o[i].to_ne_bytes(), n[i].to_ne_bytes())?;
+            ctx.write(off + 4 * i, n[i].to_ne_bytes())?;
+        }
     }
-    ctx.fix_csum16(ICMP6_CSUM_OFF, old, new)?;
-    ctx.write(off, *new)
+    Ok(())
 }
 
 /// Rewrites a quoted port in an ICMPv6 error, fixing the ICMPv6 checksum.
-#[inline(never)]
+#[inline(always)]
 fn port6<C: Ctx>(ctx: &C, off: usize, old: [u8; 2], new: [u8; 2]) -> Result<(), i64> {
     if old == new {
         return Ok(());

@@ -90,13 +90,6 @@ pub fn addr_eq(a: &Addr, b: &Addr) -> bool {
     (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
 }
 
-/// `addr_eq` for addresses of any alignment (copied out of a packet, say).
-#[inline(always)]
-pub fn bytes_eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let w = |x: &[u8; 16], i: usize| u32::from_ne_bytes([x[i], x[i + 1], x[i + 2], x[i + 3]]);
-    (w(a, 0) ^ w(b, 0)) | (w(a, 4) ^ w(b, 4)) | (w(a, 8) ^ w(b, 8)) | (w(a, 12) ^ w(b, 12)) == 0
-}
-
 /// Whether an (aligned) address is all zeros (unset).
 #[inline(always)]
 pub fn addr_is_zero(a: &Addr) -> bool {
@@ -136,7 +129,7 @@ fn word_at(base: usize, off: usize) -> u32 {
 
 /// Copies the address at `off` (4 or 16 bytes, bounds-checked by the caller) into `dst`.
 #[inline(always)]
-fn read_addr(dst: &mut Addr, base: usize, off: usize, v6: bool) {
+pub fn read_addr(dst: &mut Addr, base: usize, off: usize, v6: bool) {
     let w = unsafe { &mut *(dst as *mut Addr as *mut [u32; 4]) };
     w[0] = word_at(base, off);
     if v6 {
@@ -165,9 +158,10 @@ impl Packet {
 
 /// Parses Ethernet + IPv4 (with options) or IPv6 + TCP/UDP/SCTP ports into `pkt`. `false`
 /// means "not ours": another EtherType or protocol, truncated, malformed (IHL < 5, a length
-/// shorter than the headers), a fragment, or an IPv6 packet with extension headers. Not
-/// inlined: its temporaries stay out of the callers' stack frames.
-#[inline(never)]
+/// shorter than the headers), a fragment, or an IPv6 packet with extension headers. Inlined:
+/// as a BPF-to-BPF call the compiler would pass it the packet pointers as scalars, which the
+/// verifier refuses.
+#[inline(always)]
 pub fn parse<C: Ctx>(ctx: &C, pkt: &mut Packet) -> bool {
     match eth_proto(ctx) {
         Some(ETH_P_IP) => parse4(ctx, pkt).is_some(),

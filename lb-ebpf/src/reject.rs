@@ -54,7 +54,7 @@ fn build<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<B
     if pkt.v6 { build6(ctx, pkt, buf) } else { build4(ctx, pkt, buf) }
 }
 
-#[inline(never)]
+#[inline(always)]
 fn build4<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
     if pkt.l4_off != ETH_HLEN + 20 {
         return None;
@@ -213,7 +213,7 @@ fn pseudo(buf: &[u8], proto: u8, l4_len: u16) -> u32 {
     sum(&ip[12..20], proto as u32 + l4_len as u32)
 }
 
-#[inline(never)]
+#[inline(always)]
 fn build6<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
     let eth = unsafe { *ptr_at::<C, [u8; 14]>(ctx, 0)? };
     let ip = unsafe { &*ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)? };

@@ -16,6 +16,8 @@ use aya::{
     TestRun, TestRunOptions,
 };
 use common::packet::*;
+// The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
+use common::packet::Addr;
 use lb_common::*;
 
 const CLIENT: Addr = ([10, 244, 0, 10], 40000);
@@ -161,8 +163,8 @@ fn nodeport_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>, u16) {
         .ct_get(ct_key(BE1, (NODE, p), PROTO_TCP))
         .expect("reply entry");
     assert_eq!(reply.flags, CT_REPLY | CT_SNAT);
-    assert_eq!((reply.nat_addr, reply.nat_port), NODE_PORT);
-    assert_eq!((reply.snat_addr, reply.snat_port), EXT);
+    assert_eq!((reply.nat_addr, reply.nat_port), (addr4(NODE_PORT.0), NODE_PORT.1));
+    assert_eq!((reply.snat_addr, reply.snat_port), (addr4(EXT.0), EXT.1));
     (input, out, p)
 }
 

@@ -9,6 +9,8 @@
 mod common;
 
 use common::packet::*;
+// The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
+use common::packet::Addr;
 use lb_common::*;
 
 const CLIENT: Addr = ([10, 244, 0, 5], 40000);
@@ -61,7 +63,7 @@ impl Harness {
 }
 
 /// A conntrack entry without SNAT.
-fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32) -> Ct4Entry {
+fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32) -> CtEntry {
     common::packet::ct_entry(nat, flags, svc_id, backend_id, ([0; 4], 0))
 }
 
@@ -151,7 +153,7 @@ fn established_flow_is_sticky_until_backend_gone() {
     // (Zeroing the entry while a slot still names it would make re-selection drop the packet
     // whenever that slot is drawn; the reconciler never leaves such a slot.)
     h.set_frontend(VIP, 80, PROTO_TCP, 1, &[id2], 0);
-    h.set_backend(ids[0], Backend4::default());
+    h.set_backend(ids[0], Backend::default());
     let (verdict, out) = h.run(&ack.build());
     assert_eq!(verdict, TC_NEXT);
     assert_frame_eq(&out, &ack.clone().dst(BE2).build());
@@ -180,11 +182,11 @@ fn reused_backend_id_rebalances_flow() {
     let ids = web(&mut h, &[BE1]);
     let ack = tcp(CLIENT, (VIP, 80), ACK);
     h.run(&tcp(CLIENT, (VIP, 80), SYN).build());
-    let b3 = Backend4 {
-        addr: BE3.0,
+    let b3 = Backend {
+        addr: addr4(BE3.0),
         port: BE3.1,
         proto: PROTO_TCP,
-        flags: 0,
+        family: FAMILY_V4,
     };
     h.set_backend(ids[0], b3);
     let (verdict, out) = h.run(&ack.build());
@@ -638,15 +640,15 @@ fn nodeport_snat_masquerades_and_reverses() {
     verify_checksums(&out);
 
     let fwd = h.ct_get(ct_key(EXT, (NODE, 30080), PROTO_TCP));
-    let want_fwd = Ct4Entry {
-        snat_addr: NODE,
+    let want_fwd = CtEntry {
+        snat_addr: addr4(NODE),
         snat_port: p,
         ..ct_entry(BE1, CT_FORWARD | CT_SNAT, 3, ids[0])
     };
     assert_eq!(fwd, Some(want_fwd));
     let rev = h.ct_get(ct_key(BE1, (NODE, p), PROTO_TCP));
-    let want_rev = Ct4Entry {
-        snat_addr: EXT.0,
+    let want_rev = CtEntry {
+        snat_addr: addr4(EXT.0),
         snat_port: EXT.1,
         ..ct_entry((NODE, 30080), CT_REPLY | CT_SNAT, 3, ids[0])
     };
@@ -788,15 +790,15 @@ fn hairpin_flow_is_source_nated() {
     assert_frame_eq(&out, &syn.clone().src((NODE, p)).dst(BE1).build());
     verify_checksums(&out);
     let fwd = h.ct_get(ct_key(me, (VIP, 80), PROTO_TCP));
-    let want_fwd = Ct4Entry {
-        snat_addr: NODE,
+    let want_fwd = CtEntry {
+        snat_addr: addr4(NODE),
         snat_port: p,
         ..ct_entry(BE1, CT_FORWARD | CT_SNAT, 1, ids[0])
     };
     assert_eq!(fwd, Some(want_fwd));
     let rev = h.ct_get(ct_key(BE1, (NODE, p), PROTO_TCP));
-    let want_rev = Ct4Entry {
-        snat_addr: me.0,
+    let want_rev = CtEntry {
+        snat_addr: addr4(me.0),
         snat_port: me.1,
         ..ct_entry((VIP, 80), CT_REPLY | CT_SNAT, 1, ids[0])
     };

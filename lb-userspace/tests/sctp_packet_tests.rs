@@ -19,6 +19,8 @@
 mod common;
 
 use common::packet::*;
+// The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
+use common::packet::Addr;
 use lb_common::*;
 
 const CLIENT: Addr = ([10, 244, 0, 5], 40000);
@@ -118,11 +120,11 @@ impl Harness {
     }
 }
 
-fn ct_key(src: Addr, dst: Addr) -> Ct4Key {
+fn ct_key(src: Addr, dst: Addr) -> CtKey {
     common::packet::ct_key(src, dst, PROTO_SCTP)
 }
 
-fn ct_entry(nat: Addr, flags: u32, backend_id: u32, snat: Addr) -> Ct4Entry {
+fn ct_entry(nat: Addr, flags: u32, backend_id: u32, snat: Addr) -> CtEntry {
     common::packet::ct_entry(nat, flags, SVC_ID, backend_id, snat)
 }
 

@@ -640,7 +640,7 @@ fn bpftool_btf(network: PodNetwork) {
     f.serve(l4, &[1]);
     let dst = f.apply("web", vip(19), l4, &[(1, true)]);
     f.wait_ready(f.ns(0), dst, l4);
-    let pin = f.agent.bpf_root().join("lb4_frontends");
+    let pin = f.agent.bpf_root().join("lb_frontends");
     let out = Command::new("bpftool")
         .args(["map", "dump", "pinned"])
         .arg(&pin)

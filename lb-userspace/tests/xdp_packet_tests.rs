@@ -16,6 +16,8 @@
 mod common;
 
 use common::packet::*;
+// The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
+use common::packet::Addr;
 use lb_common::*;
 
 const NODE: [u8; 4] = [192, 168, 77, 1];
@@ -135,11 +137,11 @@ fn xdp_nodeport_established_flow_keeps_port_and_backend() {
     h.hash::<SlotKey, Slot>(MAP_SLOTS)
         .insert(SlotKey { svc_id: 3, slot: 1 }, Slot { backend_id: id2 }, 0)
         .unwrap();
-    let key = Frontend4Key {
-        addr: NODE,
+    let key = FrontendKey {
+        addr: addr4(NODE),
         port: 30080,
         proto: PROTO_TCP,
-        pad: 0,
+        family: FAMILY_V4,
     };
     let fe = Frontend {
         svc_id: 3,
@@ -148,7 +150,7 @@ fn xdp_nodeport_established_flow_keeps_port_and_backend() {
         kind: KIND_NODE_PORT,
         pad: 0,
     };
-    h.hash::<Frontend4Key, Frontend>(MAP_FRONTENDS)
+    h.hash::<FrontendKey, Frontend>(MAP_FRONTENDS)
         .insert(key, fe, 0)
         .unwrap();
     let ack = tcp(EXT, NODE_PORT, ACK).payload(b"GET / HTTP/1.1\r\n\r\n");

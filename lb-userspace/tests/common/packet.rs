@@ -190,8 +190,8 @@ impl Harness {
         HashMap::try_from(self.ebpf.map_mut(name).unwrap()).unwrap()
     }
 
-    pub fn set_backend(&mut self, id: u32, b: Backend4) {
-        let mut m: Array<_, Backend4> =
+    pub fn set_backend(&mut self, id: u32, b: Backend) {
+        let mut m: Array<_, Backend> =
             Array::try_from(self.ebpf.map_mut(MAP_BACKENDS).unwrap()).unwrap();
         m.set(id, b, 0).unwrap();
     }
@@ -199,11 +199,11 @@ impl Harness {
     pub fn new_backend(&mut self, (addr, port): Addr, proto: u8) -> u32 {
         let id = self.next_backend;
         self.next_backend += 1;
-        let b = Backend4 {
-            addr,
+        let b = Backend {
+            addr: addr4(addr),
             port,
             proto,
-            flags: 0,
+            family: FAMILY_V4,
         };
         self.set_backend(id, b);
         id
@@ -228,11 +228,11 @@ impl Harness {
             };
             slots.insert(key, Slot { backend_id: *id }, 0).unwrap();
         }
-        let key = Frontend4Key {
-            addr: fe.0,
+        let key = FrontendKey {
+            addr: addr4(fe.0),
             port: fe.1,
             proto,
-            pad: 0,
+            family: FAMILY_V4,
         };
         let val = Frontend {
             svc_id,
@@ -241,7 +241,7 @@ impl Harness {
             kind,
             pad: 0,
         };
-        self.hash::<Frontend4Key, Frontend>(MAP_FRONTENDS)
+        self.hash::<FrontendKey, Frontend>(MAP_FRONTENDS)
             .insert(key, val, 0)
             .unwrap();
     }
@@ -275,14 +275,14 @@ impl Harness {
         ids
     }
 
-    pub fn conntrack(&mut self) -> Vec<(Ct4Key, Ct4Entry)> {
-        let ct = self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK);
+    pub fn conntrack(&mut self) -> Vec<(CtKey, CtEntry)> {
+        let ct = self.hash::<CtKey, CtEntry>(MAP_CONNTRACK);
         let v = ct.iter().map(|r| r.unwrap()).collect();
         v
     }
 
-    pub fn ct_get(&mut self, key: Ct4Key) -> Option<Ct4Entry> {
-        self.hash::<Ct4Key, Ct4Entry>(MAP_CONNTRACK)
+    pub fn ct_get(&mut self, key: CtKey) -> Option<CtEntry> {
+        self.hash::<CtKey, CtEntry>(MAP_CONNTRACK)
             .get(&key, 0)
             .ok()
     }
@@ -319,14 +319,20 @@ impl Harness {
             snat_addr,
             snat_port_min,
             snat_port_max,
+            snat_addr6: [0; 16],
         };
         m.set(0, cfg, 0).unwrap();
     }
 
     /// Marks `addr` as a ClusterIP (ports it does not expose are rejected).
     pub fn add_vip(&mut self, addr: [u8; 4]) {
-        self.hash::<[u8; 4], Vip>(MAP_VIPS)
-            .insert(addr, Vip { flags: 0 }, 0)
+        let key = VipKey {
+            addr: addr4(addr),
+            family: FAMILY_V4,
+            pad: [0; 3],
+        };
+        self.hash::<VipKey, Vip>(MAP_VIPS)
+            .insert(key, Vip { flags: 0 }, 0)
             .unwrap();
     }
 
@@ -351,24 +357,25 @@ impl Harness {
     }
 }
 
-pub fn ct_key(src: Addr, dst: Addr, proto: u8) -> Ct4Key {
-    Ct4Key {
-        saddr: src.0,
-        daddr: dst.0,
+pub fn ct_key(src: Addr, dst: Addr, proto: u8) -> CtKey {
+    CtKey {
+        saddr: addr4(src.0),
+        daddr: addr4(dst.0),
         sport: src.1,
         dport: dst.1,
         proto,
-        pad: [0; 3],
+        family: FAMILY_V4,
+        pad: [0; 2],
     }
 }
 
 /// A conntrack entry; `snat` is `([0; 4], 0)` when the flow is not source-NATed.
-pub fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32, snat: Addr) -> Ct4Entry {
-    Ct4Entry {
-        nat_addr: nat.0,
+pub fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32, snat: Addr) -> CtEntry {
+    CtEntry {
+        nat_addr: addr4(nat.0),
         nat_port: nat.1,
         snat_port: snat.1,
-        snat_addr: snat.0,
+        snat_addr: addr4(snat.0),
         flags,
         svc_id,
         backend_id,
