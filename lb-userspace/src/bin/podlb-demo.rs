@@ -155,9 +155,9 @@ fn run(args: &Args) -> Result<()> {
     println!("\n== podlb service list (read from the pinned maps)");
     println!("{}", agent.cli(&["service", "list"])?);
     let root = agent.bpf_root().display().to_string();
-    println!("== bpftool map dump pinned {root}/lb4_frontends");
+    println!("== bpftool map dump pinned {root}/lb_frontends");
     let out = Command::new(&args.bpftool)
-        .args(["map", "dump", "pinned", &format!("{root}/lb4_frontends")])
+        .args(["map", "dump", "pinned", &format!("{root}/lb_frontends")])
         .output()
         .context("running bpftool")?;
     println!("{}", String::from_utf8_lossy(&out.stdout));
@@ -167,7 +167,7 @@ fn run(args: &Args) -> Result<()> {
         println!("== kept running; press Ctrl-C to tear down. Try:");
         println!("   {podlb} service list --bpf-root {root}");
         println!("   {podlb} status --bpf-root {root}");
-        println!("   bpftool map dump pinned {root}/lb4_conntrack");
+        println!("   bpftool map dump pinned {root}/lb_conntrack");
         println!(
             "   ip netns exec {} socat - TCP:10.96.0.10:80      # type a line",
             client.ns().name()
