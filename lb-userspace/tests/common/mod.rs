@@ -3,3 +3,4 @@
 
 pub mod e2e;
 pub mod packet;
+pub mod packet6;
