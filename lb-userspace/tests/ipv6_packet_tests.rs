@@ -157,6 +157,7 @@ for_both_hooks!(
     sctp_address_only_change_keeps_crc,
     nodeport_snat_masquerades_and_reverses,
     no_snat_without_snat_addr6,
+    exhausted_snat_port_range_drops,
     hairpin_is_source_natted,
     tcp_to_frontend_without_backends_is_reset,
     udp_and_sctp_without_backends_get_port_unreachable,
@@ -314,6 +315,17 @@ fn udp_is_dnatted_with_valid_checksum(hook: Hook) {
         0xffff,
         "computed zero must be sent as 0xffff"
     );
+
+    // A zero ("none") checksum is invalid over IPv6 and the receiver drops the datagram; the
+    // program leaves it zero, as Linux's NAT does (nf_nat_proto.c: udp_manip_pkt updates the
+    // checksum only when it is non-zero), rather than turning it into a valid datagram.
+    let q0 = udp6((CLIENT.0, 40004), DNS_SVC)
+        .payload(b"hello")
+        .no_udp_csum();
+    let (verdict, out) = h.run(&q0.build());
+    assert_eq!(verdict, h.hook.nat());
+    assert_frame_eq(&out, &q0.clone().dst(DNS_BE).build());
+    assert_eq!(be16(&out, L4 + 6), 0, "zero checksum left as it was");
     assert_counters(&h, &[]);
 }
 
@@ -382,6 +394,31 @@ fn sctp_port_change_recomputes_crc(hook: Hook) {
     assert_ne!(crc_field6(&out), crc_field6(&input), "CRC32c recomputed");
     assert_eq!(h.conntrack().len(), 2);
     assert_counters(&h, &[]);
+
+    // The frame ends before the payload length says (chunks cut off): the CRC32c cannot be
+    // computed, so the packet is dropped as a NAT error rather than sent with a wrong CRC.
+    let full = sctp6(CLIENT, SCTP_SVC, 7, data_chunk(9, 40)).build();
+    for n in [12, 16, 30] {
+        let (verdict, _) = h.run(&full[..L4 + n]);
+        assert_eq!(verdict, hook.drop(), "{n} SCTP bytes present: verdict");
+    }
+    assert_counters(&h, &[(CNT_NAT_ERROR, 3)]);
+
+    // A NodePort with FE_SNAT: both ports change; the reply is mapped back.
+    h.set_config6(NODE4, NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
+    let np: Addr6 = (NODE, 30868);
+    h.add_frontend6(np, PROTO_SCTP, 5, &[SCTP_BE], FE_SNAT, KIND_NODE_PORT);
+    let init = sctp6(EXT, np, 0, init_chunk(0x1a2b_3c4d));
+    let input = init.build();
+    let (verdict, out) = h.run(&input);
+    assert_eq!(verdict, hook.nat());
+    verify_sctp6(&out);
+    let p = snat_port(&out);
+    assert_frame_eq(&out, &init.clone().src((NODE, p)).dst(SCTP_BE).build());
+    assert_changed_only(&input, &out, &[SRC, DST, SPORT, DPORT, SCTP_CRC]);
+    let ack = sctp6(SCTP_BE, (NODE, p), 0x1a2b_3c4d, init_ack_chunk(0x5e6f_7081));
+    assert_nat(&h, &ack, &ack.clone().src(np).dst(EXT));
+    assert_counters(&h, &[(CNT_NAT_ERROR, 3), (CNT_SNAT, 1)]);
 }
 
 /// 5b. Backend on the Service port: only addresses change, which the CRC32c does not cover,
@@ -515,6 +552,42 @@ fn no_snat_without_snat_addr6(hook: Hook) {
     assert_frame_eq(&out, &syn4.clone().dst(be4).build());
     verify_checksums(&out);
     assert_counters(&h, &[]);
+}
+
+/// 6c. A SNAT port range of one port: a second client finds no free port and is dropped
+///     (counted), the first flow keeps working; the IPv4 family uses the same range
+///     independently (its reply tuples are other keys).
+fn exhausted_snat_port_range_drops(hook: Hook) {
+    let mut h = harness(hook);
+    h.set_config6(NODE4, NODE, 61000, 61000);
+    h.add_frontend6(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
+    let a = tcp6(EXT, NODE_PORT, SYN);
+    assert_nat(&h, &a, &a.clone().src((NODE, 61000)).dst(BE1));
+    let b = tcp6(
+        (ip6([0xfd00, 0x77, 0, 0, 0, 0, 0, 3]), 40000),
+        NODE_PORT,
+        SYN,
+    )
+    .build();
+    assert_dropped(&h, &b);
+    assert_counters(&h, &[(CNT_SNAT, 1), (CNT_SNAT_NO_PORT, 1)]);
+    assert_eq!(h.conntrack().len(), 2, "no entry for the dropped flow");
+    assert_nat(&h, &a, &a.clone().src((NODE, 61000)).dst(BE1));
+
+    let be4: Addr4 = ([10, 244, 0, 11], 8080);
+    h.add_frontend(
+        (NODE4, 30080),
+        PROTO_TCP,
+        5,
+        &[be4],
+        FE_SNAT,
+        KIND_NODE_PORT,
+    );
+    let syn4 = tcp(([192, 168, 77, 2], 40000), (NODE4, 30080), SYN);
+    let (verdict, out) = h.run(&syn4.build());
+    assert_eq!(verdict, hook.nat());
+    assert_frame_eq(&out, &syn4.clone().src((NODE4, 61000)).dst(be4).build());
+    assert_counters(&h, &[(CNT_SNAT, 2), (CNT_SNAT_NO_PORT, 1)]);
 }
 
 /// 7. Hairpin: a pod reaching the ClusterIP whose chosen backend is itself is source-NATed to
@@ -1127,8 +1200,8 @@ fn icmp6_packet_too_big_from_router(hook: Hook) {
 }
 
 /// 11b. Port unreachable (type 1, code 4) sent by the backend itself about a UDP flow: the
-///      quote becomes client -> [VIP]:53 and the error's source becomes the VIP too. A TCP flow
-///      the same way (destination unreachable, code 1 "administratively prohibited").
+///      quote becomes client -> [VIP]:53 and the error's source becomes the VIP too. An SCTP
+///      and a TCP flow the same way (the latter: code 1, "administratively prohibited").
 fn icmp6_port_unreachable_from_backend(hook: Hook) {
     let mut h = harness(hook);
     h.add_frontend6(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
@@ -1153,6 +1226,29 @@ fn icmp6_port_unreachable_from_backend(hook: Hook) {
     );
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (VIP, CLIENT.0, CLIENT, DNS_SVC));
+
+    // SCTP: the quote holds ports and verification tag (the CRC32c is not among the 8 bytes).
+    h.add_frontend6(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
+    let init = sctp6(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
+    let (sent, natted) = assert_nat(&h, &init, &init.clone().dst(SCTP_BE));
+    let input = icmp6_frame(
+        SCTP_BE.0,
+        CLIENT.0,
+        ICMP6_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote6(&natted, 8),
+    );
+    let want = icmp6_frame(
+        VIP,
+        CLIENT.0,
+        ICMP6_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote6(&sent, 8),
+    );
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(icmp6_addresses(&out), (VIP, CLIENT.0, CLIENT, SCTP_SVC));
 
     let (sent, natted) = clusterip_flow(&mut h);
     let input = icmp6_frame(
