@@ -129,7 +129,19 @@ fn node_sysctls() {
     assert_eq!(get(node.ns(), "net/ipv4/ip_forward"), "1");
     assert_eq!(get(node.ns(), "net/ipv4/conf/lxc0/proxy_arp"), "1");
     assert_eq!(get(node.ns(), "net/ipv4/conf/all/rp_filter"), "0");
-    assert_eq!(get(node.pod(0).ns(), "net/ipv6/conf/all/disable_ipv6"), "1");
+    assert_eq!(get(node.pod(0).ns(), "net/ipv6/conf/all/disable_ipv6"), "0");
+    assert_eq!(get(node.ns(), "net/ipv6/conf/all/forwarding"), "1");
+    // No duplicate address detection anywhere (addresses usable at once).
+    for (ns, dev) in [(node.ns(), "lxc0"), (node.pod(0).ns(), "eth0")] {
+        assert_eq!(get(ns, "net/ipv6/conf/all/accept_dad"), "0");
+        assert_eq!(get(ns, &format!("net/ipv6/conf/{dev}/accept_dad")), "0");
+    }
+    let addrs = node.pod(0).ns().exec(&["ip", "-6", "addr", "show", "dev", "eth0"]).unwrap();
+    assert!(
+        addrs.contains("fd00:10:244:0::10/128") || addrs.contains("fd00:10:244::10/128"),
+        "{addrs}"
+    );
+    assert!(!addrs.contains("tentative"), "{addrs}");
     let err = node
         .ns()
         .exec(&["ip", "link", "show", "nosuchdev"])
@@ -385,7 +397,7 @@ fn clients_fail_with_context() {
     let t0 = Instant::now();
     assert!(tcp_request(
         node.pod(0).ns(),
-        "10.244.0.99:80".parse().unwrap(),
+        "10.244.0.99:80".parse::<SocketAddr>().unwrap(),
         Duration::from_millis(500)
     )
     .is_err());
@@ -754,7 +766,7 @@ fn two_clients_same_source_port() {
         tcp_request_from(
             c1,
             40001,
-            "192.168.50.99:80".parse().unwrap(),
+            "192.168.50.99:80".parse::<SocketAddr>().unwrap(),
             Duration::from_millis(400)
         )
         .unwrap_err()
