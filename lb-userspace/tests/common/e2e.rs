@@ -1,9 +1,9 @@
 //! Shared by the end-to-end tests with real traffic (`service_e2e.rs`, `service_types_e2e.rs`,
-//! `multinode_e2e.rs`, `icmp_e2e.rs`): timeouts, addresses, the L4 protocol of a request, reply
-//! checks, agent start-up and the agent's JSON output.
+//! `multinode_e2e.rs`, `icmp_e2e.rs`, `ipv6_e2e.rs`): timeouts, addresses, the L4 protocol of a
+//! request, reply checks (also for either family), agent start-up and the agent's JSON output.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::time::Duration;
 
@@ -53,6 +53,13 @@ impl L4 {
         }
     }
     pub fn request(self, ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Reply> {
+        match self {
+            L4::Tcp => tcp_request(ns, dst, timeout),
+            L4::Udp => udp_request(ns, dst, timeout),
+        }
+    }
+    /// [`L4::request`] to an address of either family.
+    pub fn request_to(self, ns: &Netns, dst: SocketAddr, timeout: Duration) -> Result<Reply> {
         match self {
             L4::Tcp => tcp_request(ns, dst, timeout),
             L4::Udp => udp_request(ns, dst, timeout),
@@ -185,6 +192,90 @@ pub fn wait_answered(client: &Netns, dst: SocketAddrV4, l4: L4, log: impl Fn() -
         let r = l4.request(client, dst, SHORT)?;
         ensure!(
             r.peer == SocketAddr::V4(dst),
+            "reply from {} not {dst}",
+            r.peer
+        );
+        Ok(r)
+    })
+    .unwrap_or_else(|e| panic!("{dst} never became reachable: {e:#}\n{}", log()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Either family (IPv6 and dual-stack tests)
+
+/// IPv6 ClusterIP fd00:96::`last` (the digits read like 10.96.0.`last`; they are hex).
+pub fn vip6(last: u16) -> Ipv6Addr {
+    format!("fd00:96::{last}").parse().unwrap()
+}
+
+pub fn sa6(ip: Ipv6Addr, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(ip), port)
+}
+
+/// Which client address the backend must see, for either family ([`Seen`] is IPv4 only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeenIp {
+    /// The client's own address and port (no SNAT).
+    Client(IpAddr),
+    /// Masqueraded to this node address.
+    Snat(IpAddr),
+}
+
+impl From<Seen> for SeenIp {
+    fn from(s: Seen) -> SeenIp {
+        match s {
+            Seen::Client(ip) => SeenIp::Client(ip.into()),
+            Seen::Snat(ip) => SeenIp::Snat(ip.into()),
+        }
+    }
+}
+
+/// [`check_reply`] for either family: `r` came from `dst` (address and port) and the backend
+/// saw the client as `seen`.
+pub fn check_reply_ip(r: &Reply, dst: SocketAddr, seen: SeenIp) -> Result<()> {
+    ensure!(
+        (r.peer.ip(), r.peer.port()) == (dst.ip(), dst.port()),
+        "reply not from {dst}: {r:?}"
+    );
+    match seen {
+        SeenIp::Client(ip) => {
+            ensure!(
+                r.seen_client.ip() == ip,
+                "the backend saw {} instead of the client {ip} (SNATed): {r:?}",
+                r.seen_client
+            );
+            // (An unconnected UDP socket's local address is 0.0.0.0:port or [::]:port.)
+            ensure!(
+                r.seen_client.port() == r.local.port(),
+                "the client's port was rewritten: {r:?}"
+            );
+        }
+        SeenIp::Snat(ip) => ensure!(
+            r.seen_client.ip() == ip,
+            "the backend saw {} instead of the masquerade address {ip}: {r:?}",
+            r.seen_client
+        ),
+    }
+    Ok(())
+}
+
+/// [`check_reply_ip`], panicking on a mismatch.
+#[track_caller]
+pub fn assert_reply_ip(r: &Reply, dst: SocketAddr, seen: SeenIp) {
+    check_reply_ip(r, dst, seen).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// [`wait_answered`] for either family.
+pub fn wait_answered_ip(
+    client: &Netns,
+    dst: SocketAddr,
+    l4: L4,
+    log: impl Fn() -> String,
+) -> Reply {
+    wait_for(SETTLE, || {
+        let r = l4.request_to(client, dst, SHORT)?;
+        ensure!(
+            (r.peer.ip(), r.peer.port()) == (dst.ip(), dst.port()),
             "reply from {} not {dst}",
             r.peer
         );
