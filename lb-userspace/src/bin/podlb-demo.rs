@@ -1,10 +1,10 @@
 //! `cargo xtask demo`: a node built from network namespaces, the podlb agent on it, real servers
 //! in three backend pods, and real clients (a pod and an external host) sending traffic to a
-//! ClusterIP Service. Prints how the requests spread over the backends, then tears everything
+//! dual-stack Service over IPv4 and IPv6. Prints how the requests spread over the backends, then tears everything
 //! down (on success, on error and on Ctrl-C). `--keep` leaves it running until Ctrl-C.
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     path::PathBuf,
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
@@ -36,6 +36,7 @@ struct Args {
 
 const MANIFEST: &str = include_str!("../../demo/web.yaml");
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -151,6 +152,25 @@ fn run(args: &Args) -> Result<()> {
         nodeport,
         node_ip,
     )?;
+    let http6 = SocketAddrV6::new(VIP6, 80, 0, 0);
+    report(
+        "default/web:http  TCP [fd00:96::10]:80 (IPv6), from pod0",
+        n,
+        client.ns(),
+        |ns| tcp_request(ns, http6, TIMEOUT),
+        http6,
+        client.ip6(),
+    )?;
+    let node_ip6 = node.node_ip6().unwrap();
+    let nodeport6 = SocketAddrV6::new(node_ip6, 30080, 0, 0);
+    report(
+        "default/web:http  NodePort [fd00:77::1]:30080 (IPv6, XDP on ext0), from the external client",
+        n,
+        ext,
+        |ns| tcp_request(ns, nodeport6, TIMEOUT),
+        nodeport6,
+        node_ip6,
+    )?;
 
     println!("\n== podlb service list (read from the pinned maps)");
     println!("{}", agent.cli(&["service", "list"])?);
@@ -192,14 +212,15 @@ fn report(
     n: usize,
     ns: &Netns,
     req: impl Fn(&Netns) -> Result<Reply>,
-    vip: SocketAddrV4,
-    seen: Ipv4Addr,
+    vip: impl Into<SocketAddr>,
+    seen: impl Into<IpAddr>,
 ) -> Result<()> {
+    let (vip, seen): (SocketAddr, IpAddr) = (vip.into(), seen.into());
     let mut spread: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..n {
         check_stop()?;
         let r = req(ns)?;
-        if r.peer != vip.into() {
+        if r.peer != vip {
             bail!("reply came from {} instead of {vip}", r.peer);
         }
         if r.seen_client.ip() != seen {
