@@ -6,11 +6,17 @@
 //! is addressed to the client again. Checksums: outer IPv4, quoted IPv4, and ICMP (which covers
 //! the quoted bytes). The quoted L4 checksum is left alone, as receivers do not check it.
 //!
+//! Errors about the other direction are translated too (on ingress hooks): a client, or a router
+//! on its side, answers a reply it got from the VIP (VIP -> client) with, say, "fragmentation
+//! needed" or a UDP port unreachable, addressed to the VIP. The quoted packet becomes what the
+//! backend sent (backend -> client, or backend -> node:port when masqueraded) and the error is
+//! addressed to the backend, as Linux conntrack does for kube-proxy (RELATED traffic).
+//!
 //! ICMPv6 errors (destination unreachable, packet too big, time exceeded) are translated the
 //! same way; IPv6 has no header checksum, but the ICMPv6 checksum also covers the outer
 //! addresses (a pseudo-header).
 use lb_common::{
-    addr4, Addr, CtEntry, CtKey, CT_REPLY, CT_SNAT, FAMILY_V4, FAMILY_V6, PROTO_SCTP, PROTO_TCP,
+    addr4, Addr, CtEntry, CtKey, CT_FORWARD, CT_REPLY, CT_SNAT, FAMILY_V4, FAMILY_V6, PROTO_SCTP, PROTO_TCP,
     PROTO_UDP,
 };
 
@@ -49,25 +55,36 @@ const IN6_SRC: usize = IN6_IP + 8;
 const IN6_DST: usize = IN6_IP + 24;
 const IN6_L4: usize = IN6_IP + IP6_HLEN;
 
+/// Which ICMP errors a hook translates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Errors {
+    /// Errors about client -> backend packets only (TC egress: the error's route is already
+    /// chosen, so one redirected to a backend could not reach it).
+    ToClients,
+    /// Also errors about replies, sent to the VIP (ingress hooks).
+    Both,
+}
+
 /// Translates an ICMP error about a NATed flow; anything else is `Pass`.
 #[inline(always)]
-pub fn translate<C: Ctx>(ctx: &C) -> Verdict {
+pub fn translate<C: Ctx>(ctx: &C, which: Errors) -> Verdict {
+    let both = which == Errors::Both;
     match eth_proto(ctx) {
-        Some(ETH_P_IP) => translate4(ctx),
-        Some(ETH_P_IPV6) => translate6(ctx),
+        Some(ETH_P_IP) => translate4(ctx, both),
+        Some(ETH_P_IPV6) => translate6(ctx, both),
         _ => Verdict::Pass,
     }
 }
 
 /// A BPF-to-BPF call per family (a one-register result: calls cannot return larger values).
 #[inline(never)]
-fn translate4<C: Ctx>(ctx: &C) -> Verdict {
-    verdict(try_translate4(ctx))
+fn translate4<C: Ctx>(ctx: &C, both: bool) -> Verdict {
+    verdict(try_translate4(ctx, both))
 }
 
 #[inline(never)]
-fn translate6<C: Ctx>(ctx: &C) -> Verdict {
-    verdict(try_translate6(ctx))
+fn translate6<C: Ctx>(ctx: &C, both: bool) -> Verdict {
+    verdict(try_translate6(ctx, both))
 }
 
 /// `None`: not an ICMP error about one of our flows.
@@ -80,10 +97,10 @@ fn verdict(r: Option<Result<(), i64>>) -> Verdict {
     }
 }
 
-/// The reply-direction conntrack entry of the flow a quoted packet (client -> backend)
-/// belongs to.
+/// The conntrack entry of the quoted packet's reverse direction: a reply entry when the quoted
+/// packet went client -> backend, a forward entry when it was a reply (VIP -> client).
 #[inline(always)]
-fn reply_entry(in_src: Addr, in_dst: Addr, ports: [u8; 4], proto: u8, family: u8) -> Option<CtEntry> {
+fn reverse_entry(in_src: Addr, in_dst: Addr, ports: [u8; 4], proto: u8, family: u8) -> Option<CtEntry> {
     let key = CtKey {
         saddr: in_dst,
         daddr: in_src,
@@ -93,12 +110,11 @@ fn reply_entry(in_src: Addr, in_dst: Addr, ports: [u8; 4], proto: u8, family: u8
         family,
         pad: [0; 2],
     };
-    let e: CtEntry = unsafe { *CONNTRACK.get_ptr(key)? };
-    (e.flags & CT_REPLY != 0).then_some(e)
+    Some(unsafe { *CONNTRACK.get_ptr(key)? })
 }
 
 #[inline(always)]
-fn try_translate4<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
+fn try_translate4<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
     let ip = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
     // Outer and quoted headers without options; not a fragment.
     if ip[0] != 0x45 || ip[9] != IPPROTO_ICMP || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
@@ -123,9 +139,41 @@ fn try_translate4<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
         [inner[16], inner[17], inner[18], inner[19]],
     );
     let (in_sport, in_dport) = ([ports[0], ports[1]], [ports[2], ports[3]]);
-    // The quoted packet went client -> backend; its reply direction names the flow.
-    let e = reply_entry(addr4(in_src), addr4(in_dst), ports, proto, FAMILY_V4)?;
-    Some(rewrite(ctx, &ip, &e, in_src, in_dst, in_sport, in_dport))
+    let e = reverse_entry(addr4(in_src), addr4(in_dst), ports, proto, FAMILY_V4)?;
+    if e.flags & CT_REPLY != 0 {
+        // The quoted packet went client -> backend.
+        Some(rewrite(ctx, &ip, &e, in_src, in_dst, in_sport, in_dport))
+    } else if both && e.flags & CT_FORWARD != 0 {
+        // The quoted packet is a reply as the client got it (VIP -> client).
+        Some(rewrite_reply(ctx, &ip, &e, in_src, in_dst, in_sport, in_dport))
+    } else {
+        None
+    }
+}
+
+/// An error about a reply, addressed to the VIP: the quoted packet becomes backend -> client
+/// (-> node:port when masqueraded) again, and the error goes to the backend.
+#[inline(always)]
+fn rewrite_reply<C: Ctx>(
+    ctx: &C,
+    ip: &[u8; 20],
+    e: &CtEntry,
+    in_src: [u8; 4],
+    in_dst: [u8; 4],
+    in_sport: [u8; 2],
+    in_dport: [u8; 2],
+) -> Result<(), i64> {
+    quoted(ctx, IN_SRC, in_src, v4(&e.nat_addr))?;
+    quoted(ctx, IN_L4, in_sport, e.nat_port.to_be_bytes())?;
+    let outer_dst = [ip[16], ip[17], ip[18], ip[19]];
+    if outer_dst == in_src {
+        outer(ctx, IP_DST_OFF, outer_dst, v4(&e.nat_addr))?;
+    }
+    if e.flags & CT_SNAT != 0 {
+        quoted(ctx, IN_DST, in_dst, v4(&e.snat_addr))?;
+        quoted(ctx, IN_L4 + 2, in_dport, e.snat_port.to_be_bytes())?;
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -189,7 +237,7 @@ struct Addrs6 {
 }
 
 #[inline(always)]
-fn try_translate6<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
+fn try_translate6<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
     let hdr = ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)?;
     let ip = unsafe { &*hdr };
     if ip[0] >> 4 != 6 || ip[6] != IPPROTO_ICMPV6 {
@@ -228,10 +276,28 @@ fn try_translate6<C: Ctx>(ctx: &C) -> Option<Result<(), i64>> {
     copy_addr(&mut key.saddr, &a.in_dst);
     copy_addr(&mut key.daddr, &a.in_src);
     let e = unsafe { &*CONNTRACK.get_ptr(&key)? };
-    if e.flags & CT_REPLY == 0 {
-        return None;
+    if e.flags & CT_REPLY != 0 {
+        Some(rewrite6(ctx, &a, e, ports))
+    } else if both && e.flags & CT_FORWARD != 0 {
+        Some(rewrite6_reply(ctx, &a, e, ports))
+    } else {
+        None
     }
-    Some(rewrite6(ctx, &a, e, ports))
+}
+
+/// `rewrite_reply` for ICMPv6.
+#[inline(always)]
+fn rewrite6_reply<C: Ctx>(ctx: &C, a: &Addrs6, e: &CtEntry, ports: [u8; 4]) -> Result<(), i64> {
+    field6(ctx, IN6_SRC, &a.in_src, &e.nat_addr)?;
+    port6(ctx, IN6_L4, [ports[0], ports[1]], e.nat_port.to_be_bytes())?;
+    if addr_eq(&a.outer_dst, &a.in_src) {
+        field6(ctx, IP6_DST_OFF, &a.outer_dst, &e.nat_addr)?;
+    }
+    if e.flags & CT_SNAT != 0 {
+        field6(ctx, IN6_DST, &a.in_dst, &e.snat_addr)?;
+        port6(ctx, IN6_L4 + 2, [ports[2], ports[3]], e.snat_port.to_be_bytes())?;
+    }
+    Ok(())
 }
 
 #[inline(always)]

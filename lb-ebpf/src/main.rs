@@ -15,7 +15,8 @@
 //! 4. `fwd::forward` (XDP): transmits NATed packets whose route leads back out of the same
 //!    interface, and passes the rest to the kernel stack;
 //! - `icmp::translate`: ICMP errors about NATed flows (PMTU "fragmentation needed", port
-//!   unreachable from a backend) are translated back so the client recognises them.
+//!   unreachable from a backend) are translated back so the client recognises them, and errors
+//!   about replies (sent to the VIP) are passed on to the backend.
 //!
 //! Every TC verdict that is not a drop or a reject is `TC_NEXT`, so programs attached after
 //! ours (a CNI's, say) still run.
@@ -51,7 +52,7 @@ pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
     }
     let mut pkt = parse::Packet::EMPTY;
     if !parse::parse(&ctx, &mut pkt) {
-        return match icmp::translate(&ctx) {
+        return match icmp::translate(&ctx, icmp::Errors::Both) {
             Verdict::Drop => TC_ACT_SHOT,
             _ => TC_NEXT,
         };
@@ -68,7 +69,7 @@ pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
 /// pass an ingress hook, so they are translated on their way out.
 #[classifier]
 pub fn podlb_tc_egress(ctx: TcContext) -> i32 {
-    match icmp::translate(&ctx) {
+    match icmp::translate(&ctx, icmp::Errors::ToClients) {
         Verdict::Drop => TC_ACT_SHOT,
         _ => TC_NEXT,
     }
@@ -78,7 +79,7 @@ pub fn podlb_tc_egress(ctx: TcContext) -> i32 {
 pub fn podlb_xdp_ext(ctx: XdpContext) -> u32 {
     let mut pkt = parse::Packet::EMPTY;
     let verdict = match parse::parse(&ctx, &mut pkt) {
-        false => match icmp::translate(&ctx) {
+        false => match icmp::translate(&ctx, icmp::Errors::Both) {
             Verdict::Drop => xdp_action::XDP_DROP,
             _ => xdp_action::XDP_PASS,
         },

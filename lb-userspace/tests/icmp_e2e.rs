@@ -3,6 +3,9 @@
 //! - A UDP backend with nothing listening answers with ICMP port unreachable about
 //!   client -> backend; the client's socket is connected to the VIP, so only a translated error
 //!   gives it "connection refused".
+//! - The other way: a client that closed its UDP socket answers a late reply from the VIP with
+//!   port unreachable, addressed to the VIP; only an error passed on (translated) to the backend
+//!   gives the backend's connected socket "connection refused".
 //! - Path MTU discovery through a VIP: the backend's host-side link has a smaller MTU, the node
 //!   sends "fragmentation needed" about client -> backend, and only a translated error lets the
 //!   client's TCP shrink its segments and finish the transfer.
@@ -81,6 +84,85 @@ fn udp_port_unreachable_from_backend_routed() {
 #[test]
 fn udp_port_unreachable_from_backend_bridge() {
     udp_port_unreachable(PodNetwork::Bridge);
+}
+
+/// A client's port unreachable about a reply it got from the VIP reaches the backend.
+fn client_port_unreachable_reaches_backend(network: PodNetwork) {
+    require_root().unwrap();
+    let node = Node::new(NodeOptions {
+        pods: 2,
+        network,
+        external_client: false,
+    })
+    .unwrap();
+    let agent = start_agent(&node);
+    let vip = Ipv4Addr::new(10, 96, 7, 3);
+    let _tcp = TcpServer::start(node.pod(1).ns(), 8080, "pod1");
+    let backend = node
+        .pod(1)
+        .ns()
+        .run_in(|| UdpSocket::bind("0.0.0.0:5353").unwrap());
+    backend.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let ports = [("http", 80, "TCP"), ("dns", 53, "UDP")];
+    let slice_ports = [("http", 8080, "TCP"), ("dns", 5353, "UDP")];
+    agent
+        .write_manifest(
+            "svc.yaml",
+            &manifest::service("late", &vip.to_string(), &ports),
+        )
+        .unwrap();
+    agent
+        .write_manifest(
+            "slice.yaml",
+            &manifest::slice("late", "late-1", &slice_ports, &[(node.pod(1).ip(), true)]),
+        )
+        .unwrap();
+    wait_for(SETTLE, || {
+        tcp_request(node.pod(0).ns(), SocketAddrV4::new(vip, 80), TIMEOUT)
+    })
+    .unwrap();
+
+    // The client sends one datagram and closes its socket.
+    let client = node
+        .pod(0)
+        .ns()
+        .run_in(|| UdpSocket::bind("0.0.0.0:0").unwrap());
+    let client_port = client.local_addr().unwrap().port();
+    client.send_to(b"query", SocketAddrV4::new(vip, 53)).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, peer) = backend.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"query");
+    assert_eq!(
+        peer,
+        SocketAddrV4::new(node.pod(0).ip(), client_port).into(),
+        "the backend sees the client itself"
+    );
+    drop(client);
+    // The backend answers late, on a socket connected to the client: the reply leaves as
+    // VIP:53 -> client, the client's kernel answers port unreachable to the VIP, and the
+    // backend's next call reports it only if the error was passed on to it.
+    backend.connect(peer).unwrap();
+    backend.send(b"late answer").unwrap();
+    let err = backend
+        .recv(&mut buf)
+        .and_then(|_| backend.send(b"again").and_then(|_| backend.recv(&mut buf)))
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::ConnectionRefused,
+        "the client's port unreachable must reach the backend as 'connection refused' ({err}); agent log:\n{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn client_port_unreachable_reaches_backend_routed() {
+    client_port_unreachable_reaches_backend(PodNetwork::Routed);
+}
+
+#[test]
+fn client_port_unreachable_reaches_backend_bridge() {
+    client_port_unreachable_reaches_backend(PodNetwork::Bridge);
 }
 
 /// A server that reads `n` bytes and answers with their count.

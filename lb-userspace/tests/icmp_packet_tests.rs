@@ -415,8 +415,6 @@ fn untranslated(hook: Hook) {
     let q_opts = quote(&natted_opts);
     assert_eq!(q_opts.len(), 24 + 8);
 
-    // An error quoting the VIP -> client direction: its reversed tuple is the forward entry.
-    let rev = tcp((VIP, 80), CLIENT, SYN | ACK).build();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -439,7 +437,6 @@ fn untranslated(hook: Hook) {
             "no conntrack entry (other backend)",
             frag(&quote(&tcp(CLIENT, ([10, 244, 0, 12], 8080), SYN).build())),
         ),
-        ("quote whose reverse is a forward entry", frag(&quote(&rev))),
         ("quoted packet with IPv4 options", frag(&q_opts)),
         ("quoted IPv4 header cut to 16 bytes", frag(&q[..16])),
         ("quoted IPv4 header only, no L4 bytes", frag(&q[..20])),
@@ -480,6 +477,69 @@ fn untranslated(hook: Hook) {
     let (verdict, out) = h.run(&frag(&q));
     assert_eq!(verdict, h.hook.nat());
     assert_eq!(addresses(&out).3, (VIP, 80), "control case translated");
+}
+
+/// 7. An error about a reply, sent to the VIP: the client (or a router on its side) got
+///    VIP:80 -> client and answers it (here "fragmentation needed"). It goes to the backend,
+///    quoting the reply as the backend sent it (BE1 -> client), like conntrack's RELATED.
+fn error_about_reply_goes_to_backend(hook: Hook) {
+    let mut h = harness(hook);
+    clusterip_flow(&mut h);
+    let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
+    let as_sent = tcp(BE1, CLIENT, SYN | ACK).build();
+    let input = icmp_frame(ROUTER, VIP, ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, MTU_1280, &quote(&as_seen));
+    let want = icmp_frame(ROUTER, BE1.0, ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, MTU_1280, &quote(&as_sent));
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(addresses(&out), (ROUTER, BE1.0, BE1, CLIENT));
+    assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
+    assert_counters(&h, &[]);
+}
+
+/// 7b. The same for a masqueraded NodePort flow: the client saw NODE:30080 -> EXT; the backend
+///     sent BE1 -> NODE:P. The UDP port unreachable the client sends to the node address goes
+///     to the backend, quoting BE1 -> NODE:P.
+fn error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
+    let mut h = harness(hook);
+    let (_, _, p) = nodeport_flow(&mut h);
+    let as_seen = tcp(NODE_PORT, EXT, SYN | ACK).build();
+    let as_sent = tcp(BE1, (NODE, p), SYN | ACK).build();
+    let input = icmp_frame(EXT.0, NODE, ICMP_DEST_UNREACH, CODE_PORT_UNREACH, [0; 4], &quote(&as_seen));
+    let want = icmp_frame(EXT.0, BE1.0, ICMP_DEST_UNREACH, CODE_PORT_UNREACH, [0; 4], &quote(&as_sent));
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(addresses(&out), (EXT.0, BE1.0, BE1, (NODE, p)));
+}
+
+#[test]
+fn tc_error_about_reply_goes_to_backend() {
+    error_about_reply_goes_to_backend(Hook::Tc);
+}
+
+#[test]
+fn xdp_error_about_reply_goes_to_backend() {
+    error_about_reply_goes_to_backend(Hook::Xdp);
+}
+
+#[test]
+fn tc_error_about_masqueraded_reply_goes_to_backend() {
+    error_about_masqueraded_reply_goes_to_backend(Hook::Tc);
+}
+
+#[test]
+fn xdp_error_about_masqueraded_reply_goes_to_backend() {
+    error_about_masqueraded_reply_goes_to_backend(Hook::Xdp);
+}
+
+/// On TC egress the error's route is already chosen: an error about a reply is left alone.
+#[test]
+fn tc_egress_leaves_error_about_reply() {
+    let mut h = harness(Hook::Tc);
+    load_egress(&mut h);
+    clusterip_flow(&mut h);
+    let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
+    let input = icmp_frame(ROUTER, VIP, ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, MTU_1280, &quote(&as_seen));
+    let (verdict, out) = run_egress(&h, &input);
+    assert_eq!(verdict, TC_NEXT);
+    assert_eq!(out, input);
 }
 
 #[test]

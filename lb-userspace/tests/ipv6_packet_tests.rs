@@ -171,6 +171,8 @@ for_both_hooks!(
     icmp6_time_exceeded_from_router,
     icmp6_untranslated_is_untouched,
     icmp6_quote_truncated_by_payload_length_is_untouched,
+    icmp6_error_about_reply_goes_to_backend,
+    icmp6_error_about_masqueraded_reply_goes_to_backend,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1346,6 +1348,35 @@ fn icmp6_time_exceeded_from_router(hook: Hook) {
     assert_eq!(&out[L4..L4 + 2], &[3, 0]);
 }
 
+/// 11g. An error about a reply, sent to the VIP (a router on the client's side got
+///      [VIP]:80 -> client, too big): it goes to the backend, quoting the reply as the backend
+///      sent it, like conntrack's RELATED.
+fn icmp6_error_about_reply_goes_to_backend(hook: Hook) {
+    let mut h = harness(hook);
+    clusterip_flow(&mut h);
+    let as_seen = tcp6(SVC, CLIENT, SYN | ACK).build();
+    let as_sent = tcp6(BE1, CLIENT, SYN | ACK).build();
+    let input = icmp6_frame(ROUTER, VIP, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, &quote6(&as_seen, 8));
+    let want = icmp6_frame(ROUTER, BE1.0, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, &quote6(&as_sent, 8));
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(icmp6_addresses(&out), (ROUTER, BE1.0, BE1, CLIENT));
+    assert_counters(&h, &[]);
+}
+
+/// 11h. The same for a masqueraded NodePort flow: the client saw [NODE]:30080 -> EXT and
+///      answers with port unreachable to the node address; the backend sent BE1 -> [NODE]:P.
+fn icmp6_error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
+    let mut h = harness(hook);
+    let (_, natted) = nodeport_flow(&mut h);
+    let p = snat_port(&natted);
+    let as_seen = tcp6(NODE_PORT, EXT, SYN | ACK).build();
+    let as_sent = tcp6(BE1, (NODE, p), SYN | ACK).build();
+    let input = icmp6_frame(EXT.0, NODE, ICMP6_DEST_UNREACH, CODE_PORT_UNREACH, [0; 4], &quote6(&as_seen, 8));
+    let want = icmp6_frame(EXT.0, BE1.0, ICMP6_DEST_UNREACH, CODE_PORT_UNREACH, [0; 4], &quote6(&as_sent, 8));
+    let out = assert_translated(&mut h, &input, &want);
+    assert_eq!(icmp6_addresses(&out), (EXT.0, BE1.0, BE1, (NODE, p)));
+}
+
 /// 11e. Left alone, byte for byte: ICMPv6 that is no error we translate, errors about no flow
 ///      of ours, and errors we cannot parse safely.
 fn icmp6_untranslated_is_untouched(hook: Hook) {
@@ -1353,7 +1384,6 @@ fn icmp6_untranslated_is_untouched(hook: Hook) {
     let (_sent, natted) = clusterip_flow(&mut h);
     let q = quote6(&natted, 8);
     let ptb = |q: &[u8]| icmp6_frame(ROUTER, CLIENT.0, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, q);
-    let rev = tcp6(SVC, CLIENT, SYN | ACK).build();
     let mut bad_version = q.clone();
     bad_version[0] = 0x40;
     let mut with_hbh = tcp6(CLIENT, BE1, SYN).hop_by_hop().build()[IP6..].to_vec();
@@ -1396,10 +1426,6 @@ fn icmp6_untranslated_is_untouched(hook: Hook) {
         (
             "no conntrack entry (other backend)",
             ptb(&quote6(&tcp6(CLIENT, BE2, SYN).build(), 8)),
-        ),
-        (
-            "quote whose reverse is a forward entry",
-            ptb(&quote6(&rev, 8)),
         ),
         ("quoted version 4", ptb(&bad_version)),
         ("quoted hop-by-hop header before TCP", ptb(&with_hbh)),
