@@ -664,39 +664,111 @@ fn event_burst_is_coalesced() {
     assert_eq!(f.answered(dst, 10), names(&[1, 2]));
 }
 
-// 10. Many Services at once through the API (default 1,000 × 10 endpoints; PODLB_SCALE=N for
-// more): all are programmed. Prints the time, the syncs and the agent's RSS (not asserted).
+// 10. Many Services through the API (default 1,000 × 10 endpoints; PODLB_SCALE=N for more),
+// listed by an agent that starts on an empty datapath: all are programmed. Then single
+// endpoint changes, one at a time. Prints the times, the event-to-map latencies and the
+// agent's RSS (measured, not asserted).
 #[test]
 fn many_services() {
     let n: usize = std::env::var("PODLB_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    let mut f = Fixture::new(2, &[]);
-    wait_until(SETTLE, Duration::from_millis(50), || {
+    let vip_of = |i: usize| {
+        Ipv4Addr::new(
+            10,
+            100 + (i / 62500) as u8,
+            (i / 250 % 250) as u8,
+            (i % 250) as u8 + 1,
+        )
+    };
+    // Endpoint j of Service i is pod (10 i + j) mod 50,000 of a pool: at most 50,000 distinct
+    // backends (the backend map holds 65,536), so pods back two Services each from 5,000 on.
+    const POOL: usize = 50_000;
+    let pod = |p: usize| Ipv4Addr::new(10, 128, (p / 250) as u8, (p % 250) as u8 + 1);
+    let endpoints = |i: usize, first: Ipv4Addr| -> Vec<Ipv4Addr> {
+        let mut ips: Vec<Ipv4Addr> = (0..10).map(|j| pod((i * 10 + j) % POOL)).collect();
+        ips[0] = first;
+        ips
+    };
+    let first = |i: usize| pod(i * 10 % POOL);
+    let started = std::cell::Cell::new(Instant::now());
+    let mut f = Fixture::with_api(2, &[], |api| {
+        for i in 0..n {
+            let name = format!("svc-{i}");
+            api.apply(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"clusterIP": vip_of(i).to_string(),
+                         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+            }))
+            .unwrap();
+            api.apply(slice_json(&name, &endpoints(i, first(i)), none()))
+                .unwrap();
+        }
+        started.set(Instant::now());
+    });
+    let ok = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
         f.log().contains("synced")
     });
-    let t = Instant::now();
-    for i in 0..n {
-        let name = format!("svc-{i}");
-        let ip = Ipv4Addr::new(10, 100, (i / 250) as u8, (i % 250) as u8 + 1);
-        f.service(&name, ip, none());
-        let ips: Vec<Ipv4Addr> = (0..10)
-            .map(|j| Ipv4Addr::new(10, 200 + (j as u8), (i / 250) as u8, (i % 250) as u8 + 1))
-            .collect();
-        f.api.apply(slice_json(&name, &ips, none())).unwrap();
+    let programmed = started.get().elapsed();
+    assert!(ok, "the agent never synced:\n{}", f.log());
+    let text = f.metrics();
+    assert_eq!(
+        metric_value(&text, "podlb_frontends_programmed"),
+        Some(n as f64)
+    );
+    assert_eq!(
+        metric_value(&text, "podlb_backends_programmed"),
+        Some((10 * n).min(POOL) as f64)
+    );
+    let log = f.log();
+    let first_sync = log
+        .lines()
+        .find(|l| l.contains("synced"))
+        .unwrap()
+        .to_string();
+
+    // Single endpoint changes, each applied before the next.
+    let changes = 50;
+    let (count0, sum0) = (
+        metric_value(&text, "podlb_event_to_map_latency_seconds_count").unwrap(),
+        metric_value(&text, "podlb_event_to_map_latency_seconds_sum").unwrap(),
+    );
+    let synced_lines = |f: &Fixture| f.log().lines().filter(|l| l.contains("synced")).count();
+    let mut sync_us = Vec::new();
+    for k in 0..changes {
+        let i = (k * 7919) % n;
+        let before = synced_lines(&f);
+        let moved = Ipv4Addr::new(10, 199, (k / 250) as u8, (k % 250) as u8 + 1);
+        f.api
+            .apply(slice_json(
+                &format!("svc-{i}"),
+                &endpoints(i, moved),
+                none(),
+            ))
+            .unwrap();
+        let ok = wait_until(SETTLE, Duration::from_millis(2), || {
+            synced_lines(&f) > before
+        });
+        assert!(ok, "change {k} never synced");
+        let log = f.log();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("synced"))
+            .nth(before)
+            .unwrap();
+        assert!(line.contains("writes="), "{line}");
+        let us: u64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("duration_us=")?.parse().ok())
+            .unwrap();
+        sync_us.push(us);
     }
-    let applied = t.elapsed();
-    let ok = wait_until(Duration::from_secs(120), Duration::from_millis(20), || {
-        let text = f.metrics();
-        metric_value(&text, "podlb_frontends_programmed") == Some(n as f64)
-            && metric_value(&text, "podlb_backends_programmed") == Some(10.0 * n as f64)
-    });
-    let elapsed = t.elapsed();
-    assert!(ok, "not all {n} services were programmed:\n{}", f.metrics());
-    let rows = try_services(&f.agent).unwrap();
-    assert_eq!(rows.len(), n);
-    assert!(rows.iter().all(|r| row_backends(r).len() == 10));
+    let text = f.metrics();
+    let count = metric_value(&text, "podlb_event_to_map_latency_seconds_count").unwrap() - count0;
+    let sum = metric_value(&text, "podlb_event_to_map_latency_seconds_sum").unwrap() - sum0;
+    sync_us.sort();
     let pid = f.agent.process().unwrap().pid();
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -704,8 +776,15 @@ fn many_services() {
         .find(|l| l.starts_with("VmRSS"))
         .unwrap_or("")
         .to_string();
-    let syncs = f.metric("podlb_syncs_total");
     eprintln!(
-        "scale: {n} services x 10 endpoints: applied to the API in {applied:?}, all programmed after {elapsed:?} ({syncs} syncs); agent {rss}"
+        "scale: {n} services x 10 endpoints: agent start to all programmed {programmed:?}; first sync: {first_sync}\n\
+         scale: {changes} single endpoint changes: event-to-map mean {:.2} ms over {count} events; \
+         sync duration median {} us, max {} us; agent {rss}",
+        sum / count * 1000.0,
+        sync_us[sync_us.len() / 2],
+        sync_us[sync_us.len() - 1],
     );
+    let rows = try_services(&f.agent).unwrap();
+    assert_eq!(rows.len(), n);
+    assert!(rows.iter().all(|r| row_backends(r).len() == 10));
 }
