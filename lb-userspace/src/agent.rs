@@ -186,7 +186,9 @@ fn sync(
 ) -> MapState {
     let start = Instant::now();
     let built = model::build(&objs.services, &objs.slices, &objs.nodes, node);
+    let modelled = Instant::now();
     let plan = reconcile::plan(actual.unwrap_or(mirror), &built.state);
+    let planned = Instant::now();
     let mut repairs = 0;
     if actual.is_some() {
         repairs = plan
@@ -250,6 +252,8 @@ fn sync(
             backends = plan.next.backends.len(),
             events = events.len(),
             duration_us = (done - start).as_micros() as u64,
+            model_us = (modelled - start).as_micros() as u64,
+            plan_us = (planned - modelled).as_micros() as u64,
             "synced"
         );
     }

@@ -664,6 +664,42 @@ fn event_burst_is_coalesced() {
     assert_eq!(f.answered(dst, 10), names(&[1, 2]));
 }
 
+// 11. NodePorts are served on the addresses of this node's Node object (watched by
+// metadata.name), never on another node's; an address change moves the NodePort.
+#[test]
+fn node_addresses_from_the_node_object() {
+    let f = Fixture::new(2, &[]);
+    let node = |name: &str, ip: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+        })
+    };
+    f.api.apply(node(&f.node.name(), "10.9.9.9")).unwrap();
+    f.api.apply(node("some-other-node", "10.8.8.8")).unwrap();
+    f.api
+        .apply(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "np", "namespace": "default"},
+            "spec": {"type": "NodePort", "clusterIP": vip(110).to_string(),
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]},
+        }))
+        .unwrap();
+    f.slice("np", &[1], none());
+    let (mine, other) = (
+        sa(Ipv4Addr::new(10, 9, 9, 9), 30080),
+        sa(Ipv4Addr::new(10, 8, 8, 8), 30080),
+    );
+    f.wait_backends(mine, Some(&[1]));
+    f.wait_backends(sa(vip(110), 80), Some(&[1]));
+    assert_eq!(f.backends(other), None, "the other node's address was used");
+    assert!(f.api.lists(Kind::Node) >= 1 && f.api.watches(Kind::Node) >= 1);
+
+    f.api.apply(node(&f.node.name(), "10.9.9.10")).unwrap();
+    f.wait_backends(sa(Ipv4Addr::new(10, 9, 9, 10), 30080), Some(&[1]));
+    f.wait_backends(mine, None);
+}
+
 // 10. Many Services through the API (default 1,000 × 10 endpoints; PODLB_SCALE=N for more),
 // listed by an agent that starts on an empty datapath: all are programmed. Then single
 // endpoint changes, one at a time. Prints the times, the event-to-map latencies and the
@@ -764,6 +800,9 @@ fn many_services() {
             .find_map(|w| w.strip_prefix("duration_us=")?.parse().ok())
             .unwrap();
         sync_us.push(us);
+        if k + 1 == changes {
+            eprintln!("scale: last change: {line}");
+        }
     }
     let text = f.metrics();
     let count = metric_value(&text, "podlb_event_to_map_latency_seconds_count").unwrap() - count0;
