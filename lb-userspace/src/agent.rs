@@ -63,8 +63,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     for op in &orphans {
         maps.apply(op)?;
     }
-    // Healthy while syncs keep coming: a resync at least every interval.
-    METRICS.set_health_timeout((cfg.resync_interval * 2).max(Duration::from_secs(2)));
+    // Healthy while syncs keep coming: a resync at least every interval (and some slack for
+    // a loaded machine).
+    METRICS.set_health_timeout((cfg.resync_interval * 2).max(Duration::from_secs(10)));
     if let Some(addr) = cfg.healthz_addr {
         metrics::serve_health(addr).unwrap_or_else(|e| tracing::error!("{e:#}"));
     }
@@ -190,7 +191,7 @@ fn sync(
     let plan = reconcile::plan(actual.unwrap_or(mirror), &built.state);
     let planned = Instant::now();
     let mut repairs = 0;
-    if actual.is_some() {
+    if actual.is_some_and(|a| a != mirror) {
         repairs = plan
             .ops
             .len()
