@@ -92,7 +92,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         cfg.resync_interval,
     );
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut objects: Option<Objects> = None;
+    let mut source_ready = false;
     let mut reported = BTreeSet::new();
     let mut failed_attach: Vec<(String, String)> = Vec::new();
     loop {
@@ -117,14 +117,16 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             }
         }
         let mut events = Vec::new();
-        if let Some(snapshot) = src.poll() {
-            objects = Some(snapshot.objects);
-            events = snapshot.events;
+        if let Some(ev) = src.poll() {
+            source_ready = true;
+            events = ev;
         } else if !check_drift {
             continue;
         }
         // Nothing is written before the source was complete once.
-        let Some(objs) = &objects else { continue };
+        if !source_ready {
+            continue;
+        }
         // A resync plans against the maps as they are, which repairs what was changed
         // behind the agent's back.
         let actual = match check_drift {
@@ -139,7 +141,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             &mut maps,
             &mirror,
             actual.as_ref(),
-            objs,
+            src.objects(),
             &node,
             &mut reported,
             &events,

@@ -10,6 +10,7 @@
 //!   server that lost ours leads to a re-list; the reflector swaps the re-listed objects in at
 //!   once when the list is complete. A store is never emptied because the API server is
 //!   unreachable, and nothing is handed to the agent until every store was listed once.
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -31,7 +32,7 @@ use tokio::sync::Notify;
 
 use crate::manifests::Objects;
 use crate::metrics;
-use crate::source::{Snapshot, Source};
+use crate::source::Source;
 
 /// Services and EndpointSlices with either label are not ours (kube-proxy's selector).
 pub const PROXY_LABEL_SELECTOR: &str =
@@ -90,9 +91,55 @@ impl Shared {
 
 pub struct KubeSource {
     shared: Arc<Shared>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    nodes: Store<Node>,
+    services: StoreCopy<Service>,
+    slices: StoreCopy<EndpointSlice>,
+    nodes: StoreCopy<Node>,
+    objects: Objects,
+}
+
+/// A store and the objects of its last snapshot (`arcs[i]` is the version `objects[i]` was
+/// copied from). The reflector puts a new `Arc` in the store for every new version, and the
+/// old ones are kept alive here, so an unchanged pointer means an unchanged object.
+struct StoreCopy<K: 'static + Lookup>
+where
+    K::DynamicType: Eq + Hash,
+{
+    store: Store<K>,
+    arcs: Vec<Arc<K>>,
+}
+
+impl<K> StoreCopy<K>
+where
+    K: Lookup + Clone + Default + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn new(store: Store<K>) -> Self {
+        StoreCopy {
+            store,
+            arcs: Vec::new(),
+        }
+    }
+
+    /// Replaces `objects` with the store's contents, cloning only the objects that changed
+    /// since the last refresh (the others are moved over).
+    fn refresh(&mut self, objects: &mut Vec<K>) {
+        let index: HashMap<*const K, usize> = self
+            .arcs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (Arc::as_ptr(a), i))
+            .collect();
+        let mut old = std::mem::take(objects);
+        let arcs = self.store.state();
+        *objects = arcs
+            .iter()
+            .map(|a| match index.get(&Arc::as_ptr(a)) {
+                Some(&i) if i < old.len() => std::mem::take(&mut old[i]),
+                _ => (**a).clone(),
+            })
+            .collect();
+        self.arcs = arcs;
+    }
 }
 
 impl KubeSource {
@@ -154,15 +201,16 @@ impl KubeSource {
             .context("kubernetes client configuration")?;
         Ok(KubeSource {
             shared,
-            services,
-            slices,
-            nodes,
+            services: StoreCopy::new(services),
+            slices: StoreCopy::new(slices),
+            nodes: StoreCopy::new(nodes),
+            objects: Objects::default(),
         })
     }
 }
 
 impl Source for KubeSource {
-    fn poll(&mut self) -> Option<Snapshot> {
+    fn poll(&mut self) -> Option<Vec<Instant>> {
         let events = {
             let mut p = self
                 .shared
@@ -177,17 +225,14 @@ impl Source for KubeSource {
             p.dirty = false;
             std::mem::take(&mut p.events)
         };
-        let objects = Objects {
-            services: self
-                .services
-                .state()
-                .iter()
-                .map(|o| (**o).clone())
-                .collect(),
-            slices: self.slices.state().iter().map(|o| (**o).clone()).collect(),
-            nodes: self.nodes.state().iter().map(|o| (**o).clone()).collect(),
-        };
-        Some(Snapshot { objects, events })
+        self.services.refresh(&mut self.objects.services);
+        self.slices.refresh(&mut self.objects.slices);
+        self.nodes.refresh(&mut self.objects.nodes);
+        Some(events)
+    }
+
+    fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     fn notify(&self) -> Option<Arc<Notify>> {
@@ -297,5 +342,81 @@ impl Iterator for RetryBackoff {
 impl Backoff for RetryBackoff {
     fn reset(&mut self) {
         self.next = Self::MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(name: &str, ip: &str) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ips(objects: &[Service]) -> Vec<(String, String)> {
+        let mut v: Vec<_> = objects
+            .iter()
+            .map(|s| {
+                let ip = s.spec.as_ref().and_then(|s| s.cluster_ip.clone());
+                (s.metadata.name.clone().unwrap(), ip.unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn store_copy_follows_the_store() {
+        let (store, mut writer) = reflector::store::<Service>();
+        let mut copy = StoreCopy::new(store);
+        let mut objects = Vec::new();
+        copy.refresh(&mut objects);
+        assert!(objects.is_empty());
+        writer.apply_watcher_event(&Event::Apply(svc("a", "10.0.0.1")));
+        writer.apply_watcher_event(&Event::Apply(svc("b", "10.0.0.2")));
+        copy.refresh(&mut objects);
+        let pair = |n: &str, ip: &str| (n.to_string(), ip.to_string());
+        assert_eq!(
+            ips(&objects),
+            [pair("a", "10.0.0.1"), pair("b", "10.0.0.2")]
+        );
+        writer.apply_watcher_event(&Event::Apply(svc("b", "10.0.0.3")));
+        copy.refresh(&mut objects);
+        assert_eq!(
+            ips(&objects),
+            [pair("a", "10.0.0.1"), pair("b", "10.0.0.3")]
+        );
+        copy.refresh(&mut objects);
+        assert_eq!(
+            ips(&objects),
+            [pair("a", "10.0.0.1"), pair("b", "10.0.0.3")]
+        );
+        writer.apply_watcher_event(&Event::Delete(svc("a", "10.0.0.1")));
+        copy.refresh(&mut objects);
+        assert_eq!(ips(&objects), [pair("b", "10.0.0.3")]);
+        // A re-list swaps in a whole new store content.
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(svc("c", "10.0.0.4")));
+        copy.refresh(&mut objects);
+        assert_eq!(
+            ips(&objects),
+            [pair("b", "10.0.0.3")],
+            "changed before InitDone"
+        );
+        writer.apply_watcher_event(&Event::InitDone);
+        copy.refresh(&mut objects);
+        assert_eq!(ips(&objects), [pair("c", "10.0.0.4")]);
     }
 }

@@ -1,5 +1,5 @@
 //! What the agent loop needs from a source of Kubernetes objects: the current (Services,
-//! EndpointSlices, Nodes) snapshot when it changed, and a way to be woken up when it may have.
+//! EndpointSlices, Nodes) when they changed, and a way to be woken up when they may have.
 //!
 //! Two sources implement it: [`ManifestSource`] (a directory of YAML files, polled) and
 //! [`crate::kube_source::KubeSource`] (watchers on the API server, pushed). The model and the
@@ -12,20 +12,17 @@ use tokio::sync::Notify;
 
 use crate::manifests::{ManifestDir, Objects};
 
-/// The objects of a source at one moment, and when the changes they contain arrived.
-pub struct Snapshot {
-    pub objects: Objects,
-    /// When each change folded into this snapshot arrived (a watch event, a file change seen):
-    /// the start of its event-to-map latency. Several events on one object all count.
-    pub events: Vec<Instant>,
-}
-
 pub trait Source {
-    /// The current objects if they changed since the last call that returned some. The first
-    /// call that returns some does so as soon as the source holds a complete state (a directory
-    /// read, or every watch listed once). `None` while the source has nothing new, and while it
-    /// has never been complete: the datapath then keeps what it holds.
-    fn poll(&mut self) -> Option<Snapshot>;
+    /// Brings [`Source::objects`] up to date. Returns, when they changed since the last call
+    /// that returned some, when each change folded in arrived (a watch event, a file change
+    /// seen): the starts of their event-to-map latencies. The first call that returns some
+    /// does so as soon as the source holds a complete state (a directory read, or every watch
+    /// listed once). `None` while the source has nothing new, and while it has never been
+    /// complete: the datapath then keeps what it holds.
+    fn poll(&mut self) -> Option<Vec<Instant>>;
+
+    /// The objects as of the last [`Source::poll`] (empty before one returned some).
+    fn objects(&self) -> &Objects;
 
     /// Woken when [`Source::poll`] may return something; `None` for sources that are only
     /// polled (the agent polls every source on its tick as well).
@@ -37,6 +34,7 @@ pub trait Source {
 pub struct ManifestSource {
     path: PathBuf,
     dir: ManifestDir,
+    objects: Objects,
     first: bool,
     dir_error: Option<String>,
 }
@@ -46,6 +44,7 @@ impl ManifestSource {
         ManifestSource {
             path: path.to_path_buf(),
             dir: ManifestDir::new(path),
+            objects: Objects::default(),
             first: true,
             dir_error: None,
         }
@@ -53,7 +52,7 @@ impl ManifestSource {
 }
 
 impl Source for ManifestSource {
-    fn poll(&mut self) -> Option<Snapshot> {
+    fn poll(&mut self) -> Option<Vec<Instant>> {
         let report = match self.dir.rescan() {
             Ok(r) => {
                 self.dir_error = None;
@@ -75,10 +74,12 @@ impl Source for ManifestSource {
             return None;
         }
         self.first = false;
-        Some(Snapshot {
-            objects: self.dir.objects(),
-            events: vec![Instant::now()],
-        })
+        self.objects = self.dir.objects();
+        Some(vec![Instant::now()])
+    }
+
+    fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     fn notify(&self) -> Option<Arc<Notify>> {
