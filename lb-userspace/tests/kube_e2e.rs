@@ -317,6 +317,7 @@ fn api_unreachable_then_restarted() {
         "the agent did not notice the API going away:\n{}",
         f.log()
     );
+    assert!(f.metric("podlb_watch_errors_total") >= 1.0);
     thread::sleep(Duration::from_secs(3));
     assert_eq!(f.backends(web), Some(f.want(&[1, 2])));
     assert_eq!(f.backends(old), Some(f.want(&[3])));
@@ -826,4 +827,27 @@ fn many_services() {
     let rows = try_services(&f.agent).unwrap();
     assert_eq!(rows.len(), n);
     assert!(rows.iter().all(|r| row_backends(r).len() == 10));
+}
+
+// 12. A kubeconfig that cannot be read stops the agent at once with a message naming it.
+#[test]
+fn bad_kubeconfig_fails_clearly() {
+    require_root().unwrap_or_else(|e| panic!("kube_e2e tests must run as root: {e:#}"));
+    let node = Node::new(NodeOptions {
+        pods: 1,
+        network: PodNetwork::Routed,
+        external_client: false,
+    })
+    .unwrap();
+    let missing = std::env::temp_dir().join(unique_name("no-such-kubeconfig"));
+    let mut agent =
+        Agent::start_kube(Path::new(env!("CARGO_BIN_EXE_podlb")), &node, &missing, &[]).unwrap();
+    let status = agent.process().unwrap().wait_timeout(SETTLE);
+    let log = strip_ansi(&agent.log());
+    let status = status.unwrap_or_else(|| panic!("the agent kept running:\n{log}"));
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        log.contains("kubeconfig") && log.contains(&missing.display().to_string()),
+        "{log}"
+    );
 }
