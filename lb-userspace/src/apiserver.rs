@@ -119,6 +119,8 @@ struct Counters {
     lists: [AtomicUsize; 3],
     watches: [AtomicUsize; 3],
     gone: AtomicUsize,
+    /// (labelSelector, fieldSelector) of every list and watch request, per kind.
+    selectors: Mutex<[Vec<(String, String)>; 3]>,
 }
 
 struct Inner {
@@ -354,6 +356,21 @@ impl ApiServer {
         self.inner.counters.watches[kind as usize].load(Ordering::SeqCst)
     }
 
+    /// The distinct (labelSelector, fieldSelector) pairs of the list and watch requests for
+    /// `kind` so far.
+    pub fn selectors(&self, kind: Kind) -> Vec<(String, String)> {
+        let all = self
+            .inner
+            .counters
+            .selectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut v = all[kind as usize].clone();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// 410 Gone ERROR events sent so far.
     pub fn gone_sent(&self) -> usize {
         self.inner.counters.gone.load(Ordering::SeqCst)
@@ -573,6 +590,13 @@ fn serve_conn(conn: &TcpStream, inner: &Inner, epoch: u64) -> io::Result<()> {
                 continue;
             }
         };
+        let selector = |k: &str| req.query.get(k).cloned().unwrap_or_default();
+        inner
+            .counters
+            .selectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[kind as usize]
+            .push((selector("labelSelector"), selector("fieldSelector")));
         let watch = matches!(
             req.query.get("watch").map(String::as_str),
             Some("true" | "1")

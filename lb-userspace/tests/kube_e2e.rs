@@ -279,8 +279,17 @@ fn label_filters() {
         None,
         "a Service with {LABEL_PROXY_NAME} was programmed"
     );
+    // Filtered by the API server, as kube-proxy asks for it (the model checks the labels too).
     for kind in [Kind::Service, Kind::EndpointSlice] {
         assert!(f.api.lists(kind) >= 1 && f.api.watches(kind) >= 1);
+        assert_eq!(
+            f.api.selectors(kind),
+            [(
+                format!("!{LABEL_PROXY_NAME},!{LABEL_HEADLESS}"),
+                String::new()
+            )],
+            "{kind:?}"
+        );
     }
 
     // The label removed: the Service is ours now; added again: gone.
@@ -695,6 +704,10 @@ fn node_addresses_from_the_node_object() {
     f.wait_backends(sa(vip(110), 80), Some(&[1]));
     assert_eq!(f.backends(other), None, "the other node's address was used");
     assert!(f.api.lists(Kind::Node) >= 1 && f.api.watches(Kind::Node) >= 1);
+    assert_eq!(
+        f.api.selectors(Kind::Node),
+        [(String::new(), format!("metadata.name={}", f.node.name()))]
+    );
 
     f.api.apply(node(&f.node.name(), "10.9.9.10")).unwrap();
     f.wait_backends(sa(Ipv4Addr::new(10, 9, 9, 10), 30080), Some(&[1]));
