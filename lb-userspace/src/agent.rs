@@ -93,6 +93,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     );
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut source_ready = false;
+    let mut fallback_addresses = Vec::new();
     let mut reported = BTreeSet::new();
     let mut failed_attach: Vec<(String, String)> = Vec::new();
     loop {
@@ -116,15 +117,23 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 failed_attach.push(f);
             }
         }
+        // The external interfaces' addresses are where NodePorts are served without a Node
+        // object; they may change while the agent runs.
+        let addresses = interface_ipv4(&cfg.external_interfaces);
+        let addresses_changed = addresses != fallback_addresses;
+        if addresses_changed && source_ready {
+            tracing::info!(?addresses, "external interface addresses changed");
+        }
+        fallback_addresses = addresses;
         let mut events = Vec::new();
+        let mut changed = addresses_changed;
         if let Some(ev) = src.poll() {
             source_ready = true;
+            changed = true;
             events = ev;
-        } else if !check_drift {
-            continue;
         }
         // Nothing is written before the source was complete once.
-        if !source_ready {
+        if !source_ready || !(changed || check_drift) {
             continue;
         }
         // A resync plans against the maps as they are, which repairs what was changed
@@ -135,7 +144,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         };
         let node = NodeInfo {
             name: node_name.clone(),
-            fallback_addresses: interface_ipv4(&cfg.external_interfaces),
+            fallback_addresses: fallback_addresses.clone(),
         };
         mirror = sync(
             &mut maps,
