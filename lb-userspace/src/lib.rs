@@ -2,9 +2,13 @@
 //!
 //! Pure logic (`model`, `reconcile`) is kept apart from I/O (`manifests`, `datapath`, `agent`).
 pub mod agent;
+pub mod apiserver;
 pub mod cli;
 pub mod datapath;
+pub mod kube_source;
 pub mod manifests;
+pub mod metrics;
 pub mod model;
 pub mod reconcile;
+pub mod source;
 pub mod testbed;

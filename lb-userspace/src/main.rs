@@ -55,6 +55,16 @@ struct AgentArgs {
     pod_interfaces: Vec<String>,
     #[arg(long, default_value = DEFAULT_BPF_ROOT)]
     bpf_root: PathBuf,
+    /// Serve /healthz and /livez here ("off" to disable).
+    #[arg(long, default_value = "0.0.0.0:10256", value_name = "ADDR")]
+    healthz_addr: String,
+    /// Serve Prometheus /metrics here ("off" to disable).
+    #[arg(long, default_value = "127.0.0.1:10249", value_name = "ADDR")]
+    metrics_addr: String,
+    /// Re-read the maps, repair what changed behind the agent's back, and re-sync this often
+    /// (seconds; fractions allowed).
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    resync_interval: f64,
 }
 
 #[derive(Subcommand)]
@@ -102,9 +112,13 @@ fn main() -> Result<()> {
 }
 
 fn run_agent(a: AgentArgs) -> Result<()> {
-    let Some(manifests) = a.manifests else {
-        bail!("the kubernetes source (--kubeconfig or in-cluster) is not implemented yet; use --manifests DIR");
+    let source = match a.manifests {
+        Some(dir) => agent::SourceConfig::Manifests(dir),
+        None => agent::SourceConfig::Kubernetes(a.kubeconfig),
     };
+    if !(a.resync_interval.is_finite() && a.resync_interval >= 0.1) {
+        bail!("--resync-interval must be at least 0.1 seconds");
+    }
     let node_name = match a.node_name {
         Some(n) => n,
         None => hostname()?,
@@ -118,16 +132,30 @@ fn run_agent(a: AgentArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let cfg = agent::AgentConfig {
-        manifests,
+        source,
         node_name,
         external_interfaces: a.external_interfaces,
         pod_interfaces,
         bpf_root: a.bpf_root,
+        healthz_addr: listen_addr("--healthz-addr", &a.healthz_addr)?,
+        metrics_addr: listen_addr("--metrics-addr", &a.metrics_addr)?,
+        resync_interval: std::time::Duration::from_secs_f64(a.resync_interval),
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(agent::run(cfg))
+}
+
+/// "HOST:PORT", or "off" (or empty) for no server.
+fn listen_addr(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>> {
+    match s {
+        "" | "off" => Ok(None),
+        s => s
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("bad {flag} {s:?}: {e} (want HOST:PORT or off)")),
+    }
 }
 
 fn hostname() -> Result<String> {

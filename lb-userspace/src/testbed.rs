@@ -1802,15 +1802,39 @@ impl Agent {
     /// Like [`Agent::start`], with `extra_args` appended to the `podlb agent` command line
     /// (also on every [`Agent::restart`]).
     pub fn start_with(binary: &Path, node: &Node, extra_args: &[&str]) -> Result<Agent> {
+        Self::start_source(binary, node, None, extra_args)
+    }
+
+    /// Like [`Agent::start_with`], with the kubernetes source (`--kubeconfig kubeconfig`)
+    /// instead of the manifests directory.
+    pub fn start_kube(
+        binary: &Path,
+        node: &Node,
+        kubeconfig: &Path,
+        extra_args: &[&str],
+    ) -> Result<Agent> {
+        Self::start_source(binary, node, Some(kubeconfig), extra_args)
+    }
+
+    fn start_source(
+        binary: &Path,
+        node: &Node,
+        kubeconfig: Option<&Path>,
+        extra_args: &[&str],
+    ) -> Result<Agent> {
         let root = BpfRoot::new()?;
         let manifests = std::env::temp_dir()
             .join("podlb-test")
             .join(unique_name("manifests"));
         fs::create_dir_all(&manifests)?;
+        let source = match kubeconfig {
+            Some(k) => ["--kubeconfig".to_string(), k.display().to_string()],
+            None => ["--manifests".to_string(), manifests.display().to_string()],
+        };
         let mut args: Vec<String> = vec![
             "agent".into(),
-            "--manifests".into(),
-            manifests.display().to_string(),
+            source[0].clone(),
+            source[1].clone(),
             "--node-name".into(),
             node.name(),
             "--pod-interface".into(),
