@@ -14,10 +14,12 @@
 use k8s_openapi::api::core::v1::{Node, Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::borrow::Borrow;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Objects carrying this label (any value) belong to another proxy.
 pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
@@ -285,10 +287,15 @@ fn usable_node_address(ip: &IpAddr) -> bool {
 
 /// Where NodePorts are served (point 21): the InternalIP and ExternalIP addresses (both
 /// families) of the Node object named `node.name`, else `node.fallback_addresses`.
-fn node_addresses(nodes: &[Node], node: &NodeInfo, warnings: &mut Vec<String>) -> Vec<IpAddr> {
+fn node_addresses<N: Borrow<Node>>(
+    nodes: &[N],
+    node: &NodeInfo,
+    warnings: &mut Vec<String>,
+) -> Vec<IpAddr> {
     let mut own = Vec::new();
     if let Some(obj) = nodes
         .iter()
+        .map(Borrow::borrow)
         .find(|n| n.metadata.name.as_deref() == Some(node.name.as_str()))
     {
         let addrs = obj.status.iter().flat_map(|s| s.addresses.iter().flatten());
@@ -311,20 +318,21 @@ fn node_addresses(nodes: &[Node], node: &NodeInfo, warnings: &mut Vec<String>) -
     own
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 struct Conditions {
     ready: bool,
     serving: bool,
     terminating: bool,
 }
 
+#[derive(PartialEq)]
 struct SlicePort {
     name: String,
     proto: Proto,
     port: u16,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 struct Endpoint {
     ip: IpAddr,
     conditions: Conditions,
@@ -333,6 +341,7 @@ struct Endpoint {
 }
 
 /// A validated IPv4 or IPv6 EndpointSlice reduced to what the model reads.
+#[derive(PartialEq)]
 struct SliceView {
     family: Family,
     ports: Vec<SlicePort>,
@@ -406,7 +415,7 @@ struct EndpointSets {
 /// The endpoint sets of one Service port in one family, from the slices of that family only.
 /// A non-terminating endpoint wins over a duplicate.
 fn endpoint_sets(
-    slices: &[SliceView],
+    slices: &[&SliceView],
     family: Family,
     port_name: &str,
     proto: Proto,
@@ -529,7 +538,7 @@ fn service_cluster_ips(spec: &ServiceSpec) -> Result<Option<Vec<IpAddr>>, String
 fn service_frontends(
     svc: &Service,
     key: &str,
-    slices: &[SliceView],
+    slices: &[&SliceView],
     node_addresses: &[IpAddr],
 ) -> Result<Option<ServiceOutput>, String> {
     let Some(spec) = svc.spec.as_ref() else {
@@ -656,10 +665,10 @@ fn service_frontends(
 /// frontends claim one address, the kind with the higher precedence keeps it (ClusterIP, then
 /// NodePort, LoadBalancer, ExternalIP), then the first Service in "namespace/name" order, then
 /// the first port of that Service; the others are left out with a warning naming both.
-pub fn build(
-    services: &[Service],
-    slices: &[EndpointSlice],
-    nodes: &[Node],
+pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>, N: Borrow<Node>>(
+    services: &[S],
+    slices: &[E],
+    nodes: &[N],
     node: &NodeInfo,
 ) -> Built {
     let mut warnings = Vec::new();
@@ -668,7 +677,7 @@ pub fn build(
         ..DesiredState::default()
     };
 
-    let mut sorted: Vec<&EndpointSlice> = slices.iter().collect();
+    let mut sorted: Vec<&EndpointSlice> = slices.iter().map(Borrow::borrow).collect();
     sorted.sort_by_cached_key(|s| object_key(&s.metadata));
     let mut by_service: HashMap<String, Vec<SliceView>> = HashMap::new();
     for slice in sorted {
@@ -684,13 +693,13 @@ pub fn build(
         }
     }
 
-    let mut sorted: Vec<&Service> = services.iter().collect();
+    let mut sorted: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
     sorted.sort_by_cached_key(|s| object_key(&s.metadata));
     let mut claims = Vec::new();
     for svc in sorted {
         let key = object_key(&svc.metadata);
-        let slices = by_service.get(&key).map_or(&[][..], Vec::as_slice);
-        match service_frontends(svc, &key, slices, &state.node_addresses) {
+        let slices: Vec<&SliceView> = by_service.get(&key).into_iter().flatten().collect();
+        match service_frontends(svc, &key, &slices, &state.node_addresses) {
             Ok(Some(out)) => {
                 state.cluster_ips.extend(out.cluster_ips);
                 claims.extend(out.frontends);
@@ -717,6 +726,387 @@ pub fn build(
         }
     }
     Built { state, warnings }
+}
+
+/// The conflict-resolution rank of a frontend claim, as in [`build`]: kind precedence, then
+/// Service key, then the claim's position among that Service's frontends.
+type Rank = (u8, Arc<str>, u32);
+
+/// What one Service key contributed at its last computation.
+#[derive(Default)]
+struct ServiceCache {
+    /// The objects with this key (several only with duplicate manifests), shared with the
+    /// source.
+    objects: Vec<Arc<Service>>,
+    cluster_ips: Vec<IpAddr>,
+    /// The addresses it claims (a claim's spec lives in [`Incremental::claims`]).
+    claims: Vec<FrontendAddr>,
+    warnings: Vec<String>,
+}
+
+/// One EndpointSlice version reduced to what the model reads.
+#[derive(PartialEq)]
+struct SliceEntry {
+    /// The Service it feeds (None: not used by the model).
+    service: Option<String>,
+    view: Result<SliceView, String>,
+}
+
+/// What changed in [`Incremental::state`] since the last [`Incremental::take_changes`].
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Frontends added, changed or removed, with the spec they had before (None: new).
+    pub frontends: BTreeMap<FrontendAddr, Option<FrontendSpec>>,
+    /// ClusterIPs that may have been added or removed.
+    pub cluster_ips: BTreeSet<IpAddr>,
+    /// `node_addresses` changed (the SNAT configuration may have).
+    pub node_addresses: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.frontends.is_empty() && self.cluster_ips.is_empty() && !self.node_addresses
+    }
+}
+
+/// The model kept between syncs: the result of [`build`] over the objects it was given,
+/// maintained object by object. A Service's frontends are recomputed only when its inputs
+/// change: its Service object, the EndpointSlices labelled with its name, or the node
+/// addresses (which recompute every Service). `state()` always equals what [`build`] returns
+/// for the same objects, and `warnings()` its warnings.
+pub struct Incremental {
+    node: NodeInfo,
+    nodes: Vec<Arc<Node>>,
+    node_warnings: Vec<String>,
+    services: HashMap<String, ServiceCache>,
+    /// Slice key -> the versions with that key (several only with duplicate manifests).
+    slices: HashMap<String, Vec<SliceEntry>>,
+    /// Service key -> the keys of the slices labelled with it.
+    service_slices: HashMap<String, BTreeSet<String>>,
+    /// Every claim of an address, best rank first; the first one is in `state`.
+    claims: HashMap<FrontendAddr, Vec<(Rank, FrontendSpec)>>,
+    /// Addresses with more than one claim.
+    conflicts: BTreeSet<FrontendAddr>,
+    /// How many Services have each ClusterIP.
+    cluster_ip_refs: HashMap<IpAddr, u32>,
+    dirty: BTreeSet<String>,
+    state: DesiredState,
+    changes: Changes,
+}
+
+impl Incremental {
+    pub fn new(node: NodeInfo) -> Self {
+        let mut m = Incremental {
+            node,
+            nodes: Vec::new(),
+            node_warnings: Vec::new(),
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            service_slices: HashMap::new(),
+            claims: HashMap::new(),
+            conflicts: BTreeSet::new(),
+            cluster_ip_refs: HashMap::new(),
+            dirty: BTreeSet::new(),
+            state: DesiredState::default(),
+            changes: Changes::default(),
+        };
+        m.refresh_node_addresses();
+        m.take_changes();
+        m
+    }
+
+    /// The model of these objects, computed from scratch.
+    pub fn from_objects(
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        nodes: &[Arc<Node>],
+        node: NodeInfo,
+    ) -> Self {
+        let mut m = Incremental::new(node);
+        m.set_nodes(nodes.to_vec());
+        let mut by_key: HashMap<String, Vec<Arc<EndpointSlice>>> = HashMap::new();
+        for s in slices {
+            by_key
+                .entry(object_key(&s.metadata))
+                .or_default()
+                .push(s.clone());
+        }
+        for (k, v) in by_key {
+            m.set_slices(&k, &v);
+        }
+        let mut by_key: HashMap<String, Vec<Arc<Service>>> = HashMap::new();
+        for s in services {
+            by_key
+                .entry(object_key(&s.metadata))
+                .or_default()
+                .push(s.clone());
+        }
+        for (k, v) in by_key {
+            m.set_services(&k, v);
+        }
+        m.recompute();
+        m
+    }
+
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node.name
+    }
+
+    /// The number of Service keys with at least one frontend in the state.
+    pub fn services_with_frontends(&self) -> usize {
+        self.services
+            .values()
+            .filter(|c| !c.claims.is_empty())
+            .count()
+    }
+
+    /// The Services with key `key` are now `objects` (empty: deleted).
+    pub fn set_services(&mut self, key: &str, objects: Vec<Arc<Service>>) {
+        let cache = self.services.get(key);
+        let same = match cache {
+            Some(c) => {
+                c.objects.len() == objects.len()
+                    && c.objects
+                        .iter()
+                        .zip(&objects)
+                        .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+            }
+            None => objects.is_empty(),
+        };
+        if same {
+            return;
+        }
+        self.services.entry(key.to_string()).or_default().objects = objects;
+        self.dirty.insert(key.to_string());
+    }
+
+    /// The EndpointSlices with key `key` are now `objects` (empty: deleted).
+    pub fn set_slices<E: Borrow<EndpointSlice>>(&mut self, key: &str, objects: &[E]) {
+        let entries: Vec<SliceEntry> = objects
+            .iter()
+            .map(|s| {
+                let s = s.borrow();
+                match slice_service(s) {
+                    Some((service, family)) => SliceEntry {
+                        service: Some(service),
+                        view: SliceView::new(s, family, &self.node.name),
+                    },
+                    None => SliceEntry {
+                        service: None,
+                        view: Err(String::new()),
+                    },
+                }
+            })
+            .collect();
+        let old = match entries.is_empty() {
+            true => self.slices.remove(key),
+            false => self.slices.insert(key.to_string(), entries),
+        };
+        let new = self.slices.get(key);
+        if old.as_ref() == new {
+            return;
+        }
+        let services = |e: Option<&Vec<SliceEntry>>| -> BTreeSet<String> {
+            e.into_iter()
+                .flatten()
+                .filter_map(|e| e.service.clone())
+                .collect()
+        };
+        let (before, after) = (services(old.as_ref()), services(new));
+        for s in before.difference(&after) {
+            if let Some(set) = self.service_slices.get_mut(s) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.service_slices.remove(s);
+                }
+            }
+        }
+        for s in after.difference(&before) {
+            self.service_slices
+                .entry(s.clone())
+                .or_default()
+                .insert(key.to_string());
+        }
+        self.dirty.extend(before.union(&after).cloned());
+    }
+
+    /// The Node objects are now `nodes`.
+    pub fn set_nodes(&mut self, nodes: Vec<Arc<Node>>) {
+        self.nodes = nodes;
+        self.refresh_node_addresses();
+    }
+
+    /// The addresses NodePorts are served on without a usable Node object.
+    pub fn set_fallback_addresses(&mut self, addresses: Vec<IpAddr>) {
+        if self.node.fallback_addresses != addresses {
+            self.node.fallback_addresses = addresses;
+            self.refresh_node_addresses();
+        }
+    }
+
+    fn refresh_node_addresses(&mut self) {
+        let mut warnings = Vec::new();
+        let addrs = node_addresses(&self.nodes, &self.node, &mut warnings);
+        self.node_warnings = warnings;
+        if addrs != self.state.node_addresses {
+            self.state.node_addresses = addrs;
+            self.changes.node_addresses = true;
+            self.dirty.extend(self.services.keys().cloned());
+        }
+    }
+
+    /// Recomputes the Services whose inputs changed and updates the state.
+    pub fn recompute(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut touched: HashSet<FrontendAddr> = HashSet::new();
+        for key in &dirty {
+            self.recompute_service(key, &mut touched);
+        }
+        for addr in touched {
+            let winner = self.claims.get(&addr).and_then(|c| c.first());
+            let current = self.state.frontends.get(&addr);
+            if winner.map(|w| &w.1) == current {
+                continue;
+            }
+            let old = match winner {
+                Some((_, spec)) => self.state.frontends.insert(addr, spec.clone()),
+                None => self.state.frontends.remove(&addr),
+            };
+            self.changes.frontends.entry(addr).or_insert(old);
+        }
+    }
+
+    fn recompute_service(&mut self, key: &str, touched: &mut HashSet<FrontendAddr>) {
+        let Some(cache) = self.services.get_mut(key) else {
+            return;
+        };
+        // Take back what it contributed.
+        for ip in cache.cluster_ips.drain(..) {
+            if let Some(n) = self.cluster_ip_refs.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.cluster_ip_refs.remove(&ip);
+                    self.state.cluster_ips.remove(&ip);
+                    self.changes.cluster_ips.insert(ip);
+                }
+            }
+        }
+        for addr in cache.claims.drain(..) {
+            if let Some(c) = self.claims.get_mut(&addr) {
+                c.retain(|(r, _)| &*r.1 != key);
+                match c.len() {
+                    0 => {
+                        self.claims.remove(&addr);
+                        self.conflicts.remove(&addr);
+                    }
+                    1 => {
+                        self.conflicts.remove(&addr);
+                    }
+                    _ => {}
+                }
+            }
+            touched.insert(addr);
+        }
+        cache.warnings.clear();
+        if cache.objects.is_empty() {
+            self.services.remove(key);
+            return;
+        }
+        // And compute it again.
+        let views: Vec<&SliceView> = self
+            .service_slices
+            .get(key)
+            .into_iter()
+            .flatten()
+            .flat_map(|k| self.slices.get(k).into_iter().flatten())
+            .filter(|e| e.service.as_deref() == Some(key))
+            .filter_map(|e| e.view.as_ref().ok())
+            .collect();
+        let name: Arc<str> = Arc::from(key);
+        let mut seq = 0u32;
+        for svc in &cache.objects {
+            match service_frontends(svc, key, &views, &self.state.node_addresses) {
+                Ok(Some(out)) => {
+                    for ip in out.cluster_ips {
+                        cache.cluster_ips.push(ip);
+                        let n = self.cluster_ip_refs.entry(ip).or_default();
+                        *n += 1;
+                        if *n == 1 {
+                            self.state.cluster_ips.insert(ip);
+                            self.changes.cluster_ips.insert(ip);
+                        }
+                    }
+                    for (addr, spec) in out.frontends {
+                        let rank = (spec.kind.precedence(), name.clone(), seq);
+                        seq += 1;
+                        let c = self.claims.entry(addr).or_default();
+                        let at = c.partition_point(|(r, _)| *r < rank);
+                        c.insert(at, (rank, spec));
+                        if c.len() > 1 {
+                            self.conflicts.insert(addr);
+                        }
+                        cache.claims.push(addr);
+                        touched.insert(addr);
+                    }
+                    cache.warnings.extend(out.warnings);
+                }
+                Ok(None) => {}
+                Err(e) => cache.warnings.push(format!("service {key}: {e}")),
+            }
+        }
+    }
+
+    /// The changes since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The warnings [`build`] gives for the same objects, in the same order.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = self.node_warnings.clone();
+        let mut slices: Vec<(&String, &String)> = self
+            .slices
+            .iter()
+            .flat_map(|(k, v)| v.iter().map(move |e| (k, e)))
+            .filter_map(|(k, e)| match (&e.service, &e.view) {
+                (Some(_), Err(w)) => Some((k, w)),
+                _ => None,
+            })
+            .collect();
+        slices.sort_by(|a, b| a.0.cmp(b.0));
+        out.extend(
+            slices
+                .into_iter()
+                .map(|(k, e)| format!("endpointslice {k}: {e}")),
+        );
+        let mut services: Vec<(&String, &Vec<String>)> = self
+            .services
+            .iter()
+            .filter(|(_, c)| !c.warnings.is_empty())
+            .map(|(k, c)| (k, &c.warnings))
+            .collect();
+        services.sort_by(|a, b| a.0.cmp(b.0));
+        out.extend(services.into_iter().flat_map(|(_, w)| w.iter().cloned()));
+        let mut losers: Vec<(&Rank, FrontendAddr, &FrontendSpec, &FrontendSpec)> = Vec::new();
+        for addr in &self.conflicts {
+            let c = &self.claims[addr];
+            for (rank, spec) in &c[1..] {
+                losers.push((rank, *addr, spec, &c[0].1));
+            }
+        }
+        losers.sort_by(|a, b| a.0.cmp(b.0));
+        for (_, addr, spec, winner) in losers {
+            out.push(format!(
+                "service {}: frontend {addr} ({}) is already used by {} ({})",
+                spec.name, spec.kind, winner.name, winner.kind
+            ));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -2293,6 +2683,266 @@ status: {addresses: [{type: InternalIP, address: "fd00::zz"}]}
         assert_eq!(
             backends_of(&b, "fd00:96::1", 80, Proto::Tcp),
             bes(&["[fd00::3]:8080"])
+        );
+    }
+
+    /// A small deterministic PRNG (xorshift64*), so the property tests need no crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len() as u64) as usize]
+        }
+    }
+
+    fn random_service(r: &mut Rng, name: &str) -> Service {
+        let ns = r.pick(&["default", "kube-system"]);
+        let v4 = format!("10.96.0.{}", r.below(4) + 1);
+        let v6 = format!("fd00:96::{}", r.below(4) + 1);
+        let (ips, families): (Vec<String>, Vec<&str>) = match r.below(6) {
+            0 => (vec![v6], vec!["IPv6"]),
+            1 => (vec![v4, v6], vec!["IPv4", "IPv6"]),
+            2 => (vec!["None".into()], vec![]),
+            3 => (vec!["bad".into()], vec![]),
+            _ => (vec![v4], vec!["IPv4"]),
+        };
+        let type_ = r.pick(&["ClusterIP", "ClusterIP", "NodePort", "LoadBalancer"]);
+        let mut ports = Vec::new();
+        for (i, pname) in ["http", "dns", ""].iter().enumerate() {
+            if i > 0 && r.chance(50) {
+                continue;
+            }
+            ports.push(serde_json::json!({
+                "name": pname,
+                "port": 80 + r.below(2) as i32,
+                "protocol": r.pick(&["TCP", "TCP", "UDP"]),
+                "nodePort": 30000 + r.below(3) as i32,
+            }));
+        }
+        let mut spec = serde_json::json!({
+            "type": type_,
+            "clusterIP": ips[0],
+            "clusterIPs": ips,
+            "ports": ports,
+            "externalTrafficPolicy": r.pick(&["Cluster", "Local"]),
+            "internalTrafficPolicy": r.pick(&["Cluster", "Local"]),
+        });
+        if !families.is_empty() {
+            spec["ipFamilies"] = serde_json::json!(families);
+        }
+        if r.chance(30) {
+            spec["externalIPs"] =
+                serde_json::json!([r.pick(&["192.0.2.1", "10.96.0.1", "fd00:96::1", "nope"])]);
+        }
+        let mut labels = serde_json::json!({});
+        if r.chance(10) {
+            labels[LABEL_HEADLESS] = "".into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": spec,
+            "status": {"loadBalancer": {"ingress": [{"ip": r.pick(&["192.0.2.9", "10.96.0.2", "fd00:96::9"])}]}},
+        }))
+        .unwrap()
+    }
+
+    fn random_slice(r: &mut Rng, name: &str) -> EndpointSlice {
+        let ns = r.pick(&["default", "kube-system"]);
+        let family = r.pick(&["IPv4", "IPv4", "IPv6", "FQDN"]);
+        let mut endpoints = Vec::new();
+        for _ in 0..r.below(4) {
+            let n = r.below(6) + 1;
+            let ip = match (family, r.chance(5)) {
+                (_, true) => "garbage".to_string(),
+                ("IPv6", _) => format!("fd00:244::{n}"),
+                _ => format!("10.244.0.{n}"),
+            };
+            endpoints.push(serde_json::json!({
+                "addresses": [ip],
+                "nodeName": r.pick(&["node-a", "node-b"]),
+                "conditions": {"ready": r.chance(70), "serving": r.chance(80),
+                               "terminating": r.chance(30)},
+            }));
+        }
+        let mut ports = Vec::new();
+        for pname in ["http", "dns", ""] {
+            if r.chance(60) {
+                ports.push(serde_json::json!({
+                    "name": pname, "port": 8080 + r.below(2) as i32,
+                    "protocol": r.pick(&["TCP", "UDP"]),
+                }));
+            }
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns,
+                         "labels": {LABEL_SERVICE_NAME: r.pick(&["s0", "s1", "s2", "s3", ""])}},
+            "addressType": family,
+            "endpoints": endpoints,
+            "ports": ports,
+        }))
+        .unwrap()
+    }
+
+    fn random_node(r: &mut Rng) -> Node {
+        let name = r.pick(&["node-a", "node-a", "node-b"]);
+        let addrs: Vec<_> = ["192.168.0.5", "fd00:1::5", "127.0.0.1", "192.168.0.6"]
+            .iter()
+            .filter(|_| r.chance(50))
+            .map(|a| serde_json::json!({"type": "InternalIP", "address": a}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"addresses": addrs},
+        }))
+        .unwrap()
+    }
+
+    /// Random sequences of adds, updates and deletes of Services, EndpointSlices and Nodes
+    /// (with address conflicts, duplicates, bad objects and node address changes): the
+    /// incremental model always equals `build` over the same objects, and its change set
+    /// names every frontend that changed, with its previous spec.
+    #[test]
+    fn incremental_equals_build() {
+        let (mut frontends, mut conflicts, mut changed) = (0, 0, 0);
+        for seed in 1..=40u64 {
+            let mut r = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+            let node = || NodeInfo {
+                name: "node-a".into(),
+                fallback_addresses: vec![ip("192.168.0.1")],
+            };
+            let mut inc = Incremental::new(node());
+            let mut services: Vec<Arc<Service>> = Vec::new();
+            let mut slices: Vec<Arc<EndpointSlice>> = Vec::new();
+            let mut nodes: Vec<Arc<Node>> = Vec::new();
+            let mut fallback = vec![ip("192.168.0.1")];
+            let mut prev = inc.state().clone();
+            for step in 0..150 {
+                let mut changed_services = BTreeSet::new();
+                let mut changed_slices = BTreeSet::new();
+                // A few changes per sync, like a burst of events.
+                for _ in 0..=r.below(3) {
+                    match r.below(10) {
+                        0..=3 => {
+                            let name = r.pick(&["s0", "s1", "s2", "s3"]);
+                            let s = Arc::new(random_service(&mut r, name));
+                            let key = object_key(&s.metadata);
+                            services.retain(|o| object_key(&o.metadata) != key);
+                            if !r.chance(20) {
+                                services.push(s);
+                            }
+                            changed_services.insert(key);
+                        }
+                        4..=7 => {
+                            let name = r.pick(&["e0", "e1", "e2", "e3", "e4"]);
+                            let s = Arc::new(random_slice(&mut r, name));
+                            let key = object_key(&s.metadata);
+                            // Sometimes a duplicate key (two manifests holding one object).
+                            if !r.chance(10) {
+                                slices.retain(|o| object_key(&o.metadata) != key);
+                            }
+                            if !r.chance(20) {
+                                slices.push(s);
+                            }
+                            changed_slices.insert(key);
+                        }
+                        8 => {
+                            nodes = match r.chance(20) {
+                                true => vec![],
+                                false => vec![Arc::new(random_node(&mut r))],
+                            };
+                            inc.set_nodes(nodes.clone());
+                        }
+                        _ => {
+                            fallback = match r.chance(50) {
+                                true => vec![ip("192.168.0.1")],
+                                false => vec![ip("192.168.0.2"), ip("fd00:2::1")],
+                            };
+                            inc.set_fallback_addresses(fallback.clone());
+                        }
+                    }
+                }
+                for key in &changed_services {
+                    let objs = services
+                        .iter()
+                        .filter(|o| object_key(&o.metadata) == *key)
+                        .cloned()
+                        .collect();
+                    inc.set_services(key, objs);
+                }
+                for key in &changed_slices {
+                    let objs: Vec<_> = slices
+                        .iter()
+                        .filter(|o| object_key(&o.metadata) == *key)
+                        .cloned()
+                        .collect();
+                    inc.set_slices(key, &objs);
+                }
+                inc.recompute();
+                let full = build(
+                    &services,
+                    &slices,
+                    &nodes,
+                    &NodeInfo {
+                        name: "node-a".into(),
+                        fallback_addresses: fallback.clone(),
+                    },
+                );
+                assert_eq!(*inc.state(), full.state, "seed {seed} step {step}");
+                assert_eq!(inc.warnings(), full.warnings, "seed {seed} step {step}");
+                let changes = inc.take_changes();
+                frontends += full.state.frontends.len();
+                conflicts += full
+                    .warnings
+                    .iter()
+                    .filter(|w| w.contains("already used"))
+                    .count();
+                changed += changes.frontends.len();
+                let addrs: BTreeSet<&FrontendAddr> = prev
+                    .frontends
+                    .keys()
+                    .chain(full.state.frontends.keys())
+                    .collect();
+                for a in addrs {
+                    let (before, after) = (prev.frontends.get(a), full.state.frontends.get(a));
+                    match changes.frontends.get(a) {
+                        Some(old) => assert_eq!(old.as_ref(), before, "seed {seed} step {step}"),
+                        None => assert_eq!(before, after, "seed {seed} step {step}: {a}"),
+                    }
+                }
+                for ipa in prev
+                    .cluster_ips
+                    .symmetric_difference(&full.state.cluster_ips)
+                {
+                    assert!(changes.cluster_ips.contains(ipa), "seed {seed} step {step}");
+                }
+                if prev.node_addresses != full.state.node_addresses {
+                    assert!(changes.node_addresses);
+                }
+                // From scratch, too.
+                let fresh = Incremental::from_objects(&services, &slices, &nodes, {
+                    let mut n = node();
+                    n.fallback_addresses = fallback.clone();
+                    n
+                });
+                assert_eq!(*fresh.state(), full.state, "seed {seed} step {step}");
+                prev = full.state;
+            }
+        }
+        // The random objects do exercise the model.
+        assert!(
+            frontends > 10_000 && conflicts > 500 && changed > 2_000,
+            "{frontends} {conflicts} {changed}"
         );
     }
 }
