@@ -1294,12 +1294,40 @@ impl TcpServer {
     }
 }
 
+/// A new socket of `domain` and `ty` (`SOCK_CLOEXEC` added), in the calling thread's namespace.
+fn new_socket(domain: libc::c_int, ty: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = cvt(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd is a fresh socket that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_reuseaddr(fd: &OwnedFd) -> io::Result<()> {
+    setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &(1 as libc::c_int),
+    )
+}
+
+/// bind(2) `fd` to `addr`; the error names the address.
+fn bind_fd(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    let (sa, len) = sockaddr(addr);
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len,
+        )
+    })
+    .map(drop)
+    .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))
+}
+
 /// A socket of `ty` (SOCK_STREAM: also listening) bound to [::]:`port` with `IPV6_V6ONLY`, so
 /// that it coexists with an IPv4 socket on 0.0.0.0:`port`, in the calling thread's namespace.
 fn bind_v6only(ty: libc::c_int, port: u16) -> io::Result<OwnedFd> {
-    let fd = cvt(unsafe { libc::socket(libc::AF_INET6, ty | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: fd is a fresh socket that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = new_socket(libc::AF_INET6, ty)?;
     setsockopt(
         &fd,
         libc::IPPROTO_IPV6,
@@ -1308,22 +1336,9 @@ fn bind_v6only(ty: libc::c_int, port: u16) -> io::Result<OwnedFd> {
     )?;
     if ty == libc::SOCK_STREAM {
         // As std does for listeners.
-        setsockopt(
-            &fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &(1 as libc::c_int),
-        )?;
+        set_reuseaddr(&fd)?;
     }
-    let (sa, len) = sockaddr(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port));
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sa as *const libc::sockaddr_storage as *const libc::sockaddr,
-            len,
-        )
-    })
-    .map_err(|e| io::Error::new(e.kind(), format!("bind [::]:{port}: {e}")))?;
+    bind_fd(&fd, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port))?;
     if ty == libc::SOCK_STREAM {
         cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
     }
@@ -1519,31 +1534,9 @@ fn connect_bound(src_port: u16, dst: SocketAddr, timeout: Duration) -> io::Resul
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
     };
-    let fd = cvt(unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    })?;
-    // SAFETY: fd is a fresh socket that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    setsockopt(
-        &fd,
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        &(1 as libc::c_int),
-    )?;
-    let src = unspecified_like(&dst, src_port);
-    let (src_sa, src_len) = sockaddr(src);
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &src_sa as *const libc::sockaddr_storage as *const libc::sockaddr,
-            src_len,
-        )
-    })
-    .map_err(|e| io::Error::new(e.kind(), format!("bind {src}: {e}")))?;
+    let fd = new_socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
+    set_reuseaddr(&fd)?;
+    bind_fd(&fd, unspecified_like(&dst, src_port))?;
     let (dst_sa, dst_len) = sockaddr(dst);
     let rc = unsafe {
         libc::connect(
