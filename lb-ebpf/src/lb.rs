@@ -85,13 +85,13 @@ fn lookup_and_nat<C: Ctx>(ctx: &C, pkt: &Packet) -> Verdict {
     Verdict::Pass
 }
 
-/// Traffic to a frontend: reuse the flow's backend if it still exists, else pick one.
+/// Traffic to a frontend: reuse the flow's backend (see `keeps_backend`), else pick one.
 #[inline(always)]
 fn service_path<C: Ctx>(ctx: &C, pkt: &Packet, fe: &Frontend) -> Verdict {
     count_service(fe.svc_id, ctx.len());
     let key = pkt.ct_key();
     let e: &CtEntry = match CONNTRACK.get_ptr(&key) {
-        Some(e) if backend_alive(unsafe { &*e }) => unsafe { &*e },
+        Some(e) if keeps_backend(pkt, unsafe { &*e }) => unsafe { &*e },
         _ => match new_flow(pkt, fe, &key) {
             Ok(e) => e,
             Err(v) => return v,
@@ -104,7 +104,21 @@ fn service_path<C: Ctx>(ctx: &C, pkt: &Packet, fe: &Frontend) -> Verdict {
     finish(r)
 }
 
-/// A flow stays on its backend while the backend id still names the same address and port.
+const TCP_SYN: u8 = 0x02;
+
+/// Whether a packet of a known flow goes to the flow's backend, as with kube-proxy's conntrack:
+/// - while the backend id still names the same address and port;
+/// - an established TCP connection also after its backend left the Service (a terminating pod
+///   finishes its connections). A SYN on the tuple of such a flow is a new connection: it moves.
+/// - UDP and SCTP flows move to a live backend at once (kube-proxy clears the conntrack
+///   entries of removed UDP endpoints).
+#[inline(always)]
+fn keeps_backend(pkt: &Packet, e: &CtEntry) -> bool {
+    e.flags & CT_FORWARD != 0
+        && ((pkt.proto == PROTO_TCP && pkt.tcp_flags & TCP_SYN == 0) || backend_alive(e))
+}
+
+/// Whether the flow's backend id still names the same address and port.
 #[inline(always)]
 fn backend_alive(e: &CtEntry) -> bool {
     match BACKENDS.get(e.backend_id) {

@@ -30,6 +30,8 @@ pub struct Packet {
     pub dport: u16,
     pub proto: u8,
     pub v6: bool,
+    /// TCP flags (byte 13 of the TCP header); 0 for other protocols.
+    pub tcp_flags: u8,
 }
 
 impl Packet {
@@ -153,6 +155,7 @@ impl Packet {
         dport: 0,
         proto: 0,
         v6: false,
+        tcp_flags: 0,
     };
 }
 
@@ -190,7 +193,7 @@ fn parse4<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     }
     let proto = ip[9];
     let l4_off = ETH_HLEN + ip_len;
-    let ports = ports(ctx, proto, l4_off, tot_len - ip_len)?;
+    let (ports, tcp_flags) = ports(ctx, proto, l4_off, tot_len - ip_len)?;
     read_addr(&mut pkt.saddr, hdr as usize, 12, false);
     read_addr(&mut pkt.daddr, hdr as usize, 16, false);
     pkt.sport = u16::from_be(ports[0]);
@@ -199,6 +202,7 @@ fn parse4<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     pkt.l4_off = l4_off;
     pkt.l4_len = tot_len - ip_len;
     pkt.v6 = false;
+    pkt.tcp_flags = tcp_flags;
     Some(())
 }
 
@@ -214,7 +218,7 @@ fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     // are left to the stack.
     let proto = ip[6];
     let l4_off = ETH_HLEN + IP6_HLEN;
-    let ports = ports(ctx, proto, l4_off, payload_len)?;
+    let (ports, tcp_flags) = ports(ctx, proto, l4_off, payload_len)?;
     read_addr(&mut pkt.saddr, hdr as usize, 8, true);
     read_addr(&mut pkt.daddr, hdr as usize, 24, true);
     pkt.sport = u16::from_be(ports[0]);
@@ -223,13 +227,15 @@ fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     pkt.l4_off = l4_off;
     pkt.l4_len = payload_len;
     pkt.v6 = true;
+    pkt.tcp_flags = tcp_flags;
     Some(())
 }
 
-/// The source and destination ports (network order). The L4 header must be complete, up to
-/// and including the checksum we rewrite, both in the frame and inside the datagram (`l4_len`).
+/// The source and destination ports (network order), and the TCP flags (0 for UDP and SCTP).
+/// The L4 header must be complete, up to and including the checksum we rewrite, both in the
+/// frame and inside the datagram (`l4_len`).
 #[inline(always)]
-fn ports<C: Ctx>(ctx: &C, proto: u8, l4_off: usize, l4_len: usize) -> Option<[u16; 2]> {
+fn ports<C: Ctx>(ctx: &C, proto: u8, l4_off: usize, l4_len: usize) -> Option<([u16; 2], u8)> {
     let need = match proto {
         PROTO_TCP => 20,
         PROTO_UDP => 8,
@@ -244,5 +250,6 @@ fn ports<C: Ctx>(ctx: &C, proto: u8, l4_off: usize, l4_len: usize) -> Option<[u1
         return None;
     }
     let p = unsafe { *((ctx.data() + l4_off) as *const [u16; 2]) };
-    Some(p)
+    let flags = if proto == PROTO_TCP { unsafe { *((ctx.data() + l4_off + 13) as *const u8) } } else { 0 };
+    Some((p, flags))
 }

@@ -234,8 +234,8 @@ fn reply_is_reverse_natted(hook: Hook) {
     assert_counters(&h, &[]);
 }
 
-/// 3. An established flow stays on its backend when the service grows, and moves when its
-///    backend goes away. Bytes after the datagram (beyond the payload length) are neither
+/// 3. An established flow stays on its backend when the service grows, and when its backend
+///    leaves the Service (TCP); a new SYN on the tuple moves to a live backend. Bytes after the datagram (beyond the payload length) are neither
 ///    checksummed nor changed.
 fn established_flow_sticks_to_its_backend(hook: Hook) {
     let mut h = harness(hook);
@@ -255,8 +255,16 @@ fn established_flow_sticks_to_its_backend(hook: Hook) {
     );
 
     // BE1 leaves as the reconciler removes it: slots first, then the backend entry is zeroed.
+    // The established connection stays on BE1 (as with kube-proxy's conntrack); a SYN on the
+    // same tuple is a new connection and moves.
     set_frontend6(&mut h, SVC, PROTO_TCP, 1, &[id2]);
     h.set_backend(ids[0], Backend::default());
+    assert_nat(&h, &ack, &ack.clone().dst(BE1));
+    assert_eq!(
+        h.ct_get(ct_key6(CLIENT, SVC, PROTO_TCP)),
+        Some(ct_entry6(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6))
+    );
+    assert_nat(&h, &syn, &syn.clone().dst(BE2));
     assert_nat(&h, &ack, &ack.clone().dst(BE2));
     assert_eq!(
         h.ct_get(ct_key6(CLIENT, SVC, PROTO_TCP)),

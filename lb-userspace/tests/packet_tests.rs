@@ -132,8 +132,10 @@ fn reply_is_reverse_nated_to_vip() {
     assert_untouched(&h, &tcp(BE1, (CLIENT.0, 40001), ACK).build());
 }
 
-/// 3. An established flow stays on its backend when the service grows, and is re-balanced
-///    when its backend goes away.
+/// 3. An established flow stays on its backend when the service grows. When its backend leaves
+///    the Service, an established TCP connection stays on it (kube-proxy's conntrack keeps it,
+///    so a terminating pod finishes its connections); a SYN on the same tuple is a new
+///    connection and moves to a live backend.
 #[test]
 fn established_flow_is_sticky_until_backend_gone() {
     let mut h = Harness::tc();
@@ -154,9 +156,19 @@ fn established_flow_is_sticky_until_backend_gone() {
     // whenever that slot is drawn; the reconciler never leaves such a slot.)
     h.set_frontend(VIP, 80, PROTO_TCP, 1, &[id2], 0);
     h.set_backend(ids[0], Backend::default());
-    let (verdict, out) = h.run(&ack.build());
+    for i in 0..5 {
+        let (verdict, out) = h.run(&ack.build());
+        assert_eq!(verdict, TC_NEXT, "packet {i} after BE1 left");
+        assert_frame_eq(&out, &ack.clone().dst(BE1).build());
+    }
+    let fwd = h.ct_get(ct_key(CLIENT, (VIP, 80), PROTO_TCP));
+    assert_eq!(fwd, Some(ct_entry(BE1, CT_FORWARD, 1, ids[0])));
+
+    // A new connection reusing the tuple (its SYN) goes to a live backend.
+    let syn = tcp(CLIENT, (VIP, 80), SYN);
+    let (verdict, out) = h.run(&syn.build());
     assert_eq!(verdict, TC_NEXT);
-    assert_frame_eq(&out, &ack.clone().dst(BE2).build());
+    assert_frame_eq(&out, &syn.clone().dst(BE2).build());
     verify_checksums(&out);
     let fwd = h.ct_get(ct_key(CLIENT, (VIP, 80), PROTO_TCP));
     assert_eq!(fwd, Some(ct_entry(BE2, CT_FORWARD, 1, id2)));
@@ -175,7 +187,8 @@ fn established_flow_is_sticky_until_backend_gone() {
     verify_checksums(&out);
 }
 
-/// 3b. A backend id reused for another address is not the flow's backend any more.
+/// 3b. A backend id reused for another address is not the flow's backend any more: the
+///     established connection keeps its address; a new SYN on the tuple goes to the new one.
 #[test]
 fn reused_backend_id_rebalances_flow() {
     let mut h = Harness::tc();
@@ -191,7 +204,30 @@ fn reused_backend_id_rebalances_flow() {
     h.set_backend(ids[0], b3);
     let (verdict, out) = h.run(&ack.build());
     assert_eq!(verdict, TC_NEXT);
-    assert_frame_eq(&out, &ack.clone().dst(BE3).build());
+    assert_frame_eq(&out, &ack.clone().dst(BE1).build());
+    let syn = tcp(CLIENT, (VIP, 80), SYN);
+    let (verdict, out) = h.run(&syn.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &syn.clone().dst(BE3).build());
+    verify_checksums(&out);
+}
+
+/// 3c. A UDP flow whose backend left the Service moves to a live backend at once (kube-proxy
+///     clears the conntrack entries of removed UDP endpoints).
+#[test]
+fn udp_flow_moves_when_backend_gone() {
+    let mut h = Harness::tc();
+    let ids = h.add_service(VIP, 53, PROTO_UDP, 2, &[DNS_BE], 0);
+    let q = udp((CLIENT.0, 40001), (VIP, 53)).payload(b"query");
+    let (_, out) = h.run(&q.build());
+    assert_frame_eq(&out, &q.clone().dst(DNS_BE).build());
+    let other = ([10, 244, 0, 12], 5353);
+    let id2 = h.new_backend(other, PROTO_UDP);
+    h.set_frontend(VIP, 53, PROTO_UDP, 2, &[id2], 0);
+    h.set_backend(ids[0], Backend::default());
+    let (verdict, out) = h.run(&q.build());
+    assert_eq!(verdict, TC_NEXT);
+    assert_frame_eq(&out, &q.clone().dst(other).build());
     verify_checksums(&out);
 }
 
