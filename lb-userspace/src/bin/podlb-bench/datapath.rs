@@ -30,7 +30,7 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData},
     programs::{SchedClassifier, Xdp},
@@ -389,15 +389,6 @@ impl Bed {
         Ok(())
     }
 
-    fn clear_conntrack(&mut self) -> Result<usize> {
-        let mut ct = self.hash::<CtKey, CtEntry>(MAP_CONNTRACK);
-        let keys: Vec<CtKey> = ct.keys().filter_map(|k| k.ok()).collect();
-        for k in &keys {
-            let _ = ct.remove(k);
-        }
-        Ok(keys.len())
-    }
-
     fn conntrack_len(&mut self) -> usize {
         self.hash::<CtKey, CtEntry>(MAP_CONNTRACK).keys().count()
     }
@@ -600,65 +591,73 @@ fn prepare(bed: &mut Bed, hook: Hook, path: Path, runs: usize) -> Result<Vec<Cas
             });
         }
         Path::Established | Path::Reply => {
-            for i in 0..POOL {
-                let (dst, k) = fe(pool[i % pool.len()]);
-                let src = bed.client(client_base);
-                let ns = &bed.ns;
-                let syn = tcp(src, dst, SYN).build();
-                let ack = tcp(src, dst, ACK).build();
-                let (first, fwd) = ns.run_in(|| -> io::Result<(RunOut, RunOut)> {
-                    Ok((test_run(fd, &syn, ifx, 1)?, test_run(fd, &ack, ifx, 1)?))
-                })?;
-                check(
-                    &Case {
-                        input: syn,
-                        verdict: nat_verdict,
-                        check: Check::NewFlow {
-                            k,
-                            snat: hook == Hook::Xdp,
-                        },
-                    },
-                    &first,
-                )?;
-                check(
-                    &Case {
-                        input: ack.clone(),
-                        verdict: nat_verdict,
-                        check: Check::NewFlow {
-                            k,
-                            snat: hook == Hook::Xdp,
-                        },
-                    },
-                    &fwd,
-                )?;
-                ensure!(
-                    first.data[26..38] == fwd.data[26..38],
-                    "the ACK did not follow the SYN's flow"
-                );
-                if path == Path::Established {
-                    cases.push(Case {
+            // Every flow is opened (SYN, then an ACK that must follow it) and, for the reply
+            // path, answered once, all from one thread in the XDP namespace.
+            let flows: Vec<_> = (0..POOL)
+                .map(|i| {
+                    let (dst, k) = fe(pool[i % pool.len()]);
+                    (bed.client(client_base), dst, k)
+                })
+                .collect();
+            let want_reply = path == Path::Reply;
+            let runs = bed.ns.run_in(
+                || -> Result<Vec<(Vec<u8>, RunOut, Option<(Vec<u8>, RunOut)>)>> {
+                    let mut v = Vec::with_capacity(flows.len());
+                    for &(src, dst, k) in &flows {
+                        let new_flow = |input: Vec<u8>| Case {
+                            input,
+                            verdict: nat_verdict,
+                            check: Check::NewFlow {
+                                k,
+                                snat: hook == Hook::Xdp,
+                            },
+                        };
+                        let syn = new_flow(tcp(src, dst, SYN).build());
+                        let first = test_run(fd, &syn.input, ifx, 1)?;
+                        check(&syn, &first)?;
+                        let ack = new_flow(tcp(src, dst, ACK).build());
+                        let fwd = test_run(fd, &ack.input, ifx, 1)?;
+                        check(&ack, &fwd)?;
+                        ensure!(
+                            first.data[26..38] == fwd.data[26..38],
+                            "the ACK did not follow the SYN's flow"
+                        );
+                        let reply = if want_reply {
+                            let reply = reply_of(&fwd.data, SYN | ACK);
+                            let r = test_run(fd, &reply, ifx, 1)?;
+                            Some((reply, r))
+                        } else {
+                            None
+                        };
+                        v.push((ack.input, fwd, reply));
+                    }
+                    Ok(v)
+                },
+            )?;
+            for ((src, dst, _), (ack, fwd, reply)) in flows.into_iter().zip(runs) {
+                match reply {
+                    None => cases.push(Case {
                         input: ack,
                         verdict: nat_verdict,
                         check: Check::Exact(fwd.data),
-                    });
-                } else {
-                    let reply = reply_of(&fwd.data, SYN | ACK);
-                    let r = ns.run_in(|| test_run(fd, &reply, ifx, 1))?;
-                    ensure!(r.retval == nat_verdict, "reply verdict {}", r.retval as i32);
-                    checksums(&r.data).map_err(|e| anyhow::anyhow!(e))?;
-                    ensure!(
-                        r.data[26..30] == dst.0 && r.data[34..36] == dst.1.to_be_bytes(),
-                        "reply not from the frontend"
-                    );
-                    ensure!(
-                        r.data[30..34] == src.0 && r.data[36..38] == src.1.to_be_bytes(),
-                        "reply not to the client"
-                    );
-                    cases.push(Case {
-                        input: reply,
-                        verdict: nat_verdict,
-                        check: Check::Exact(r.data),
-                    });
+                    }),
+                    Some((reply, r)) => {
+                        ensure!(r.retval == nat_verdict, "reply verdict {}", r.retval as i32);
+                        checksums(&r.data).map_err(|e| anyhow::anyhow!(e))?;
+                        ensure!(
+                            r.data[26..30] == dst.0 && r.data[34..36] == dst.1.to_be_bytes(),
+                            "reply not from the frontend"
+                        );
+                        ensure!(
+                            r.data[30..34] == src.0 && r.data[36..38] == src.1.to_be_bytes(),
+                            "reply not to the client"
+                        );
+                        cases.push(Case {
+                            input: reply,
+                            verdict: nat_verdict,
+                            check: Check::Exact(r.data),
+                        });
+                    }
                 }
             }
         }
@@ -720,91 +719,134 @@ fn scale_label(services: usize, ct: usize) -> String {
     }
 }
 
+/// Samples of one scale point.
+#[derive(Default)]
+struct PointSamples {
+    /// Per (hook, path): corrected and raw per-round medians.
+    samples: Vec<Vec<f64>>,
+    raw: Vec<Vec<f64>>,
+    /// TC repeat=1, TC repeat=N, XDP repeat=1, XDP repeat=N.
+    floors: [Vec<f64>; 4],
+    checks: Vec<serde_json::Value>,
+}
+
+const PATHS: [Path; 4] = [Path::New, Path::Established, Path::Reply, Path::NonService];
+
+/// One round at one scale point: the floors, then every path of both hooks.
+fn round(bed: &mut Bed, opts: &Opts, probe: &[u8], ps: &mut PointSamples) -> Result<()> {
+    let (tc1, tcn) = floor(
+        bed,
+        bed.tc_floor.as_raw_fd(),
+        None,
+        probe,
+        TC_NEXT,
+        opts.runs,
+        opts.repeat,
+    )?;
+    let (x1, xn) = floor(
+        bed,
+        bed.xdp_floor.as_raw_fd(),
+        Some(bed.ifindex),
+        probe,
+        XDP_PASS,
+        opts.runs,
+        opts.repeat,
+    )?;
+    for (i, v) in [tc1, tcn, x1, xn].into_iter().enumerate() {
+        ps.floors[i].push(v);
+    }
+    for (h, hook) in [Hook::Tc, Hook::Xdp].into_iter().enumerate() {
+        let overhead = if hook == Hook::Tc { tc1 - tcn } else { x1 - xn };
+        for (p, path) in PATHS.iter().enumerate() {
+            let cases = prepare(bed, hook, *path, opts.runs)?;
+            let d = measure(bed, hook, &cases, opts.runs)?;
+            let m = median(&d);
+            ps.raw[h * PATHS.len() + p].push(m);
+            ps.samples[h * PATHS.len() + p].push(m - overhead);
+        }
+        // The correction's check: the non-service packet is not changed, so it can also be
+        // timed with repeat = N.
+        let (fd, ifx) = match hook {
+            Hook::Tc => (bed.tc_fd, None),
+            Hook::Xdp => (bed.xdp_fd, Some(bed.ifindex)),
+        };
+        let frame = prepare(bed, hook, Path::NonService, 1)?.remove(0).input;
+        let avg = bed.ns.run_in(|| test_run(fd, &frame, ifx, opts.repeat))?;
+        ps.checks.push(json!({
+            "hook": if hook == Hook::Tc { "tc" } else { "xdp" },
+            "non_service_repeat_n_ns": avg.duration,
+            "non_service_corrected_ns": ps.samples[h * PATHS.len() + 3].last(),
+        }));
+    }
+    Ok(())
+}
+
+/// Every scale point has its own loaded object (maps filled once), and the rounds visit the
+/// points in turn, so that bursts of load from elsewhere on the machine spread over all points
+/// instead of skewing one.
 pub fn run(opts: &Opts) -> Result<Vec<Figure>> {
     let t = Instant::now();
-    let mut bed = Bed::new()?;
-    let mut figs = Vec::new();
     let probe = tcp(([10, 244, 0, 9], 40000), ([10, 244, 3, 3], 8080), ACK).build();
     let mut points: Vec<(usize, usize)> = opts.scales.iter().map(|s| (*s, 0)).collect();
     if opts.ct_fill > 0 {
-        points.push((*opts.scales.last().unwrap(), opts.ct_fill));
+        points.push((*opts.scales.last().context("no scales")?, opts.ct_fill));
     }
-    let mut floors: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
-    for (services, ct) in points {
+    let mut beds = Vec::new();
+    for &(services, ct) in &points {
+        let mut bed = Bed::new()?;
         bed.grow(services)?;
-        let cleared = bed.clear_conntrack()?;
         if ct > 0 {
             bed.fill_conntrack(ct)?;
         }
-        let ct_present = bed.conntrack_len();
-        let label = scale_label(services, ct);
+        let present = bed.conntrack_len();
         eprintln!(
-            "bench A: {label} (conntrack {ct_present} entries, {cleared} cleared), {:.1?}",
+            "bench A: {} ready (conntrack {present} entries), {:.1?}",
+            scale_label(services, ct),
             t.elapsed()
         );
-        let paths = [Path::New, Path::Established, Path::Reply, Path::NonService];
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); 2 * paths.len()];
-        let mut raw: Vec<Vec<f64>> = vec![Vec::new(); 2 * paths.len()];
-        let mut floor_samples = [vec![], vec![], vec![], vec![]];
-        let mut checks = Vec::new();
-        for _round in 0..opts.rounds {
-            let (tc1, tcn) = floor(
-                &bed,
-                bed.tc_floor.as_raw_fd(),
-                None,
-                &probe,
-                TC_NEXT,
-                opts.runs,
-                opts.repeat,
-            )?;
-            let (x1, xn) = floor(
-                &bed,
-                bed.xdp_floor.as_raw_fd(),
-                Some(bed.ifindex),
-                &probe,
-                XDP_PASS,
-                opts.runs,
-                opts.repeat,
-            )?;
-            floor_samples[0].push(tc1);
-            floor_samples[1].push(tcn);
-            floor_samples[2].push(x1);
-            floor_samples[3].push(xn);
-            for (h, hook) in [Hook::Tc, Hook::Xdp].into_iter().enumerate() {
-                let overhead = if hook == Hook::Tc { tc1 - tcn } else { x1 - xn };
-                for (p, path) in paths.iter().enumerate() {
-                    let cases = prepare(&mut bed, hook, *path, opts.runs)?;
-                    let d = measure(&bed, hook, &cases, opts.runs)?;
-                    let m = median(&d);
-                    raw[h * paths.len() + p].push(m);
-                    samples[h * paths.len() + p].push(m - overhead);
-                }
-                // The correction's check: the non-service packet is not changed, so it can
-                // also be timed with repeat = N.
-                let (fd, ifx) = match hook {
-                    Hook::Tc => (bed.tc_fd, None),
-                    Hook::Xdp => (bed.xdp_fd, Some(bed.ifindex)),
-                };
-                let ns_frame = prepare(&mut bed, hook, Path::NonService, 1)?
-                    .remove(0)
-                    .input;
-                let avg = bed
-                    .ns
-                    .run_in(|| test_run(fd, &ns_frame, ifx, opts.repeat))?;
-                checks.push(json!({"hook": if hook == Hook::Tc {"tc"} else {"xdp"}, "non_service_repeat_n_ns": avg.duration}));
-            }
+        let ps = PointSamples {
+            samples: vec![Vec::new(); 2 * PATHS.len()],
+            raw: vec![Vec::new(); 2 * PATHS.len()],
+            ..Default::default()
+        };
+        beds.push((bed, present, ps));
+    }
+    for r in 0..opts.rounds {
+        for (bed, _, ps) in beds.iter_mut() {
+            round(bed, opts, &probe, ps)?;
         }
+        eprintln!("bench A: round {r} done, {:.1?}", t.elapsed());
+    }
+    let mut figs = Vec::new();
+    for (&(services, ct), (_, ct_present, ps)) in points.iter().zip(&beds) {
+        let label = scale_label(services, ct);
         let scale_id = if ct > 0 {
             format!("{services}+ct{ct}")
         } else {
             services.to_string()
         };
+        if figs.is_empty() {
+            // The floors of the first point are the baselines (each point measures them
+            // again: see the check figures' details).
+            figs.push(
+                Figure::new("a/tc/floor", "A", "TC empty program (floor)")
+                    .unit("ns")
+                    .samples(ps.floors[1].clone())
+                    .extra(json!({"repeat": opts.repeat, "repeat1_median_ns": ps.floors[0]})),
+            );
+            figs.push(
+                Figure::new("a/xdp/floor", "A", "XDP empty program (floor)")
+                    .unit("ns")
+                    .samples(ps.floors[3].clone())
+                    .extra(json!({"repeat": opts.repeat, "repeat1_median_ns": ps.floors[2]})),
+            );
+        }
         for (h, (hook, hname)) in [("tc", "TC ClusterIP"), ("xdp", "XDP NodePort")]
             .into_iter()
             .enumerate()
         {
-            for (p, path) in paths.iter().enumerate() {
-                let i = h * paths.len() + p;
+            for (p, path) in PATHS.iter().enumerate() {
+                let i = h * PATHS.len() + p;
                 figs.push(
                     Figure::new(
                         format!("a/{hook}/{}/{scale_id}", path.id()),
@@ -813,60 +855,40 @@ pub fn run(opts: &Opts) -> Result<Vec<Figure>> {
                     )
                     .scale(label.clone())
                     .unit("ns")
-                    .samples(samples[i].clone())
+                    .samples(ps.samples[i].clone())
                     .vs("floor", format!("a/{hook}/floor"))
                     .extra(json!({
-                        "raw_repeat1_median_ns": raw[i],
-                        "conntrack_entries": ct_present,
+                        "raw_repeat1_median_ns": ps.raw[i],
+                        "conntrack_entries_at_start": ct_present,
                         "runs_per_round": opts.runs,
                     })),
                 );
             }
         }
-        if let Some(c) = checks.last() {
-            let _ = c;
-        }
         figs.push(
             Figure::new(
                 format!("a/check/{scale_id}"),
                 "A",
-                "check: non-service, repeat=N (TC, XDP)",
+                "check: TC non-service timed with repeat=N",
             )
             .scale(label.clone())
             .unit("ns")
             .samples(
-                checks
+                ps.checks
                     .iter()
                     .filter(|c| c["hook"] == "tc")
-                    .map(|c| c["non_service_repeat_n_ns"].as_f64().unwrap())
+                    .filter_map(|c| c["non_service_repeat_n_ns"].as_f64())
                     .collect(),
             )
             .vs("floor", "a/tc/floor")
-            .extra(json!({"all": checks})),
+            .extra(json!({
+                "all": ps.checks,
+                "floors_this_point_ns": {
+                    "tc_repeat1": ps.floors[0], "tc_repeat_n": ps.floors[1],
+                    "xdp_repeat1": ps.floors[2], "xdp_repeat_n": ps.floors[3],
+                },
+            })),
         );
-        floors.push((label, floor_samples[1].clone(), floor_samples[3].clone()));
-        floors.last_mut().unwrap();
-        let _ = &floor_samples;
-        // Keep the raw floors of the first point for the report.
-        if figs.iter().all(|f| f.id != "a/tc/floor") {
-            figs.insert(
-                0,
-                Figure::new("a/tc/floor", "A", "TC empty program (floor)")
-                    .unit("ns")
-                    .samples(floor_samples[1].clone())
-                    .extra(json!({"repeat": opts.repeat, "repeat1_median_ns": floor_samples[0]})),
-            );
-            figs.insert(
-                1,
-                Figure::new("a/xdp/floor", "A", "XDP empty program (floor)")
-                    .unit("ns")
-                    .samples(floor_samples[3].clone())
-                    .extra(json!({"repeat": opts.repeat, "repeat1_median_ns": floor_samples[2]})),
-            );
-        }
-    }
-    if figs.is_empty() {
-        bail!("no scale points");
     }
     eprintln!("bench A: done in {:.1?}", t.elapsed());
     Ok(figs)

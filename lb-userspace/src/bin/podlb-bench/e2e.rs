@@ -15,6 +15,12 @@
 //! connected socket each), TCP throughput of one established connection, and the latency of
 //! `connect()` (SYN to SYN/ACK through the NAT, sequential connections) as p50 and p99.
 //!
+//! At up to 1,000 Services, where bringing a plane up takes about a second, the rounds
+//! alternate between the planes (in a rotating order), each plane brought up and torn down
+//! for every round, so that load from elsewhere on the machine does not favour one plane. At
+//! 10,000 Services (loading the nftables rules alone takes minutes on this kernel) each plane
+//! runs all its rounds in one go.
+//!
 //! Each plane is checked to be the one that served: before the netfilter planes no BPF
 //! program may be attached in the node namespace (`bpftool net show`), and the netfilter
 //! planes must have NATed the traffic (iptables rule counters of the Service, conntrack
@@ -54,6 +60,9 @@ pub struct Opts {
     pub latency_conns: usize,
     /// Endpoints of each filler Service.
     pub filler_endpoints: usize,
+    /// Alternate the planes round by round at scales up to this (else all rounds of a plane
+    /// in one go).
+    pub interleave_upto: usize,
 }
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -473,17 +482,23 @@ struct Samples {
     errors: u64,
 }
 
-fn measure(client: &Netns, opts: &Opts) -> Result<Samples> {
+impl Samples {
+    fn new() -> Self {
+        Samples {
+            crr: vec![],
+            udp: vec![],
+            tput: vec![],
+            p50: vec![],
+            p99: vec![],
+            errors: 0,
+        }
+    }
+}
+
+/// `rounds` rounds of every metric, appended to `s`.
+fn measure(client: &Netns, opts: &Opts, rounds: usize, s: &mut Samples) -> Result<()> {
     let ns = client.path();
-    let mut s = Samples {
-        crr: vec![],
-        udp: vec![],
-        tput: vec![],
-        p50: vec![],
-        p99: vec![],
-        errors: 0,
-    };
-    for _ in 0..opts.rounds {
+    for _ in 0..rounds {
         let (r, e) = rate(&ns, CLIENT_THREADS, opts.secs, op_crr)?;
         s.crr.push(r);
         s.errors += e;
@@ -495,13 +510,133 @@ fn measure(client: &Netns, opts: &Opts) -> Result<Samples> {
         s.p50.push(quantile(&l, 0.5));
         s.p99.push(quantile(&l, 0.99));
     }
-    Ok(s)
+    Ok(())
+}
+
+/// One data plane brought up on the node.
+struct Up {
+    plane: Plane,
+    agent: Option<Agent>,
+    before: u64,
+}
+
+/// Brings `plane` up (after checking that no other plane is active) and waits until the
+/// measured Service answers. Records the setup time in `details`.
+fn up(
+    plane: Plane,
+    node: &Node,
+    podlb: &Path,
+    all: &[SvcPort],
+    bench: &[SvcPort],
+    tmp: &Path,
+    details: &mut Value,
+) -> Result<Up> {
+    let client = node.pod(0).ns();
+    let t0 = Instant::now();
+    let key = match plane {
+        Plane::Podlb => "program_s",
+        _ => "load_s",
+    };
+    let mut agent = None;
+    match plane {
+        Plane::Podlb => {
+            assert_no_netfilter(node)?;
+            assert_no_bpf(node)?;
+            let a = Agent::start(podlb, node)?;
+            write_manifests(a.manifests(), all, 500)?;
+            wait_served(client).map_err(|e| e.context(a.log()))?;
+            agent = Some(a);
+        }
+        Plane::Iptables => {
+            assert_no_bpf(node)?;
+            assert_no_netfilter(node)?;
+            let file = tmp.join("iptables.rules");
+            if !file.exists() {
+                fs::write(&file, rules::iptables(all))?;
+            }
+            sh(node.ns(), &["iptables-restore", file.to_str().unwrap()])?;
+            details["rules_bytes"] = json!(fs::metadata(&file)?.len());
+        }
+        Plane::Nftables => {
+            assert_no_bpf(node)?;
+            assert_no_netfilter(node)?;
+            let file = tmp.join("nftables.rules");
+            if !file.exists() {
+                fs::write(&file, rules::nftables(all))?;
+            }
+            sh(node.ns(), &["nft", "-f", file.to_str().unwrap()])?;
+            details["rules_bytes"] = json!(fs::metadata(&file)?.len());
+        }
+    }
+    let setup = t0.elapsed().as_secs_f64();
+    if plane != Plane::Podlb {
+        wait_served(client)?;
+        let _ = sh(node.ns(), &["conntrack", "-F"]);
+    }
+    details[key]
+        .as_array_mut()
+        .map(|v| v.push(json!(setup)))
+        .unwrap_or_else(|| details[key] = json!([setup]));
+    let before = match plane {
+        Plane::Podlb => podlb_packets(agent.as_ref().unwrap())?,
+        Plane::Iptables => iptables_packets(node, bench)?,
+        Plane::Nftables => 0,
+    };
+    Ok(Up {
+        plane,
+        agent,
+        before,
+    })
+}
+
+/// Checks that the plane served the traffic measured since `up`, then tears it down.
+fn down(u: Up, node: &Node, bench: &[SvcPort], details: &mut Value) -> Result<()> {
+    let (served, what) = match u.plane {
+        Plane::Podlb => {
+            let agent = u.agent.unwrap();
+            let n = podlb_packets(&agent)? - u.before;
+            ensure!(
+                conntrack_entries(node) == 0,
+                "netfilter conntrack saw the podlb traffic"
+            );
+            drop(agent); // stops the agent; `podlb reset` detaches and unpins everything
+            assert_no_bpf(node)?;
+            (n, "podlb_packets")
+        }
+        Plane::Iptables => {
+            let n = iptables_packets(node, bench)? - u.before;
+            ensure!(
+                conntrack_entries(node) > 0,
+                "no netfilter conntrack entries for the VIP"
+            );
+            assert_no_bpf(node)?;
+            flush_netfilter(node)?;
+            (n, "iptables_packets")
+        }
+        Plane::Nftables => {
+            let n = conntrack_entries(node) as u64;
+            assert_no_bpf(node)?;
+            flush_netfilter(node)?;
+            (n, "conntrack_entries")
+        }
+    };
+    ensure!(
+        served > 0,
+        "{}: {what} did not grow: this plane did not serve the traffic",
+        u.plane.id()
+    );
+    details[what]
+        .as_array_mut()
+        .map(|v| v.push(json!(served)))
+        .unwrap_or_else(|| details[what] = json!([served]));
+    Ok(())
 }
 
 pub fn run(podlb: &Path, opts: &Opts) -> Result<(Vec<Figure>, Vec<Value>)> {
     let t = Instant::now();
     let mut figs = Vec::new();
     let mut loads = Vec::new();
+    let planes = [Plane::Podlb, Plane::Iptables, Plane::Nftables];
     for &scale in &opts.scales {
         let node = Node::new(NodeOptions {
             pods: 1 + BACKENDS,
@@ -515,103 +650,63 @@ pub fn run(podlb: &Path, opts: &Opts) -> Result<(Vec<Figure>, Vec<Value>)> {
         let mut all = fillers(scale.saturating_sub(1), opts.filler_endpoints);
         all.extend(bench.iter().cloned());
         let tmp = std::env::temp_dir().join(format!("podlb-bench-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp)?;
-        for plane in [Plane::Podlb, Plane::Iptables, Plane::Nftables] {
-            eprintln!(
-                "bench B: {scale} services, {}, {:.1?}",
-                plane.id(),
-                t.elapsed()
-            );
-            let mut details = json!({});
-            let samples = match plane {
-                Plane::Podlb => {
-                    assert_no_netfilter(&node)?;
-                    let agent = Agent::start(podlb, &node)?;
-                    let t0 = Instant::now();
-                    write_manifests(agent.manifests(), &all, 500)?;
-                    wait_served(client).map_err(|e| e.context(agent.log()))?;
-                    details["program_s"] = json!(t0.elapsed().as_secs_f64());
-                    let before = podlb_packets(&agent)?;
-                    let s = measure(client, opts)?;
-                    let after = podlb_packets(&agent)?;
-                    ensure!(
-                        after > before,
-                        "podlb's counters of default/echo did not grow: podlb did not serve"
-                    );
-                    ensure!(
-                        conntrack_entries(&node) == 0,
-                        "netfilter conntrack saw the podlb traffic"
-                    );
-                    details["podlb_packets"] = json!(after - before);
-                    drop(agent); // stops the agent, `podlb reset` detaches and unpins all
-                    assert_no_bpf(&node)?;
-                    s
-                }
-                Plane::Iptables => {
-                    assert_no_bpf(&node)?;
-                    let file = tmp.join("iptables.rules");
-                    fs::write(&file, rules::iptables(&all))?;
-                    let t0 = Instant::now();
-                    sh(node.ns(), &["iptables-restore", file.to_str().unwrap()])?;
-                    details["load_s"] = json!(t0.elapsed().as_secs_f64());
-                    details["rules_bytes"] = json!(fs::metadata(&file)?.len());
-                    wait_served(client)?;
-                    let before = iptables_packets(&node, &bench)?;
-                    let s = measure(client, opts)?;
-                    let after = iptables_packets(&node, &bench)?;
-                    ensure!(
-                        after > before,
-                        "iptables counters of default/echo did not grow"
-                    );
-                    ensure!(
-                        conntrack_entries(&node) > 0,
-                        "no netfilter conntrack entries for the VIP"
-                    );
-                    details["iptables_packets"] = json!(after - before);
-                    assert_no_bpf(&node)?;
-                    flush_netfilter(&node)?;
-                    s
-                }
-                Plane::Nftables => {
-                    assert_no_bpf(&node)?;
-                    let file = tmp.join("nftables.rules");
-                    fs::write(&file, rules::nftables(&all))?;
-                    let t0 = Instant::now();
-                    sh(node.ns(), &["nft", "-f", file.to_str().unwrap()])?;
-                    details["load_s"] = json!(t0.elapsed().as_secs_f64());
-                    details["rules_bytes"] = json!(fs::metadata(&file)?.len());
-                    wait_served(client)?;
-                    let _ = sh(node.ns(), &["conntrack", "-F"]);
-                    let s = measure(client, opts)?;
-                    let ct = conntrack_entries(&node);
-                    ensure!(
-                        ct > 0,
-                        "no netfilter conntrack entries for the VIP: nftables did not serve"
-                    );
-                    details["conntrack_entries"] = json!(ct);
-                    assert_no_bpf(&node)?;
-                    flush_netfilter(&node)?;
-                    s
-                }
-            };
-            details["errors"] = json!(samples.errors);
-            if samples.errors > 0 {
+        let mut samples: Vec<Samples> = planes.iter().map(|_| Samples::new()).collect();
+        let mut details: Vec<Value> = planes.iter().map(|_| json!({})).collect();
+        // Where bringing a plane up is cheap, the rounds alternate between the planes (in a
+        // rotating order), so that load from elsewhere on the machine does not favour one.
+        let interleave = scale <= opts.interleave_upto;
+        let (outer, inner) = if interleave {
+            (opts.rounds, 1)
+        } else {
+            (1, opts.rounds)
+        };
+        for r in 0..outer {
+            for i in 0..planes.len() {
+                let p = if interleave {
+                    (r + i) % planes.len()
+                } else {
+                    i
+                };
+                eprintln!(
+                    "bench B: {scale} services, {}, round {}, {:.1?}",
+                    planes[p].id(),
+                    if interleave {
+                        r.to_string()
+                    } else {
+                        "all".into()
+                    },
+                    t.elapsed()
+                );
+                let u = up(planes[p], &node, podlb, &all, &bench, &tmp, &mut details[p])?;
+                measure(client, opts, inner, &mut samples[p])?;
+                down(u, &node, &bench, &mut details[p])?;
+            }
+        }
+        let _ = fs::remove_dir_all(&tmp);
+        for (p, plane) in planes.iter().enumerate() {
+            let s = &samples[p];
+            let mut d = details[p].clone();
+            d["errors"] = json!(s.errors);
+            d["interleaved"] = json!(interleave);
+            if s.errors > 0 {
                 eprintln!(
                     "bench B: {} at {scale} services: {} failed operations",
                     plane.id(),
-                    samples.errors
+                    s.errors
                 );
             }
-            loads.push(json!({"plane": plane.id(), "services": scale, "details": details.clone()}));
+            loads.push(json!({"plane": plane.id(), "services": scale, "details": d.clone()}));
             let label = format!("{} svc", crate::report::fmt_num(scale as f64));
-            let p = plane.id();
+            let id = plane.id();
             let mk = |metric: &str, name: &str, unit: &'static str, v: &Vec<f64>| {
-                let mut f = Figure::new(format!("b/{p}/{metric}/{scale}"), "B", name)
+                let mut f = Figure::new(format!("b/{id}/{metric}/{scale}"), "B", name)
                     .scale(label.clone())
                     .unit(unit)
                     .samples(v.clone())
-                    .extra(details.clone());
-                if plane == Plane::Podlb {
+                    .extra(d.clone());
+                if *plane == Plane::Podlb {
                     f = f
                         .vs("iptables", format!("b/iptables/{metric}/{scale}"))
                         .vs("nftables", format!("b/nftables/{metric}/{scale}"));
@@ -624,19 +719,18 @@ pub fn run(podlb: &Path, opts: &Opts) -> Result<(Vec<Figure>, Vec<Value>)> {
                 "crr",
                 "TCP connections (connect, request, response, close)",
                 "/s",
-                &samples.crr,
+                &s.crr,
             ));
-            figs.push(mk("udp", "UDP request/response", "/s", &samples.udp));
+            figs.push(mk("udp", "UDP request/response", "/s", &s.udp));
             figs.push(mk(
                 "tput",
                 "TCP throughput, 1 connection",
                 "Gbit/s",
-                &samples.tput,
+                &s.tput,
             ));
-            figs.push(mk("p50", "new connection latency p50", "µs", &samples.p50));
-            figs.push(mk("p99", "new connection latency p99", "µs", &samples.p99));
+            figs.push(mk("p50", "new connection latency p50", "µs", &s.p50));
+            figs.push(mk("p99", "new connection latency p99", "µs", &s.p99));
         }
-        let _ = fs::remove_dir_all(&tmp);
     }
     if figs.is_empty() {
         bail!("no scales");

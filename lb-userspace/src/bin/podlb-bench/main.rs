@@ -80,9 +80,10 @@ fn main() -> Result<()> {
             e2e::Opts {
                 scales: vec![1],
                 rounds,
-                secs: 0.25,
-                latency_conns: 100,
+                secs: 0.2,
+                latency_conns: 50,
                 filler_endpoints: 10,
+                interleave_upto: 0,
             }
         } else {
             e2e::Opts {
@@ -91,6 +92,7 @@ fn main() -> Result<()> {
                 secs: 2.0,
                 latency_conns: 1000,
                 filler_endpoints: 10,
+                interleave_upto: 1000,
             }
         };
         let (f, l) = e2e::run(&args.podlb, &opts)?;

@@ -163,6 +163,16 @@ impl Report {
                 "B" => self.table_b(&mut out, &figs),
                 _ => self.table_plain(&mut out, &figs),
             }
+            let note = match section {
+                "A" => "ns per packet, timed one run at a time (repeat=1) with the kernel timer's own cost \
+                        (floor at repeat=1 minus floor at repeat=N) subtracted; ratios to the empty \
+                        program of the same hook. 1,000 flows per path over min(S, 1,000) Services.",
+                "B" => "Ratios are podlb ÷ the other plane: above 1 is better for rates and throughput, \
+                        below 1 is better for latency.",
+                _ => "Baselines: the same Services as kube-proxy-shaped rules in a bare namespace, and the \
+                      issue 4 targets.",
+            };
+            let _ = writeln!(out, "\n{note}");
         }
         out
     }
