@@ -32,7 +32,7 @@ use podlb::{
     datapath::Maps,
     testbed::{manifest, Agent, Netns, Node, NodeOptions, PodNetwork},
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::{
     e2e::fillers,
@@ -188,7 +188,7 @@ fn changed(svc: &SvcPort, c: usize) -> SvcPort {
     s
 }
 
-pub fn run(podlb: &Path, opts: &Opts, _loads: &[Value]) -> Result<Vec<Figure>> {
+pub fn run(podlb: &Path, opts: &Opts) -> Result<Vec<Figure>> {
     let t = Instant::now();
     let n = opts.services;
     let mut svcs = fillers(n, ENDPOINTS);

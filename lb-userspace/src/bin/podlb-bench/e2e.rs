@@ -632,10 +632,9 @@ fn down(u: Up, node: &Node, bench: &[SvcPort], details: &mut Value) -> Result<()
     Ok(())
 }
 
-pub fn run(podlb: &Path, opts: &Opts) -> Result<(Vec<Figure>, Vec<Value>)> {
+pub fn run(podlb: &Path, opts: &Opts) -> Result<Vec<Figure>> {
     let t = Instant::now();
     let mut figs = Vec::new();
-    let mut loads = Vec::new();
     let planes = [Plane::Podlb, Plane::Iptables, Plane::Nftables];
     for &scale in &opts.scales {
         let node = Node::new(NodeOptions {
@@ -697,7 +696,6 @@ pub fn run(podlb: &Path, opts: &Opts) -> Result<(Vec<Figure>, Vec<Value>)> {
                     s.errors
                 );
             }
-            loads.push(json!({"plane": plane.id(), "services": scale, "details": d.clone()}));
             let label = format!("{} svc", crate::report::fmt_num(scale as f64));
             let id = plane.id();
             let mk = |metric: &str, name: &str, unit: &'static str, v: &Vec<f64>| {
@@ -736,5 +734,5 @@ pub fn run(podlb: &Path, opts: &Opts) -> Result<(Vec<Figure>, Vec<Value>)> {
         bail!("no scales");
     }
     eprintln!("bench B: done in {:.1?}", t.elapsed());
-    Ok((figs, loads))
+    Ok(figs)
 }

@@ -74,7 +74,6 @@ fn main() -> Result<()> {
         };
         figures.extend(datapath::run(&opts)?);
     }
-    let mut loads = Vec::new();
     if sections.contains('B') {
         let opts = if args.quick {
             e2e::Opts {
@@ -95,9 +94,7 @@ fn main() -> Result<()> {
                 interleave_upto: 1000,
             }
         };
-        let (f, l) = e2e::run(&args.podlb, &opts)?;
-        figures.extend(f);
-        loads = l;
+        figures.extend(e2e::run(&args.podlb, &opts)?);
     }
     if sections.contains('C') {
         let opts = if args.quick {
@@ -113,7 +110,7 @@ fn main() -> Result<()> {
                 changes: 20,
             }
         };
-        figures.extend(control::run(&args.podlb, &opts, &loads)?);
+        figures.extend(control::run(&args.podlb, &opts)?);
     }
     let report = Report { figures };
     let md = report.markdown();
