@@ -12,3 +12,4 @@ pub mod model;
 pub mod reconcile;
 pub mod source;
 pub mod testbed;
+pub mod testrun;

@@ -1,4 +1,4 @@
-//! Developer and CI entry points: `cargo xtask setup | build | test | demo`.
+//! Developer and CI entry points: `cargo xtask setup | build | test | demo | bench`.
 //!
 //! The build recipe is the one in TOOLCHAIN.md: the eBPF crate is compiled with Debian's
 //! `rustc-web` (which ships a prebuilt BPF `core`) and linked by bpf-linker built against
@@ -37,6 +37,16 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Setup, build, then benchmark the datapath, podlb against kube-proxy-shaped iptables and
+    /// nftables rules, and the control plane. Prints a Markdown table, writes JSON.
+    Bench {
+        /// A reduced set, in well under a minute (also run by `cargo xtask test`).
+        #[arg(long)]
+        quick: bool,
+        /// Sections to run: any of A (per packet), B (end to end), C (control plane).
+        #[arg(long, default_value = "ABC")]
+        sections: String,
+    },
 }
 
 /// Debian packages: the build toolchain (TOOLCHAIN.md) and the tools tests and demo use.
@@ -68,9 +78,25 @@ fn main() -> Result<()> {
             build()
         }
         Cmd::Test { args } => {
+            require_root("test", "the integration tests create network namespaces, load eBPF programs and mount bpffs")?;
             setup()?;
             build()?;
-            test(&args)
+            test(&args)?;
+            // The quick bench keeps the harness from rotting; it asserts no thresholds. Only
+            // with the whole suite, not when a filter picks some tests.
+            if args.is_empty() {
+                bench(true, "ABC")?;
+            }
+            Ok(())
+        }
+        Cmd::Bench { quick, sections } => {
+            require_root(
+                "bench",
+                "it creates network namespaces, loads eBPF programs and iptables/nftables rules",
+            )?;
+            setup()?;
+            build()?;
+            bench(quick, &sections)
         }
         Cmd::Demo { keep } => {
             setup()?;
@@ -191,17 +217,35 @@ fn userspace_cargo() -> Command {
     cmd
 }
 
-fn test(args: &[String]) -> Result<()> {
+fn require_root(task: &str, why: &str) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "cargo xtask test needs root: the integration tests create network namespaces, \
-             load eBPF programs and mount bpffs. Run it as root."
-        );
+        bail!("cargo xtask {task} needs root: {why}. Run it as root.");
     }
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
     let t = Instant::now();
     run(userspace_cargo()
         .args(["test", "--release", "--workspace"])
         .args(args))?;
     eprintln!("test: done in {:.1?}", t.elapsed());
+    Ok(())
+}
+
+fn bench(quick: bool, sections: &str) -> Result<()> {
+    let t = Instant::now();
+    let mut cmd = Command::new(root().join("target/release/podlb-bench"));
+    cmd.current_dir(root())
+        .arg("--podlb")
+        .arg(root().join("target/release/podlb"))
+        .arg("--out")
+        .arg(root().join("target/bench"))
+        .args(["--sections", sections]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    run(&mut cmd)?;
+    eprintln!("bench: done in {:.1?}", t.elapsed());
     Ok(())
 }
