@@ -14,7 +14,7 @@
 //! exist, so a restarted agent that re-reads the maps plans zero writes when nothing changed.
 //! Both families share one id space for services and one for backends (one set of maps).
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
 };
 
@@ -25,7 +25,9 @@ use lb_common::{
     MAX_SERVICES, SNAT_PORT_MAX, SNAT_PORT_MIN,
 };
 
-use crate::model::{BackendAddr, DesiredState, FrontendAddr, FrontendKind, FrontendSpec, Proto};
+use crate::model::{
+    BackendAddr, Changes, DesiredState, FrontendAddr, FrontendKind, FrontendSpec, Proto,
+};
 
 /// A backend as the datapath sees it: address (either family), port and protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -268,97 +270,35 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
         .map(|(f, s)| (frontend_key(f), (f, s)))
         .collect();
     let mut svc_ids = IdAlloc::new(cur.frontends.values().map(|f| f.svc_id), MAX_SERVICES);
-    let (mut meta, mut slots, mut fronts, mut shrink) = (vec![], vec![], vec![], vec![]);
+    let mut fo = FrontendOps::default();
     for (key, (fe, spec)) in &wanted_fes {
-        if let Some(b) = spec.backends.iter().find(|b| !same_family(fe, b)) {
-            // The model never does this; the datapath cannot translate between families.
-            errors.push(format!(
-                "frontend {fe} ({}): backend {} of the other family left out",
-                spec.name,
-                SocketAddr::new(b.ip, b.port)
-            ));
-        }
-        let ids: Vec<u32> = spec
-            .backends
-            .iter()
-            .filter(|b| same_family(fe, b))
-            .filter_map(|b| id_of.get(&BackendKey::new(*b, fe.proto)).copied())
-            .take(MAX_BACKENDS_PER_SERVICE as usize)
-            .collect();
-        let old = cur.frontends.get(key);
-        let svc_id = match old {
-            Some(o) => o.svc_id,
-            None => match svc_ids.alloc() {
-                Some(id) => {
-                    meta.push(Op::ResetStats(id));
-                    id
-                }
-                None => {
-                    errors.push(format!(
-                        "frontend {fe} ({}) left out: service map full",
-                        spec.name
-                    ));
-                    continue;
-                }
-            },
-        };
-        if old.map(|o| &o.name) != Some(&spec.name) {
-            meta.push(Op::SetMeta(svc_id, spec.name.clone()));
-        }
-        let old_slots = old.map(|o| o.slots.as_slice()).unwrap_or(&[]);
-        let new_slots = place(old_slots, &ids);
-        for (i, id) in new_slots.iter().enumerate() {
-            if old_slots.get(i) != Some(id) {
-                slots.push(Op::SetSlot {
-                    svc_id,
-                    slot: i as u32,
-                    backend_id: *id,
-                });
-            }
-        }
-        let (flags, kind) = flags_and_kind(spec);
-        if old.map(|o| (o.slots.len(), o.flags, o.kind)) != Some((new_slots.len(), flags, kind)) {
-            let count = new_slots.len() as u32;
-            fronts.push(Op::SetFrontend(
-                *key,
-                Frontend {
-                    svc_id,
-                    count,
-                    flags,
-                    kind,
-                    pad: 0,
-                },
-            ));
-        }
-        for i in new_slots.len()..old_slots.len() {
-            shrink.push(Op::DelSlot {
-                svc_id,
-                slot: i as u32,
-            });
-        }
-        next.frontends.insert(
-            *key,
-            FrontendState {
-                svc_id,
-                name: spec.name.clone(),
-                flags,
-                kind,
-                slots: new_slots,
-            },
+        let state = plan_frontend(
+            key,
+            fe,
+            spec,
+            cur.frontends.get(key),
+            |k| id_of.get(k).copied(),
+            &mut || svc_ids.alloc(),
+            &mut errors,
+            &mut fo,
         );
+        if let Some(state) = state {
+            next.frontends.insert(*key, state);
+        }
     }
+    let FrontendOps {
+        meta,
+        slots,
+        fronts,
+        shrink,
+    } = fo;
 
     let mut removals = Vec::new();
     for (key, old) in &cur.frontends {
         if next.frontends.contains_key(key) {
             continue;
         }
-        removals.push(Op::DelFrontend(*key));
-        removals.extend((0..old.slots.len() as u32).map(|slot| Op::DelSlot {
-            svc_id: old.svc_id,
-            slot,
-        }));
-        removals.push(Op::DelMeta(old.svc_id));
+        removal_ops(key, old, &mut removals);
     }
     let del_backends = cur
         .backends
@@ -387,6 +327,381 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
         .chain(del_backends)
         .collect();
     Plan { ops, next, errors }
+}
+
+/// The writes of one frontend, by step of the update order.
+#[derive(Default)]
+struct FrontendOps {
+    meta: Vec<Op>,
+    slots: Vec<Op>,
+    fronts: Vec<Op>,
+    shrink: Vec<Op>,
+}
+
+/// Plans one wanted frontend against what the maps hold for it (`old`), given the ids of the
+/// backends. Returns its new state, or None when it is left out (service map full).
+#[allow(clippy::too_many_arguments)]
+fn plan_frontend(
+    key: &FrontendKey,
+    fe: &FrontendAddr,
+    spec: &FrontendSpec,
+    old: Option<&FrontendState>,
+    id_of: impl Fn(&BackendKey) -> Option<u32>,
+    alloc_svc: &mut dyn FnMut() -> Option<u32>,
+    errors: &mut Vec<String>,
+    out: &mut FrontendOps,
+) -> Option<FrontendState> {
+    if let Some(b) = spec.backends.iter().find(|b| !same_family(fe, b)) {
+        // The model never does this; the datapath cannot translate between families.
+        errors.push(format!(
+            "frontend {fe} ({}): backend {} of the other family left out",
+            spec.name,
+            SocketAddr::new(b.ip, b.port)
+        ));
+    }
+    let ids: Vec<u32> = spec
+        .backends
+        .iter()
+        .filter(|b| same_family(fe, b))
+        .filter_map(|b| id_of(&BackendKey::new(*b, fe.proto)))
+        .take(MAX_BACKENDS_PER_SERVICE as usize)
+        .collect();
+    let svc_id = match old {
+        Some(o) => o.svc_id,
+        None => match alloc_svc() {
+            Some(id) => {
+                out.meta.push(Op::ResetStats(id));
+                id
+            }
+            None => {
+                errors.push(format!(
+                    "frontend {fe} ({}) left out: service map full",
+                    spec.name
+                ));
+                return None;
+            }
+        },
+    };
+    if old.map(|o| &o.name) != Some(&spec.name) {
+        out.meta.push(Op::SetMeta(svc_id, spec.name.clone()));
+    }
+    let old_slots = old.map(|o| o.slots.as_slice()).unwrap_or(&[]);
+    let new_slots = place(old_slots, &ids);
+    for (i, id) in new_slots.iter().enumerate() {
+        if old_slots.get(i) != Some(id) {
+            out.slots.push(Op::SetSlot {
+                svc_id,
+                slot: i as u32,
+                backend_id: *id,
+            });
+        }
+    }
+    let (flags, kind) = flags_and_kind(spec);
+    if old.map(|o| (o.slots.len(), o.flags, o.kind)) != Some((new_slots.len(), flags, kind)) {
+        let count = new_slots.len() as u32;
+        out.fronts.push(Op::SetFrontend(
+            *key,
+            Frontend {
+                svc_id,
+                count,
+                flags,
+                kind,
+                pad: 0,
+            },
+        ));
+    }
+    for i in new_slots.len()..old_slots.len() {
+        out.shrink.push(Op::DelSlot {
+            svc_id,
+            slot: i as u32,
+        });
+    }
+    Some(FrontendState {
+        svc_id,
+        name: spec.name.clone(),
+        flags,
+        kind,
+        slots: new_slots,
+    })
+}
+
+/// The removal of a frontend the maps hold: its entry, then its slots and name.
+fn removal_ops(key: &FrontendKey, old: &FrontendState, ops: &mut Vec<Op>) {
+    ops.push(Op::DelFrontend(*key));
+    ops.extend((0..old.slots.len() as u32).map(|slot| Op::DelSlot {
+        svc_id: old.svc_id,
+        slot,
+    }));
+    ops.push(Op::DelMeta(old.svc_id));
+}
+
+/// Free ids below `high` and every id from `high` up to `max` (exclusive): the lowest comes
+/// first, as with [`IdAlloc`], without scanning the ids in use.
+#[derive(Debug)]
+struct IdPool {
+    free: BTreeSet<u32>,
+    high: u32,
+    max: u32,
+}
+
+impl IdPool {
+    fn new(used: impl IntoIterator<Item = u32>, max: u32) -> Self {
+        let used: BTreeSet<u32> = used.into_iter().collect();
+        let high = used.last().map_or(1, |h| h + 1);
+        IdPool {
+            free: (1..high).filter(|id| !used.contains(id)).collect(),
+            high,
+            max,
+        }
+    }
+    fn alloc(&mut self) -> Option<u32> {
+        if let Some(id) = self.free.pop_first() {
+            return Some(id);
+        }
+        (self.high < self.max).then(|| {
+            self.high += 1;
+            self.high - 1
+        })
+    }
+    fn release(&mut self, id: u32) {
+        self.free.insert(id);
+    }
+}
+
+/// The same-family backends a frontend wants, each once.
+fn wanted_keys(fe: &FrontendAddr, spec: Option<&FrontendSpec>) -> Vec<BackendKey> {
+    let mut keys: Vec<BackendKey> = spec
+        .into_iter()
+        .flat_map(|s| &s.backends)
+        .filter(|b| same_family(fe, b))
+        .map(|b| BackendKey::new(*b, fe.proto))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The Service part of a frontend name ("namespace/name:port" -> "namespace/name").
+fn service_of(name: &str) -> &str {
+    name.split(':').next().unwrap_or("")
+}
+
+/// The reconciler between syncs: the mirror of the maps as [`plan`] left them for a desired
+/// state, with what an incremental plan needs to touch only the frontends that changed: the
+/// id of every backend, how many desired frontends want it (backends are shared between
+/// frontends), and the free ids.
+///
+/// [`Planner::plan`] gives exactly the ops [`plan`] would give for the new desired state (the
+/// unchanged frontends need none), in the same update order. It holds only as long as the
+/// mirror is what the last plan left: after a plan with errors (a full map), a failed write or
+/// a resync, start again from a full [`plan`] and [`Planner::new`].
+#[derive(Debug)]
+pub struct Planner {
+    state: MapState,
+    backend_ids: HashMap<BackendKey, u32>,
+    refs: HashMap<BackendKey, u32>,
+    backend_pool: IdPool,
+    svc_pool: IdPool,
+    /// Frontends per Service ("namespace/name").
+    services: HashMap<String, u32>,
+}
+
+impl Planner {
+    /// `state` must be the `next` of a [`plan`] for `desired` that had no errors.
+    pub fn new(state: MapState, desired: &DesiredState) -> Self {
+        let mut refs: HashMap<BackendKey, u32> = HashMap::new();
+        for (fe, spec) in &desired.frontends {
+            for k in wanted_keys(fe, Some(spec)) {
+                *refs.entry(k).or_default() += 1;
+            }
+        }
+        let mut services: HashMap<String, u32> = HashMap::new();
+        for f in state.frontends.values() {
+            *services.entry(service_of(&f.name).to_string()).or_default() += 1;
+        }
+        Planner {
+            backend_ids: state.backends.iter().map(|(id, k)| (*k, *id)).collect(),
+            refs,
+            backend_pool: IdPool::new(state.backends.keys().copied(), MAX_BACKENDS),
+            svc_pool: IdPool::new(state.frontends.values().map(|f| f.svc_id), MAX_SERVICES),
+            services,
+            state,
+        }
+    }
+
+    /// What the maps hold once the last plan is applied.
+    pub fn state(&self) -> &MapState {
+        &self.state
+    }
+
+    pub fn into_state(self) -> MapState {
+        self.state
+    }
+
+    /// Services with at least one frontend in the maps.
+    pub fn services(&self) -> usize {
+        self.services.len()
+    }
+
+    fn count_service(&mut self, name: &str, add: bool) {
+        let s = service_of(name);
+        if add {
+            *self.services.entry(s.to_string()).or_default() += 1;
+        } else if let Some(n) = self.services.get_mut(s) {
+            *n -= 1;
+            if *n == 0 {
+                self.services.remove(s);
+            }
+        }
+    }
+
+    /// Plans the writes for `desired`, which differs from the last desired state only as
+    /// `changes` says, and updates the mirror. The ops are those [`plan`] would give.
+    pub fn plan(&mut self, desired: &DesiredState, changes: &Changes) -> (Vec<Op>, Vec<String>) {
+        let mut errors = Vec::new();
+        // Backends: count the new references before dropping the old ones, so a backend that
+        // moves from one frontend to another is never dropped.
+        let mut new_keys = BTreeSet::new();
+        for fe in changes.frontends.keys() {
+            for k in wanted_keys(fe, desired.frontends.get(fe)) {
+                let n = self.refs.entry(k).or_default();
+                *n += 1;
+                if *n == 1 && !self.backend_ids.contains_key(&k) {
+                    new_keys.insert(k);
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        for (fe, old) in &changes.frontends {
+            for k in wanted_keys(fe, old.as_ref()) {
+                if let Some(n) = self.refs.get_mut(&k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.refs.remove(&k);
+                        if let Some(id) = self.backend_ids.remove(&k) {
+                            gone.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        let mut set_backends = Vec::new();
+        for k in new_keys {
+            match self.backend_pool.alloc() {
+                Some(id) => {
+                    set_backends.push(Op::SetBackend(id, k));
+                    self.backend_ids.insert(k, id);
+                    self.state.backends.insert(id, k);
+                }
+                None => errors.push(format!(
+                    "backend {} left out: backend map full",
+                    k.socket_addr()
+                )),
+            }
+        }
+        gone.sort_unstable();
+        for id in &gone {
+            self.state.backends.remove(id);
+        }
+
+        // Frontends, in key order like the full plan.
+        let mut fes: Vec<(FrontendKey, &FrontendAddr)> = changes
+            .frontends
+            .keys()
+            .map(|fe| (frontend_key(fe), fe))
+            .collect();
+        fes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut fo = FrontendOps::default();
+        let mut removals = Vec::new();
+        let mut freed_svcs = Vec::new();
+        for (key, fe) in fes {
+            match desired.frontends.get(fe) {
+                Some(spec) => {
+                    let old = self.state.frontends.get(&key);
+                    let old_name = old.map(|o| o.name.clone());
+                    let backend_ids = &self.backend_ids;
+                    let svc_pool = &mut self.svc_pool;
+                    let new = plan_frontend(
+                        &key,
+                        fe,
+                        spec,
+                        old,
+                        |k| backend_ids.get(k).copied(),
+                        &mut || svc_pool.alloc(),
+                        &mut errors,
+                        &mut fo,
+                    );
+                    if let Some(new) = new {
+                        if old_name.as_ref() != Some(&new.name) {
+                            if let Some(n) = &old_name {
+                                self.count_service(n, false);
+                            }
+                            self.count_service(&new.name, true);
+                        }
+                        self.state.frontends.insert(key, new);
+                    }
+                }
+                None => {
+                    if let Some(old) = self.state.frontends.remove(&key) {
+                        removal_ops(&key, &old, &mut removals);
+                        freed_svcs.push(old.svc_id);
+                        self.count_service(&old.name, false);
+                    }
+                }
+            }
+        }
+
+        // ClusterIPs, after their frontends exist and before they go.
+        let (mut add_vips, mut del_vips) = (Vec::new(), Vec::new());
+        for ip in &changes.cluster_ips {
+            let vk = vip_key(*ip);
+            match (
+                desired.cluster_ips.contains(ip),
+                self.state.vips.contains(&vk),
+            ) {
+                (true, false) => add_vips.push(vk),
+                (false, true) => del_vips.push(vk),
+                _ => {}
+            }
+        }
+        add_vips.sort_unstable();
+        del_vips.sort_unstable();
+        for vk in &add_vips {
+            self.state.vips.insert(*vk);
+        }
+        for vk in &del_vips {
+            self.state.vips.remove(vk);
+        }
+        let mut config = None;
+        if changes.node_addresses {
+            let c = config_for(desired);
+            if c != self.state.config {
+                self.state.config = c;
+                config = Some(Op::SetConfig(c));
+            }
+        }
+
+        // Ids freed by this plan are reused only by a later one.
+        for id in &gone {
+            self.backend_pool.release(*id);
+        }
+        for id in freed_svcs {
+            self.svc_pool.release(id);
+        }
+        let ops = config
+            .into_iter()
+            .chain(set_backends)
+            .chain(fo.meta)
+            .chain(fo.slots)
+            .chain(fo.fronts)
+            .chain(add_vips.into_iter().map(Op::SetVip))
+            .chain(del_vips.into_iter().map(Op::DelVip))
+            .chain(fo.shrink)
+            .chain(removals)
+            .chain(gone.into_iter().map(Op::DelBackend))
+            .collect();
+        (ops, errors)
+    }
 }
 
 /// New slot layout: backends that stay keep their slot, new ones fill the holes, and when the
@@ -893,5 +1208,136 @@ mod tests {
             assert_eq!(got, want);
             s = n;
         }
+    }
+
+    /// What changed between two desired states, as the incremental model reports it.
+    fn diff(a: &DesiredState, b: &DesiredState) -> Changes {
+        let mut c = Changes::default();
+        for fe in a.frontends.keys().chain(b.frontends.keys()) {
+            if a.frontends.get(fe) != b.frontends.get(fe) {
+                c.frontends.insert(*fe, a.frontends.get(fe).cloned());
+            }
+        }
+        c.cluster_ips = a
+            .cluster_ips
+            .symmetric_difference(&b.cluster_ips)
+            .copied()
+            .collect();
+        c.node_addresses = a.node_addresses != b.node_addresses;
+        c
+    }
+
+    /// Random desired states in a row (frontends of both families appearing, changing and
+    /// going, backends shared between frontends, renames, policy changes, ClusterIPs and node
+    /// addresses): the incremental plan gives exactly the full plan's ops and state, and
+    /// every op keeps the invariants.
+    #[test]
+    fn incremental_plan_equals_full_plan() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        };
+        let mut total_ops = 0;
+        for _run in 0..30 {
+            let mut desired_prev = DesiredState::default();
+            let p = plan(&MapState::default(), &desired_prev);
+            let mut planner = Planner::new(p.next, &desired_prev);
+            for _step in 0..60 {
+                let mut d = desired_prev.clone();
+                for _ in 0..=rnd(4) {
+                    let i = rnd(12) as u8;
+                    let proto = [Proto::Tcp, Proto::Udp][rnd(2) as usize];
+                    let v6 = rnd(3) == 0;
+                    let addr = match v6 {
+                        true => fe6(&format!("fd00:96::{i}"), 80, proto),
+                        false => fe([10, 96, 0, i], 80, proto),
+                    };
+                    if rnd(4) == 0 {
+                        d.frontends.remove(&addr);
+                        continue;
+                    }
+                    let mut backends: Vec<BackendAddr> = (0..rnd(6))
+                        .map(|_| {
+                            let (last, port) = (rnd(10) as u8, 8080 + rnd(2) as u16);
+                            match v6 {
+                                true => be6(last, port),
+                                false => be(last, port),
+                            }
+                        })
+                        .collect();
+                    backends.sort();
+                    backends.dedup();
+                    d.frontends.insert(
+                        addr,
+                        FrontendSpec {
+                            name: format!("default/s{}:p", rnd(4)),
+                            kind: [FrontendKind::ClusterIp, FrontendKind::NodePort]
+                                [rnd(2) as usize],
+                            snat: rnd(2) == 0,
+                            drop_when_empty: rnd(2) == 0,
+                            backends,
+                        },
+                    );
+                }
+                d.cluster_ips = d.frontends.keys().map(|f| f.ip).collect();
+                if rnd(5) == 0 {
+                    d.node_addresses = match rnd(3) {
+                        0 => vec![],
+                        1 => vec!["192.168.0.1".parse().unwrap()],
+                        _ => vec!["fd00::1".parse().unwrap(), "192.168.0.2".parse().unwrap()],
+                    };
+                }
+                let before = planner.state().clone();
+                let full = plan(&before, &d);
+                assert!(full.errors.is_empty(), "{:?}", full.errors);
+                let (ops, errors) = planner.plan(&d, &diff(&desired_prev, &d));
+                assert!(errors.is_empty(), "{errors:?}");
+                assert_eq!(ops, full.ops);
+                assert_eq!(*planner.state(), full.next);
+                assert_eq!(apply_checked(&before, &ops), full.next);
+                let services: BTreeSet<&str> = full
+                    .next
+                    .frontends
+                    .values()
+                    .map(|f| service_of(&f.name))
+                    .collect();
+                assert_eq!(planner.services(), services.len());
+                total_ops += ops.len();
+                desired_prev = d;
+            }
+        }
+        assert!(total_ops > 5_000, "{total_ops}");
+    }
+
+    #[test]
+    fn incremental_plan_of_one_endpoint_change() {
+        let fes: Vec<_> = (0..50u8)
+            .map(|i| {
+                (
+                    fe([10, 96, 1, i], 80, Proto::Tcp),
+                    "x",
+                    vec![be(i, 80), be(i + 100, 80)],
+                )
+            })
+            .collect();
+        let d1 = desired(&fes);
+        let p = plan(&MapState::default(), &d1);
+        let mut planner = Planner::new(p.next, &d1);
+        // Backend 10.244.0.3:80 moves from frontend 3 to frontend 4.
+        let mut fes2 = fes.clone();
+        fes2[3].2 = vec![be(103, 80)];
+        fes2[4].2 = vec![be(4, 80), be(104, 80), be(3, 80)];
+        let d2 = desired(&fes2);
+        let (ops, _) = planner.plan(&d2, &diff(&d1, &d2));
+        // No backend is written or deleted: the moved one is shared.
+        assert!(
+            ops.iter()
+                .all(|o| !matches!(o, Op::SetBackend(..) | Op::DelBackend(_))),
+            "{ops:?}"
+        );
+        assert_eq!(ops.len(), 5, "{ops:?}");
     }
 }
