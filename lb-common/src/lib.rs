@@ -9,7 +9,7 @@
 /// Version of the pinned map layout. Bump when a key or value type changes shape.
 /// The agent records it in `<bpf-root>/layout-version` and refuses to adopt pins of another
 /// version (`podlb reset` clears them).
-pub const PIN_LAYOUT_VERSION: u32 = 3;
+pub const PIN_LAYOUT_VERSION: u32 = 4;
 /// File under the bpf root that holds `PIN_LAYOUT_VERSION` of the pinned maps.
 pub const LAYOUT_VERSION_FILE: &str = "layout-version";
 
@@ -44,7 +44,7 @@ pub const PROG_TC_EGRESS: &str = "podlb_tc_egress";
 /// Map sizes.
 pub const MAX_SERVICES: u32 = 65536;
 pub const MAX_SLOTS: u32 = 262_144;
-pub const MAX_BACKENDS: u32 = 65536;
+pub const MAX_BACKENDS: u32 = 131_072;
 pub const MAX_CONNTRACK: u32 = 262_144;
 /// Largest number of backends one frontend can hold.
 pub const MAX_BACKENDS_PER_SERVICE: u32 = 4096;

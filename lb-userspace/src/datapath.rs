@@ -7,7 +7,7 @@
 //! - `<root>/<program name>` for each program (TC ingress, TC egress, XDP);
 //! - `<root>/links/<hook>:<ifname>@<ifindex>` for each attachment;
 //! - `<root>/layout-version`, a symlink whose target is the `PIN_LAYOUT_VERSION` of the maps
-//!   (`layout-version -> 3`): bpffs holds no regular files, only pins, directories and symlinks.
+//!   (e.g. `layout-version -> 4`): bpffs holds no regular files, only pins, directories and symlinks.
 //!
 //! A restarted agent finds the pins and adopts them: the maps keep their contents, the links
 //! keep their programs attached, and nothing is reloaded. Pins of another layout version (or
