@@ -335,49 +335,51 @@ pub fn udp_connected_timed(
 /// Checks that a TCP connect from `ns` to `dst` is refused (RST) within [`REJECT_FAST`].
 pub fn check_tcp_refused(ns: &Netns, dst: SocketAddr, what: &str) -> Result<(), String> {
     let (r, took) = tcp_connect_timed(ns, dst, REJECT_TIMEOUT);
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && took < REJECT_FAST => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(format!(
-            "{what}: TCP {dst} refused, but only after {took:?}"
-        )),
-        Err(e) => Err(format!(
-            "{what}: TCP {dst}: want ConnectionRefused, got {:?} ({e}) after {took:?}",
-            e.kind()
-        )),
-        Ok(s) => Err(format!(
-            "{what}: TCP {dst} connected ({:?} -> {:?}) instead of being refused",
-            s.local_addr(),
-            s.peer_addr()
-        )),
-    }
+    let r = r.map(|s| format!("connected ({:?} -> {:?})", s.local_addr(), s.peer_addr()));
+    check_refused(what, L4::Tcp, dst, r, took)
 }
 
 /// Checks that a connected UDP socket in `ns` gets ConnectionRefused (ICMP(v6) port
 /// unreachable) from `dst` within [`REJECT_FAST`].
 pub fn check_udp_refused(ns: &Netns, dst: SocketAddr, what: &str) -> Result<(), String> {
     let (r, took) = udp_connected_timed(ns, dst, REJECT_TIMEOUT);
+    let r = r.map(|reply| format!("answered {reply:?}"));
+    check_refused(what, L4::Udp, dst, r, took)
+}
+
+/// Ok if `r` (the outcome of an `l4` attempt to `dst`, which took `took`; Ok: what happened
+/// instead of a refusal) is ConnectionRefused within [`REJECT_FAST`].
+fn check_refused(
+    what: &str,
+    l4: L4,
+    dst: SocketAddr,
+    r: io::Result<String>,
+    took: Duration,
+) -> Result<(), String> {
+    let proto = l4.proto();
     match r {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && took < REJECT_FAST => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(format!(
+            "{what}: {proto} {dst} refused, but only after {took:?}"
+        )),
         Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
+            if l4 == L4::Udp
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
         {
             Err(format!(
                 "{what}: UDP {dst}: want ConnectionRefused (ICMP port unreachable), got no \
                  answer at all within {took:?}"
             ))
         }
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(format!(
-            "{what}: UDP {dst} refused, but only after {took:?}"
-        )),
         Err(e) => Err(format!(
-            "{what}: UDP {dst}: want ConnectionRefused, got {:?} ({e}) after {took:?}",
+            "{what}: {proto} {dst}: want ConnectionRefused, got {:?} ({e}) after {took:?}",
             e.kind()
         )),
-        Ok(reply) => Err(format!(
-            "{what}: UDP {dst} answered {reply:?} instead of being refused"
+        Ok(instead) => Err(format!(
+            "{what}: {proto} {dst} {instead} instead of being refused"
         )),
     }
 }
@@ -881,6 +883,14 @@ impl Multi {
 
     pub fn client(&self, n: usize) -> &Netns {
         &self.cluster.clients()[n]
+    }
+
+    /// The underlay addresses of `family` of node A (node-0) and node B (node-1).
+    pub fn node_ips(&self, family: IpFamily) -> (IpAddr, IpAddr) {
+        (
+            self.cluster.node_ip_of(0, family),
+            self.cluster.node_ip_of(1, family),
+        )
     }
 
     /// Starts TCP (8080) and UDP (5353) servers in pod `i` of node `k`.
@@ -1708,25 +1718,40 @@ pub mod scenario {
         all
     }
 
+    /// A [`Multi`] with one client and servers in pod 0 of node B (node-1), the only endpoint
+    /// of the NodePort Service `web` (ClusterIP `vip_of(family, vip_last)`, with
+    /// `externalTrafficPolicy` `etp` when given, NodePorts `node_ports`), written with the Node
+    /// objects. Returns the fixture, the endpoint's address and the ClusterIP.
+    fn endpoint_on_node_b(
+        network: PodNetwork,
+        family: IpFamily,
+        vip_last: u8,
+        etp: Option<&str>,
+        node_ports: (u16, u16),
+    ) -> (Multi, IpAddr, IpAddr) {
+        let mut f = Multi::new(WHO, network, 1);
+        f.serve(1, 0);
+        let backend = f.pod(1, 0).ip_of(family);
+        let cip = vip_of(family, vip_last);
+        let docs = multi_docs(
+            "web",
+            "NodePort",
+            cip,
+            etp,
+            Some(node_ports),
+            &[(backend, 1)],
+        );
+        f.apply("web", &with_nodes(docs));
+        (f, backend, cip)
+    }
+
     /// NodePort on node A (node-0) with its only endpoint on node B (node-1): an external client
     /// reaches A:nodePort; the reply comes from A:nodePort; the backend sees A's address
     /// (eTP=Cluster: masquerade, so that the reply goes back through A). TCP and UDP. B's
     /// NodePort (local endpoint) works as well, masqueraded to B. A persistent connection keeps
     /// its backend and SNAT. Also: the hooks on both nodes.
     pub fn nodeport_on_node_a_endpoint_on_node_b(network: PodNetwork, family: IpFamily) {
-        let mut f = Multi::new(WHO, network, 1);
-        f.serve(1, 0);
-        let backend = f.pod(1, 0).ip_of(family);
-        let cip = vip_of(family, 10);
-        let docs = multi_docs(
-            "web",
-            "NodePort",
-            cip,
-            None,
-            Some((30080, 30053)),
-            &[(backend, 1)],
-        );
-        f.apply("web", &with_nodes(docs));
+        let (f, backend, cip) = endpoint_on_node_b(network, family, 10, None, (30080, 30053));
         let (tbe, ube) = (sa(backend, TCP_BACKEND_PORT), sa(backend, UDP_BACKEND_PORT));
         for k in 0..NODES {
             let ip = f.cluster.node_ip_of(k, family);
@@ -1741,10 +1766,7 @@ pub mod scenario {
             f.assert_snat_address(k, family);
         }
 
-        let (a, b) = (
-            f.cluster.node_ip_of(0, family),
-            f.cluster.node_ip_of(1, family),
-        );
+        let (a, b) = f.node_ips(family);
         let client = f.client(0);
         let want = set(&[Multi::ident(1, 0)]);
         for l4 in [L4::Tcp, L4::Udp] {
@@ -1926,23 +1948,9 @@ pub mod scenario {
     /// drops, like kube-proxy: the connection times out and reaches no backend. The ClusterIP of
     /// the same Service still works from a pod on A (iTP is Cluster).
     pub fn external_traffic_policy_local(network: PodNetwork, family: IpFamily) {
-        let mut f = Multi::new(WHO, network, 1);
-        f.serve(1, 0);
-        let backend = f.pod(1, 0).ip_of(family);
-        let cip = vip_of(family, 40);
-        let docs = multi_docs(
-            "web",
-            "NodePort",
-            cip,
-            Some("Local"),
-            Some((30090, 30091)),
-            &[(backend, 1)],
-        );
-        f.apply("web", &with_nodes(docs));
-        let (a, b) = (
-            f.cluster.node_ip_of(0, family),
-            f.cluster.node_ip_of(1, family),
-        );
+        let (f, backend, cip) =
+            endpoint_on_node_b(network, family, 40, Some("Local"), (30090, 30091));
+        let (a, b) = f.node_ips(family);
         let (tbe, ube) = (sa(backend, TCP_BACKEND_PORT), sa(backend, UDP_BACKEND_PORT));
         f.wait_programmed(
             1,
