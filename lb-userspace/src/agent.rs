@@ -14,11 +14,10 @@ use tokio::sync::Notify;
 use crate::{
     datapath::{accept_local, interface_addresses, Datapath, Maps},
     kube_source::KubeSource,
-    manifests::Objects,
     metrics::{self, METRICS},
-    model::{self, NodeInfo},
-    reconcile::{self, MapState},
-    source::{ManifestSource, Source},
+    model::{Changes, Incremental, NodeInfo},
+    reconcile::{self, MapState, Op, Planner},
+    source::{ManifestSource, Source, Update},
 };
 
 /// Where the Kubernetes objects come from.
@@ -51,15 +50,15 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         );
     }
     let mut maps = Maps::open(&cfg.bpf_root)?;
-    let mut mirror = maps.read_state()?;
+    let pinned = maps.read_state()?;
     tracing::info!(
         root = %cfg.bpf_root.display(),
         adopted = dp.adopted,
-        frontends = mirror.frontends.len(),
-        backends = mirror.backends.len(),
+        frontends = pinned.frontends.len(),
+        backends = pinned.backends.len(),
         "datapath ready"
     );
-    let orphans = maps.orphans(&mirror)?;
+    let orphans = maps.orphans(&pinned)?;
     for op in &orphans {
         maps.apply(op)?;
     }
@@ -93,6 +92,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     );
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut source_ready = false;
+    // The maps as read at start: the first sync plans against them in full.
+    let mut mirror = Mirror::Full(pinned);
+    let mut model: Option<Incremental> = None;
     let mut fallback_addresses = Vec::new();
     let mut reported = BTreeSet::new();
     let mut failed_attach: Vec<(String, String)> = Vec::new();
@@ -125,36 +127,85 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             tracing::info!(?addresses, "external interface addresses changed");
         }
         fallback_addresses = addresses;
-        let mut events = Vec::new();
-        let mut changed = addresses_changed;
-        if let Some(ev) = src.poll() {
-            source_ready = true;
-            changed = true;
-            events = ev;
-        }
+        let update = src.poll();
+        source_ready |= update.is_some();
         // Nothing is written before the source was complete once.
-        if !source_ready || !(changed || check_drift) {
+        if !source_ready || !(update.is_some() || addresses_changed || check_drift) {
             continue;
         }
+        let start = Instant::now();
+        let mut events = Vec::new();
+        match update {
+            Some(Update {
+                events: e,
+                delta: Some(delta),
+            }) if model.is_some() => {
+                events = e;
+                let m = model.as_mut().unwrap();
+                for (key, objs) in delta.services {
+                    m.set_services(&key, objs);
+                }
+                for (key, objs) in delta.slices {
+                    m.set_slices(&key, &objs);
+                }
+                if let Some(nodes) = delta.nodes {
+                    m.set_nodes(nodes);
+                }
+            }
+            Some(u) => {
+                // The first state or a re-list: the model is computed again from scratch.
+                events = u.events;
+                model = None;
+            }
+            None => {}
+        }
+        let mut full = check_drift || !matches!(mirror, Mirror::Incremental(_));
+        let m = match &mut model {
+            Some(m) => m,
+            None => {
+                full = true;
+                let objs = src.objects();
+                let node = NodeInfo {
+                    name: node_name.clone(),
+                    fallback_addresses: fallback_addresses.clone(),
+                };
+                model.insert(Incremental::from_objects(
+                    &objs.services,
+                    &objs.slices,
+                    &objs.nodes,
+                    node,
+                ))
+            }
+        };
+        m.set_fallback_addresses(fallback_addresses.clone());
+        m.recompute();
+        let changes = m.take_changes();
+        let modelled = Instant::now();
         // A resync plans against the maps as they are, which repairs what was changed
         // behind the agent's back.
         let actual = match check_drift {
             true => read_actual(&mut maps),
             false => None,
         };
-        let node = NodeInfo {
-            name: node_name.clone(),
-            fallback_addresses: fallback_addresses.clone(),
+        let ctx = SyncCtx {
+            start,
+            modelled,
+            events: &events,
+            resync: actual.is_some(),
         };
-        mirror = sync(
-            &mut maps,
-            &mirror,
-            actual.as_ref(),
-            src.objects(),
-            &node,
-            &mut reported,
-            &events,
-        );
+        mirror = match (full, mirror) {
+            (false, Mirror::Incremental(planner)) => {
+                sync_incremental(&mut maps, planner, m, &changes, &mut reported, ctx)
+            }
+            (_, mirror) => sync_full(
+                &mut maps,
+                mirror.into_state(),
+                actual,
+                m,
+                &mut reported,
+                ctx,
+            ),
+        };
     }
     tracing::info!("stopping; the datapath stays pinned and keeps forwarding");
     Ok(())
@@ -182,39 +233,50 @@ fn read_actual(maps: &mut Maps) -> Option<MapState> {
     Some(actual)
 }
 
-/// Computes the desired state and writes the difference. Returns the new mirror.
-/// With `actual` (a resync), the plan starts from the maps as read, and the writes beyond
-/// those the mirror needed are drift repairs. `events` are the arrival times of the changes
-/// this sync applies. Model warnings and plan errors stand until their cause is fixed; each is
-/// logged once, when it first appears (`reported` holds the ones still standing).
-fn sync(
-    maps: &mut Maps,
-    mirror: &MapState,
-    actual: Option<&MapState>,
-    objs: &Objects,
-    node: &NodeInfo,
-    reported: &mut BTreeSet<String>,
-    events: &[Instant],
-) -> MapState {
-    let start = Instant::now();
-    let built = model::build(&objs.services, &objs.slices, &objs.nodes, node);
-    let modelled = Instant::now();
-    let plan = reconcile::plan(actual.unwrap_or(mirror), &built.state);
-    let planned = Instant::now();
-    let mut repairs = 0;
-    if actual.is_some_and(|a| a != mirror) {
-        repairs = plan
-            .ops
-            .len()
-            .saturating_sub(reconcile::plan(mirror, &built.state).ops.len());
+/// The agent's mirror of the maps: a plain mirror, planned against in full, or the
+/// incremental planner (after a full plan without errors whose writes all succeeded).
+enum Mirror {
+    Full(MapState),
+    Incremental(Planner),
+}
+
+impl Mirror {
+    fn into_state(self) -> MapState {
+        match self {
+            Mirror::Full(s) => s,
+            Mirror::Incremental(p) => p.into_state(),
+        }
     }
-    let standing: BTreeSet<String> = built.warnings.iter().chain(&plan.errors).cloned().collect();
+}
+
+#[derive(Clone, Copy)]
+struct SyncCtx<'a> {
+    start: Instant,
+    modelled: Instant,
+    /// The arrival times of the changes this sync applies.
+    events: &'a [Instant],
+    /// A periodic resync, planned against the maps as read.
+    resync: bool,
+}
+
+/// Logs the model warnings and plan errors that are new; each stands until its cause is
+/// fixed and is logged once, when it first appears (`reported` holds the ones still standing).
+fn report(model: &Incremental, errors: &[String], reported: &mut BTreeSet<String>) {
+    let standing: BTreeSet<String> = model
+        .warnings()
+        .into_iter()
+        .chain(errors.iter().cloned())
+        .collect();
     for w in standing.difference(reported) {
         tracing::warn!("{w}");
     }
     *reported = standing;
-    METRICS.map_full_errors.add(plan.errors.len() as u64);
-    for op in &plan.ops {
+    METRICS.map_full_errors.add(errors.len() as u64);
+}
+
+/// Writes `ops` in order; on the first failure counts it and returns false.
+fn write(maps: &mut Maps, ops: &[Op]) -> bool {
+    for op in ops {
         if let Err(e) = maps.apply(op) {
             let full = e
                 .chain()
@@ -229,45 +291,106 @@ fn sync(
                 false => METRICS.map_write_errors.inc(),
             }
             tracing::error!("{e:#}; re-reading the maps");
-            return maps.read_state().unwrap_or_default();
+            return false;
         }
     }
+    true
+}
+
+/// Metrics and the log line of a sync whose writes all succeeded.
+fn synced(ctx: SyncCtx, planned: Instant, writes: usize, state: &MapState, services: usize) {
     let done = Instant::now();
-    METRICS.sync_duration.observe(done - start);
-    METRICS
-        .event_latency
-        .observe_many(events.iter().map(|t| done.saturating_duration_since(*t)));
+    METRICS.sync_duration.observe(done - ctx.start);
+    METRICS.event_latency.observe_many(
+        ctx.events
+            .iter()
+            .map(|t| done.saturating_duration_since(*t)),
+    );
     METRICS.syncs.inc();
-    METRICS.map_writes.add(plan.ops.len() as u64);
-    METRICS.drift_repairs.add(repairs as u64);
-    let services: BTreeSet<&str> = plan
-        .next
-        .frontends
-        .values()
-        .map(|f| f.name.split(':').next().unwrap_or(""))
-        .collect();
-    METRICS.services.set(services.len() as u64);
-    METRICS.frontends.set(plan.next.frontends.len() as u64);
-    METRICS.backends.set(plan.next.backends.len() as u64);
+    METRICS.map_writes.add(writes as u64);
+    METRICS.services.set(services as u64);
+    METRICS.frontends.set(state.frontends.len() as u64);
+    METRICS.backends.set(state.backends.len() as u64);
     METRICS.synced();
+    // A periodic resync that found nothing to do is not worth a line.
+    if !(ctx.resync && writes == 0) {
+        tracing::info!(
+            writes,
+            frontends = state.frontends.len(),
+            backends = state.backends.len(),
+            events = ctx.events.len(),
+            duration_us = (done - ctx.start).as_micros() as u64,
+            model_us = (ctx.modelled - ctx.start).as_micros() as u64,
+            plan_us = (planned - ctx.modelled).as_micros() as u64,
+            "synced"
+        );
+    }
+}
+
+/// Writes the difference the model's changes make, planned for the changed frontends only.
+fn sync_incremental(
+    maps: &mut Maps,
+    mut planner: Planner,
+    model: &Incremental,
+    changes: &Changes,
+    reported: &mut BTreeSet<String>,
+    ctx: SyncCtx,
+) -> Mirror {
+    let (ops, errors) = planner.plan(model.state(), changes);
+    let planned = Instant::now();
+    report(model, &errors, reported);
+    if !write(maps, &ops) {
+        return Mirror::Full(maps.read_state().unwrap_or_default());
+    }
+    synced(ctx, planned, ops.len(), planner.state(), planner.services());
+    match errors.is_empty() {
+        true => Mirror::Incremental(planner),
+        // Something was left out: the next sync plans in full, so it is retried.
+        false => Mirror::Full(planner.into_state()),
+    }
+}
+
+/// Plans the whole desired state against the mirror, or with `actual` (a resync) against the
+/// maps as read, where the writes beyond those the mirror needed are drift repairs.
+fn sync_full(
+    maps: &mut Maps,
+    mirror: MapState,
+    actual: Option<MapState>,
+    model: &Incremental,
+    reported: &mut BTreeSet<String>,
+    ctx: SyncCtx,
+) -> Mirror {
+    let desired = model.state();
+    let plan = reconcile::plan(actual.as_ref().unwrap_or(&mirror), desired);
+    let planned = Instant::now();
+    let mut repairs = 0;
+    if actual.as_ref().is_some_and(|a| *a != mirror) {
+        repairs = plan
+            .ops
+            .len()
+            .saturating_sub(reconcile::plan(&mirror, desired).ops.len());
+    }
+    drop((mirror, actual));
+    report(model, &plan.errors, reported);
+    if !write(maps, &plan.ops) {
+        return Mirror::Full(maps.read_state().unwrap_or_default());
+    }
+    METRICS.drift_repairs.add(repairs as u64);
     if repairs > 0 {
         tracing::warn!(
             repairs,
             "repaired map entries changed behind the agent's back"
         );
     }
-    // A periodic resync that found nothing to do is not worth a line.
-    if !(actual.is_some() && plan.ops.is_empty()) {
-        tracing::info!(
-            writes = plan.ops.len(),
-            frontends = plan.next.frontends.len(),
-            backends = plan.next.backends.len(),
-            events = events.len(),
-            duration_us = (done - start).as_micros() as u64,
-            model_us = (modelled - start).as_micros() as u64,
-            plan_us = (planned - modelled).as_micros() as u64,
-            "synced"
-        );
+    let services: BTreeSet<&str> = plan
+        .next
+        .frontends
+        .values()
+        .map(|f| f.name.split(':').next().unwrap_or(""))
+        .collect();
+    synced(ctx, planned, plan.ops.len(), &plan.next, services.len());
+    match plan.errors.is_empty() {
+        true => Mirror::Incremental(Planner::new(plan.next, desired)),
+        false => Mirror::Full(plan.next),
     }
-    plan.next
 }

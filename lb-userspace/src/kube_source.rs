@@ -4,13 +4,16 @@
 //! - Services and EndpointSlices are watched with the server-side label selector
 //!   [`PROXY_LABEL_SELECTOR`], as kube-proxy does; the Node by `metadata.name`.
 //! - The watchers run on their own thread (and Tokio runtime), so events keep being read
-//!   while the agent reconciles. The agent takes the latest snapshot of all three stores after
-//!   a change, so a burst of events costs a few reconciles, not one per event.
+//!   while the agent reconciles. Each event records the key of its object; the agent takes
+//!   the objects of the recorded keys from the stores (shared, not copied), so a burst of
+//!   events costs a few reconciles, not one per event, and each touches only what changed.
+//! - Fields the model never reads (managedFields, annotations, a Service's selector and
+//!   status conditions, an endpoint's targetRef, a Node's status beyond its addresses) are
+//!   dropped before the store.
 //! - Watch errors are retried with a backoff. An expired resourceVersion (410 Gone) or an API
 //!   server that lost ours leads to a re-list; the reflector swaps the re-listed objects in at
 //!   once when the list is complete. A store is never emptied because the API server is
 //!   unreachable, and nothing is handed to the agent until every store was listed once.
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
@@ -22,17 +25,18 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::reflector::{self, Lookup, Store};
+use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, Config, Resource, ResourceExt};
+use kube::{Api, Client, Config, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::manifests::Objects;
+use crate::manifests::{ChangedKeys, Objects};
 use crate::metrics;
-use crate::source::Source;
+use crate::model;
+use crate::source::{Delta, Source, Update};
 
 /// Services and EndpointSlices with either label are not ours (kube-proxy's selector).
 pub const PROXY_LABEL_SELECTOR: &str =
@@ -58,7 +62,6 @@ impl Kind {
     }
 }
 
-#[derive(Default)]
 struct Pending {
     /// A store changed since the agent last took a snapshot.
     dirty: bool,
@@ -66,6 +69,22 @@ struct Pending {
     events: Vec<Instant>,
     /// Each store has been listed completely at least once.
     ready: [bool; 3],
+    /// A store was (re-)listed: anything may have changed.
+    full: bool,
+    /// The keys of the Services and EndpointSlices that changed.
+    keys: ChangedKeys,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            dirty: false,
+            events: Vec::new(),
+            ready: [false; 3],
+            full: true,
+            keys: ChangedKeys::default(),
+        }
+    }
 }
 
 struct Shared {
@@ -74,9 +93,17 @@ struct Shared {
 }
 
 impl Shared {
-    fn changed(&self, kind: Kind, at: Instant, listed: bool) {
+    /// An object of `kind` changed (`key`: which one; None: the store was re-listed).
+    fn changed(&self, kind: Kind, at: Instant, key: Option<String>) {
+        let listed = key.is_none();
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.dirty = true;
+        match (kind, key) {
+            (_, None) => p.full = true,
+            (Kind::Services, Some(k)) => drop(p.keys.services.insert(k)),
+            (Kind::EndpointSlices, Some(k)) => drop(p.keys.slices.insert(k)),
+            (Kind::Nodes, Some(_)) => p.keys.nodes = true,
+        }
         if p.events.len() < MAX_PENDING_EVENTS {
             p.events.push(at);
         }
@@ -91,55 +118,22 @@ impl Shared {
 
 pub struct KubeSource {
     shared: Arc<Shared>,
-    services: StoreCopy<Service>,
-    slices: StoreCopy<EndpointSlice>,
-    nodes: StoreCopy<Node>,
-    objects: Objects,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
 }
 
-/// A store and the objects of its last snapshot (`arcs[i]` is the version `objects[i]` was
-/// copied from). The reflector puts a new `Arc` in the store for every new version, and the
-/// old ones are kept alive here, so an unchanged pointer means an unchanged object.
-struct StoreCopy<K: 'static + Lookup>
+/// The object with key "namespace/name" in `store`, if any.
+fn lookup<K>(store: &Store<K>, key: &str) -> Vec<Arc<K>>
 where
-    K::DynamicType: Eq + Hash,
+    K: Lookup + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default,
 {
-    store: Store<K>,
-    arcs: Vec<Arc<K>>,
-}
-
-impl<K> StoreCopy<K>
-where
-    K: Lookup + Clone + Default + 'static,
-    K::DynamicType: Eq + Hash + Clone,
-{
-    fn new(store: Store<K>) -> Self {
-        StoreCopy {
-            store,
-            arcs: Vec::new(),
-        }
-    }
-
-    /// Replaces `objects` with the store's contents, cloning only the objects that changed
-    /// since the last refresh (the others are moved over).
-    fn refresh(&mut self, objects: &mut Vec<K>) {
-        let index: HashMap<*const K, usize> = self
-            .arcs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (Arc::as_ptr(a), i))
-            .collect();
-        let mut old = std::mem::take(objects);
-        let arcs = self.store.state();
-        *objects = arcs
-            .iter()
-            .map(|a| match index.get(&Arc::as_ptr(a)) {
-                Some(&i) if i < old.len() => std::mem::take(&mut old[i]),
-                _ => (**a).clone(),
-            })
-            .collect();
-        self.arcs = arcs;
-    }
+    let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .into_iter()
+        .collect()
 }
 
 impl KubeSource {
@@ -183,16 +177,25 @@ impl KubeSource {
                             labels.clone(),
                             services_w,
                             sh.clone(),
-                            Kind::Services
+                            Kind::Services,
+                            strip_service,
                         ),
                         watch(
                             Api::<EndpointSlice>::all(client.clone()),
                             labels,
                             slices_w,
                             sh.clone(),
-                            Kind::EndpointSlices
+                            Kind::EndpointSlices,
+                            strip_slice,
                         ),
-                        watch(Api::<Node>::all(client), node, nodes_w, sh, Kind::Nodes),
+                        watch(
+                            Api::<Node>::all(client),
+                            node,
+                            nodes_w,
+                            sh,
+                            Kind::Nodes,
+                            strip_node
+                        ),
                     );
                 })
             })?;
@@ -201,17 +204,16 @@ impl KubeSource {
             .context("kubernetes client configuration")?;
         Ok(KubeSource {
             shared,
-            services: StoreCopy::new(services),
-            slices: StoreCopy::new(slices),
-            nodes: StoreCopy::new(nodes),
-            objects: Objects::default(),
+            services,
+            slices,
+            nodes,
         })
     }
 }
 
 impl Source for KubeSource {
-    fn poll(&mut self) -> Option<Vec<Instant>> {
-        let events = {
+    fn poll(&mut self) -> Option<Update> {
+        let (events, full, keys) = {
             let mut p = self
                 .shared
                 .pending
@@ -223,16 +225,34 @@ impl Source for KubeSource {
             // Cleared before the stores are read: a change that lands while they are read
             // is in this snapshot or, at worst, triggers one more (empty) reconcile.
             p.dirty = false;
-            std::mem::take(&mut p.events)
+            (
+                std::mem::take(&mut p.events),
+                std::mem::take(&mut p.full),
+                std::mem::take(&mut p.keys),
+            )
         };
-        self.services.refresh(&mut self.objects.services);
-        self.slices.refresh(&mut self.objects.slices);
-        self.nodes.refresh(&mut self.objects.nodes);
-        Some(events)
+        let delta = (!full).then(|| Delta {
+            services: keys
+                .services
+                .iter()
+                .map(|k| (k.clone(), lookup(&self.services, k)))
+                .collect(),
+            slices: keys
+                .slices
+                .iter()
+                .map(|k| (k.clone(), lookup(&self.slices, k)))
+                .collect(),
+            nodes: keys.nodes.then(|| self.nodes.state()),
+        });
+        Some(Update { events, delta })
     }
 
-    fn objects(&self) -> &Objects {
-        &self.objects
+    fn objects(&self) -> Objects {
+        Objects {
+            services: self.services.state(),
+            slices: self.slices.state(),
+            nodes: self.nodes.state(),
+        }
     }
 
     fn notify(&self) -> Option<Arc<Notify>> {
@@ -264,15 +284,20 @@ async fn watch<K>(
     writer: reflector::store::Writer<K>,
     shared: Arc<Shared>,
     kind: Kind,
+    strip: fn(&mut K),
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     // Fields the model never reads are dropped before they reach the store.
     let stream = watcher::watcher(api, config)
-        .modify(|o: &mut K| {
-            o.managed_fields_mut().clear();
-            o.annotations_mut().clear();
+        .modify(move |o: &mut K| {
+            let meta = o.meta_mut();
+            meta.managed_fields = None;
+            meta.annotations = None;
+            meta.owner_references = None;
+            meta.finalizers = None;
+            strip(o);
         })
         .backoff(RetryBackoff::default());
     let mut stream = std::pin::pin!(reflector::reflector(writer, stream));
@@ -294,8 +319,11 @@ async fn watch<K>(
                         }
                     }
                     Event::InitApply(_) => {}
-                    Event::InitDone => shared.changed(kind, at, true),
-                    Event::Apply(_) | Event::Delete(_) => shared.changed(kind, at, false),
+                    Event::InitDone => shared.changed(kind, at, None),
+                    Event::Apply(o) | Event::Delete(o) => {
+                        let key = model::object_key(o.meta());
+                        shared.changed(kind, at, Some(key))
+                    }
                 }
             }
             Err(e) => {
@@ -310,6 +338,37 @@ async fn watch<K>(
                 failing = Some(e);
             }
         }
+    }
+}
+
+/// A Service without what the model never reads: its selector and status conditions.
+fn strip_service(s: &mut Service) {
+    if let Some(spec) = s.spec.as_mut() {
+        spec.selector = None;
+    }
+    if let Some(status) = s.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
+/// An EndpointSlice without what the model never reads: the endpoints' targetRef, hostname
+/// and deprecated topology.
+fn strip_slice(s: &mut EndpointSlice) {
+    for ep in &mut s.endpoints {
+        ep.target_ref = None;
+        ep.hostname = None;
+        ep.deprecated_topology = None;
+    }
+}
+
+/// A Node reduced to its metadata and addresses.
+fn strip_node(n: &mut Node) {
+    n.spec = None;
+    if let Some(status) = n.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::NodeStatus {
+            addresses: status.addresses.take(),
+            ..Default::default()
+        };
     }
 }
 
@@ -365,7 +424,7 @@ mod tests {
         }
     }
 
-    fn ips(objects: &[Service]) -> Vec<(String, String)> {
+    fn ips(objects: &[Arc<Service>]) -> Vec<(String, String)> {
         let mut v: Vec<_> = objects
             .iter()
             .map(|s| {
@@ -378,45 +437,47 @@ mod tests {
     }
 
     #[test]
-    fn store_copy_follows_the_store() {
+    fn lookup_by_key() {
         let (store, mut writer) = reflector::store::<Service>();
-        let mut copy = StoreCopy::new(store);
-        let mut objects = Vec::new();
-        copy.refresh(&mut objects);
-        assert!(objects.is_empty());
         writer.apply_watcher_event(&Event::Apply(svc("a", "10.0.0.1")));
         writer.apply_watcher_event(&Event::Apply(svc("b", "10.0.0.2")));
-        copy.refresh(&mut objects);
-        let pair = |n: &str, ip: &str| (n.to_string(), ip.to_string());
         assert_eq!(
-            ips(&objects),
-            [pair("a", "10.0.0.1"), pair("b", "10.0.0.2")]
+            ips(&lookup(&store, "default/b")),
+            [("b".into(), "10.0.0.2".into())]
         );
-        writer.apply_watcher_event(&Event::Apply(svc("b", "10.0.0.3")));
-        copy.refresh(&mut objects);
-        assert_eq!(
-            ips(&objects),
-            [pair("a", "10.0.0.1"), pair("b", "10.0.0.3")]
-        );
-        copy.refresh(&mut objects);
-        assert_eq!(
-            ips(&objects),
-            [pair("a", "10.0.0.1"), pair("b", "10.0.0.3")]
-        );
-        writer.apply_watcher_event(&Event::Delete(svc("a", "10.0.0.1")));
-        copy.refresh(&mut objects);
-        assert_eq!(ips(&objects), [pair("b", "10.0.0.3")]);
-        // A re-list swaps in a whole new store content.
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitApply(svc("c", "10.0.0.4")));
-        copy.refresh(&mut objects);
-        assert_eq!(
-            ips(&objects),
-            [pair("b", "10.0.0.3")],
-            "changed before InitDone"
-        );
-        writer.apply_watcher_event(&Event::InitDone);
-        copy.refresh(&mut objects);
-        assert_eq!(ips(&objects), [pair("c", "10.0.0.4")]);
+        assert!(lookup(&store, "other/b").is_empty());
+        writer.apply_watcher_event(&Event::Delete(svc("b", "10.0.0.2")));
+        assert!(lookup(&store, "default/b").is_empty());
+    }
+
+    #[test]
+    fn stripped_objects_keep_what_the_model_reads() {
+        let mut s: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default",
+                         "labels": {"app": "web"}},
+            "spec": {"clusterIP": "10.96.0.1", "selector": {"app": "web"},
+                     "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]},
+                       "conditions": []},
+        }))
+        .unwrap();
+        strip_service(&mut s);
+        assert!(s.spec.as_ref().unwrap().selector.is_none());
+        assert!(s.status.as_ref().unwrap().conditions.is_none());
+        assert!(s.status.as_ref().unwrap().load_balancer.is_some());
+        assert!(s.metadata.labels.is_some());
+        let mut n: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n", "labels": {"topology.kubernetes.io/zone": "a"}},
+            "spec": {"podCIDR": "10.244.0.0/24"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"}],
+                       "images": [{"names": ["x"]}]},
+        }))
+        .unwrap();
+        strip_node(&mut n);
+        assert!(n.spec.is_none());
+        let status = n.status.unwrap();
+        assert!(status.images.is_none());
+        assert_eq!(status.addresses.unwrap().len(), 1);
+        assert!(n.metadata.labels.is_some());
     }
 }

@@ -3,25 +3,27 @@
 //! File I/O and parsing only; `model` interprets the objects. A file is accepted or rejected
 //! whole: a rejected version leaves the file's last good objects in effect.
 
-use crate::model::{parse_ip_of, Family, Proto};
+use crate::model::{object_key, parse_ip_of, Family, Proto};
+use crate::source::Delta;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Objects {
-    pub services: Vec<Service>,
-    pub slices: Vec<EndpointSlice>,
-    pub nodes: Vec<Node>,
+    pub services: Vec<Arc<Service>>,
+    pub slices: Vec<Arc<EndpointSlice>>,
+    pub nodes: Vec<Arc<Node>>,
 }
 
 impl Objects {
@@ -29,6 +31,55 @@ impl Objects {
         self.services.extend_from_slice(&other.services);
         self.slices.extend_from_slice(&other.slices);
         self.nodes.extend_from_slice(&other.nodes);
+    }
+
+    /// The keys ("namespace/name") of every object.
+    fn keys(&self, into: &mut ChangedKeys) {
+        into.services
+            .extend(self.services.iter().map(|s| object_key(&s.metadata)));
+        into.slices
+            .extend(self.slices.iter().map(|s| object_key(&s.metadata)));
+        into.nodes |= !self.nodes.is_empty();
+    }
+
+    /// The objects with the changed keys, in order (an empty list for a key that is gone).
+    pub fn select(&self, keys: &ChangedKeys) -> Delta {
+        let mut delta = Delta::default();
+        for k in &keys.services {
+            delta.services.insert(k.clone(), Vec::new());
+        }
+        for k in &keys.slices {
+            delta.slices.insert(k.clone(), Vec::new());
+        }
+        for s in &self.services {
+            if let Some(v) = delta.services.get_mut(&object_key(&s.metadata)) {
+                v.push(s.clone());
+            }
+        }
+        for s in &self.slices {
+            if let Some(v) = delta.slices.get_mut(&object_key(&s.metadata)) {
+                v.push(s.clone());
+            }
+        }
+        if keys.nodes {
+            delta.nodes = Some(self.nodes.clone());
+        }
+        delta
+    }
+}
+
+/// The keys of the objects that may have changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangedKeys {
+    pub services: BTreeSet<String>,
+    pub slices: BTreeSet<String>,
+    /// Any Node.
+    pub nodes: bool,
+}
+
+impl ChangedKeys {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.slices.is_empty() && !self.nodes
     }
 }
 
@@ -53,6 +104,8 @@ pub struct ManifestDir {
 pub struct ScanReport {
     /// The effective objects differ from those before the scan.
     pub changed: bool,
+    /// The keys of the objects of the files that changed (before and after).
+    pub keys: ChangedKeys,
     /// Newly rejected file versions, each "path: reason".
     pub errors: Vec<String>,
 }
@@ -74,7 +127,7 @@ impl ManifestDir {
             .collect::<io::Result<Vec<_>>>()?;
         let mut old = std::mem::take(&mut self.files);
         let mut errors = Vec::new();
-        let mut reread = false;
+        let mut keys = ChangedKeys::default();
         for name in names.into_iter().filter(|n| is_manifest_name(n)) {
             let path = self.dir.join(&name);
             let meta = match fs::metadata(&path) {
@@ -89,12 +142,12 @@ impl ManifestDir {
             let state = match old.remove(&name) {
                 Some(prev) if stamp.is_some() && prev.stamp == stamp => prev,
                 prev => {
-                    reread = true;
+                    let prev_good = prev.as_ref().map(|p| p.good.clone()).unwrap_or_default();
                     let parsed = meta
                         .and_then(|_| fs::read_to_string(&path))
                         .map_err(|e| e.to_string())
                         .and_then(|text| parse_manifest(&text));
-                    match parsed {
+                    let state = match parsed {
                         Ok(good) => FileState {
                             stamp,
                             good,
@@ -114,26 +167,43 @@ impl ManifestDir {
                                 error: Some(e),
                             }
                         }
+                    };
+                    // Change detection per file: the keys of its objects before and after.
+                    if state.good != prev_good {
+                        prev_good.keys(&mut keys);
+                        state.good.keys(&mut keys);
                     }
+                    state
                 }
             };
             self.files.insert(name, state);
         }
-        let mut changed = false;
-        if reread || !old.is_empty() {
+        for gone in old.values() {
+            gone.good.keys(&mut keys);
+        }
+        let changed = !keys.is_empty();
+        if changed {
             let mut objects = Objects::default();
             for state in self.files.values() {
                 objects.append(&state.good);
             }
-            changed = objects != self.objects;
             self.objects = objects;
         }
-        Ok(ScanReport { changed, errors })
+        Ok(ScanReport {
+            changed,
+            keys,
+            errors,
+        })
     }
 
     /// The union of the last good objects of every file (sorted by file name).
     pub fn objects(&self) -> Objects {
         self.objects.clone()
+    }
+
+    /// [`ManifestDir::objects`] without the copy.
+    pub fn current(&self) -> &Objects {
+        &self.objects
     }
 }
 
@@ -178,7 +248,7 @@ fn add(objects: &mut Objects, mut value: Value) -> Result<(), String> {
                 Proto::parse(p.protocol.as_deref())
                     .map_err(|e| format!("{id}: port {}: {e}", p.port))?;
             }
-            objects.services.push(svc);
+            objects.services.push(Arc::new(svc));
             Ok(())
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
@@ -190,13 +260,13 @@ fn add(objects: &mut Objects, mut value: Value) -> Result<(), String> {
                     parse_ip_of(a, family).map_err(|e| format!("{id}: {e}"))?;
                 }
             }
-            objects.slices.push(slice);
+            objects.slices.push(Arc::new(slice));
             Ok(())
         }
         ("v1", "Node") => {
-            objects
-                .nodes
-                .push(typed::<Node>(&kind, value, false, |n| &mut n.metadata)?.0);
+            objects.nodes.push(Arc::new(
+                typed::<Node>(&kind, value, false, |n| &mut n.metadata)?.0,
+            ));
             Ok(())
         }
         _ => Ok(()),

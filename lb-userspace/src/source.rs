@@ -1,28 +1,53 @@
 //! What the agent loop needs from a source of Kubernetes objects: the current (Services,
-//! EndpointSlices, Nodes) when they changed, and a way to be woken up when they may have.
+//! EndpointSlices, Nodes), which of them changed since the last poll, and a way to be woken up
+//! when they may have.
 //!
 //! Two sources implement it: [`ManifestSource`] (a directory of YAML files, polled) and
 //! [`crate::kube_source::KubeSource`] (watchers on the API server, pushed). The model and the
-//! reconciler cannot tell them apart.
+//! reconciler cannot tell them apart. Objects are shared (`Arc`) between the source, its
+//! snapshots and the model, never copied.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::Notify;
 
 use crate::manifests::{ManifestDir, Objects};
 
+/// The objects that changed, by key ("namespace/name"): each key with the objects that now
+/// have it (none: deleted; several only with duplicate manifests).
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub services: BTreeMap<String, Vec<Arc<Service>>>,
+    pub slices: BTreeMap<String, Vec<Arc<EndpointSlice>>>,
+    /// Every Node, when any changed.
+    pub nodes: Option<Vec<Arc<Node>>>,
+}
+
+/// What a [`Source::poll`] found.
+#[derive(Debug)]
+pub struct Update {
+    /// When each change folded in arrived (a watch event, a file change seen): the starts of
+    /// their event-to-map latencies.
+    pub events: Vec<Instant>,
+    /// The objects that changed; `None` when anything may have (the first state, a re-list):
+    /// then [`Source::objects`] is to be taken whole.
+    pub delta: Option<Delta>,
+}
+
 pub trait Source {
-    /// Brings [`Source::objects`] up to date. Returns, when they changed since the last call
-    /// that returned some, when each change folded in arrived (a watch event, a file change
-    /// seen): the starts of their event-to-map latencies. The first call that returns some
-    /// does so as soon as the source holds a complete state (a directory read, or every watch
-    /// listed once). `None` while the source has nothing new, and while it has never been
-    /// complete: the datapath then keeps what it holds.
-    fn poll(&mut self) -> Option<Vec<Instant>>;
+    /// Brings [`Source::objects`] up to date. Returns what changed since the last call that
+    /// returned some. The first call that returns some does so as soon as the source holds a
+    /// complete state (a directory read, or every watch listed once), with `delta: None`.
+    /// `None` while the source has nothing new, and while it has never been complete: the
+    /// datapath then keeps what it holds.
+    fn poll(&mut self) -> Option<Update>;
 
     /// The objects as of the last [`Source::poll`] (empty before one returned some).
-    fn objects(&self) -> &Objects;
+    fn objects(&self) -> Objects;
 
     /// Woken when [`Source::poll`] may return something; `None` for sources that are only
     /// polled (the agent polls every source on its tick as well).
@@ -30,11 +55,11 @@ pub trait Source {
 }
 
 /// The `manifests` source as a [`Source`]: rescans the directory on every poll and logs
-/// rejected files and an unreadable directory (once per distinct error).
+/// rejected files and an unreadable directory (once per distinct error). The objects of a
+/// file that changed count as changed.
 pub struct ManifestSource {
     path: PathBuf,
     dir: ManifestDir,
-    objects: Objects,
     first: bool,
     dir_error: Option<String>,
 }
@@ -44,7 +69,6 @@ impl ManifestSource {
         ManifestSource {
             path: path.to_path_buf(),
             dir: ManifestDir::new(path),
-            objects: Objects::default(),
             first: true,
             dir_error: None,
         }
@@ -52,7 +76,7 @@ impl ManifestSource {
 }
 
 impl Source for ManifestSource {
-    fn poll(&mut self) -> Option<Vec<Instant>> {
+    fn poll(&mut self) -> Option<Update> {
         let report = match self.dir.rescan() {
             Ok(r) => {
                 self.dir_error = None;
@@ -73,13 +97,18 @@ impl Source for ManifestSource {
         if !(report.changed || self.first) {
             return None;
         }
-        self.first = false;
-        self.objects = self.dir.objects();
-        Some(vec![Instant::now()])
+        let delta = match std::mem::take(&mut self.first) {
+            true => None,
+            false => Some(self.dir.current().select(&report.keys)),
+        };
+        Some(Update {
+            events: vec![Instant::now()],
+            delta,
+        })
     }
 
-    fn objects(&self) -> &Objects {
-        &self.objects
+    fn objects(&self) -> Objects {
+        self.dir.objects()
     }
 
     fn notify(&self) -> Option<Arc<Notify>> {
