@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -115,7 +115,7 @@ impl Fixture {
     }
 
     /// The backends ("ip:port") the datapath holds for `frontend`, if it exists.
-    fn backends(&self, frontend: SocketAddrV4) -> Option<BTreeSet<String>> {
+    fn backends(&self, frontend: SocketAddr) -> Option<BTreeSet<String>> {
         let fe = frontend.to_string();
         try_services(&self.agent)
             .ok()?
@@ -131,7 +131,7 @@ impl Fixture {
     }
 
     /// Waits until `frontend` has exactly the backends of `pods` (None: is not programmed).
-    fn wait_backends(&self, frontend: SocketAddrV4, pods: Option<&[usize]>) {
+    fn wait_backends(&self, frontend: SocketAddr, pods: Option<&[usize]>) {
         let want = pods.map(|p| self.want(p));
         let ok = wait_until(SETTLE, Duration::from_millis(50), || {
             self.backends(frontend) == want
@@ -145,12 +145,12 @@ impl Fixture {
     }
 
     /// `n` requests to `dst`; the set of pods (by server ident) that answered.
-    fn answered(&self, dst: SocketAddrV4, n: usize) -> BTreeSet<String> {
+    fn answered(&self, dst: SocketAddr, n: usize) -> BTreeSet<String> {
         (0..n)
             .map(|k| {
                 let r = tcp_request(self.client(), dst, T)
                     .unwrap_or_else(|e| panic!("request {k} to {dst}: {e:#}\n{}", self.log()));
-                assert_eq!(r.peer, SocketAddr::V4(dst), "reply not from the VIP");
+                assert_eq!(r.peer, dst, "reply not from the VIP");
                 r.ident
             })
             .collect()
@@ -436,7 +436,7 @@ fn backend_churn_under_traffic() {
             let (mut ok, mut failures, mut seen) = (0usize, Vec::new(), BTreeSet::new());
             while !stop.load(Ordering::SeqCst) {
                 match udp_request(client, dst, T) {
-                    Ok(r) if r.peer == SocketAddr::V4(dst) => {
+                    Ok(r) if r.peer == dst => {
                         ok += 1;
                         seen.insert(r.ident);
                     }
