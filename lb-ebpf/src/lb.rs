@@ -10,9 +10,9 @@ use crate::{
     sctp,
 };
 
-/// Handles one parsed packet (a BPF-to-BPF call, so that its stack frame is gone before the
-/// caller rejects or forwards the packet); an SCTP packet whose ports changed gets its CRC32c recomputed
-/// here, once, after all rewrites (address changes do not affect it).
+/// Handles one parsed packet. A BPF-to-BPF call, so that its stack frame is gone before the
+/// caller rejects or forwards the packet. An SCTP packet whose ports changed gets its CRC32c
+/// recomputed here, once, after all rewrites (address changes do not affect it).
 #[inline(never)]
 pub fn process<C: Ctx>(ctx: &C, pkt: &Packet) -> Verdict {
     let v = lookup_and_nat(ctx, pkt);
