@@ -180,7 +180,24 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         m.set_fallback_addresses(fallback_addresses.clone());
         m.recompute();
         let changes = m.take_changes();
-        let modelled = Instant::now();
+        let mut modelled = Instant::now();
+        // Changes that arrive with a resync are applied first, so their latency does not
+        // include reading the maps back.
+        if let (true, Mirror::Incremental(_)) = (check_drift && !events.is_empty(), &mirror) {
+            if let Mirror::Incremental(planner) =
+                std::mem::replace(&mut mirror, Mirror::Full(MapState::default()))
+            {
+                let ctx = SyncCtx {
+                    start,
+                    modelled,
+                    events: &events,
+                    resync: false,
+                };
+                mirror = sync_incremental(&mut maps, planner, m, &changes, &mut reported, ctx);
+            }
+            events.clear();
+            modelled = Instant::now();
+        }
         // A resync plans against the maps as they are, which repairs what was changed
         // behind the agent's back.
         let actual = match check_drift {
