@@ -787,9 +787,12 @@ fn many_services() {
     );
     let synced_lines = |f: &Fixture| f.log().lines().filter(|l| l.contains("synced")).count();
     let mut sync_us = Vec::new();
+    let mut latency_ms = Vec::new();
     for k in 0..changes {
         let i = (k * 7919) % n;
         let before = synced_lines(&f);
+        let m = f.metrics();
+        let sum_before = metric_value(&m, "podlb_event_to_map_latency_seconds_sum").unwrap();
         let moved = Ipv4Addr::new(10, 199, (k / 250) as u8, (k % 250) as u8 + 1);
         f.api
             .apply(slice_json(
@@ -814,6 +817,10 @@ fn many_services() {
             .find_map(|w| w.strip_prefix("duration_us=")?.parse().ok())
             .unwrap();
         sync_us.push(us);
+        // Each change is one watch event: its latency is what the histogram's sum grew by.
+        let m = f.metrics();
+        let sum = metric_value(&m, "podlb_event_to_map_latency_seconds_sum").unwrap();
+        latency_ms.push((sum - sum_before) * 1000.0);
         if k + 1 == changes {
             eprintln!("scale: last change: {line}");
         }
@@ -822,20 +829,32 @@ fn many_services() {
     let count = metric_value(&text, "podlb_event_to_map_latency_seconds_count").unwrap() - count0;
     let sum = metric_value(&text, "podlb_event_to_map_latency_seconds_sum").unwrap() - sum0;
     sync_us.sort();
+    latency_ms.sort_by(f64::total_cmp);
+    let pct = |p: usize| latency_ms[(latency_ms.len() * p / 100).min(latency_ms.len() - 1)];
     let pid = f.agent.process().unwrap().pid();
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS"))
-        .unwrap_or("")
-        .to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     eprintln!(
         "scale: {n} services x 10 endpoints: agent start to all programmed {programmed:?}; first sync: {first_sync}\n\
-         scale: {changes} single endpoint changes: event-to-map mean {:.2} ms over {count} events; \
-         sync duration median {} us, max {} us; agent {rss}",
+         scale: {changes} single endpoint changes: event-to-map mean {:.2} ms over {count} events, \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; sync duration median {} us, max {} us; \
+         agent {} (peak), {}",
         sum / count * 1000.0,
+        pct(50),
+        pct(99),
+        latency_ms[latency_ms.len() - 1],
         sync_us[sync_us.len() / 2],
         sync_us[sync_us.len() - 1],
+        field("VmHWM"),
+        field("VmRSS"),
     );
     let rows = try_services(&f.agent).unwrap();
     assert_eq!(rows.len(), n);
