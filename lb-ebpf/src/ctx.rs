@@ -31,7 +31,12 @@ pub trait Ctx {
     fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64>;
     /// Updates the Internet checksum at `csum_off` (no pseudo-header) for `N` (2 or 4) bytes
     /// changing from `old` to `new`.
-    fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64>;
+    fn fix_csum<const N: usize>(
+        &self,
+        csum_off: usize,
+        old: [u8; N],
+        new: [u8; N],
+    ) -> Result<(), i64>;
 }
 
 /// The first four bytes of an address (an IPv4 address).
@@ -92,7 +97,12 @@ impl Ctx for TcContext {
                 continue;
             }
             if pkt.inet_csum() {
-                self.l4_csum_replace(pkt.csum_off(), from, to, l4_flags(pkt) | BPF_F_PSEUDO_HDR | 4)?;
+                self.l4_csum_replace(
+                    pkt.csum_off(),
+                    from,
+                    to,
+                    l4_flags(pkt) | BPF_F_PSEUDO_HDR | 4,
+                )?;
             }
             if !pkt.v6 {
                 self.l3_csum_replace(IP_CSUM_OFF, from, to, 4)?;
@@ -114,15 +124,31 @@ impl Ctx for TcContext {
     }
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64> {
-        let rc = unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), off as u32, buf.as_mut_ptr().cast(), N as u32) };
-        if rc == 0 { Ok(()) } else { Err(rc) }
+        let rc = unsafe {
+            bpf_skb_load_bytes(
+                self.skb.skb.cast(),
+                off as u32,
+                buf.as_mut_ptr().cast(),
+                N as u32,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(rc)
+        }
     }
     #[inline(always)]
     fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64> {
         self.store(off, &v, 0)
     }
     #[inline(always)]
-    fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64> {
+    fn fix_csum<const N: usize>(
+        &self,
+        csum_off: usize,
+        old: [u8; N],
+        new: [u8; N],
+    ) -> Result<(), i64> {
         self.l3_csum_replace(csum_off, raw(old), raw(new), N as u64)
     }
 }
@@ -168,8 +194,13 @@ impl Ctx for XdpContext {
     }
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64> {
-        let rc = unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, buf.as_mut_ptr().cast(), N as u32) };
-        if rc == 0 { Ok(()) } else { Err(rc) }
+        let rc =
+            unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, buf.as_mut_ptr().cast(), N as u32) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(rc)
+        }
     }
     #[inline(always)]
     fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64> {
@@ -177,7 +208,12 @@ impl Ctx for XdpContext {
         Ok(())
     }
     #[inline(always)]
-    fn fix_csum<const N: usize>(&self, csum_off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64> {
+    fn fix_csum<const N: usize>(
+        &self,
+        csum_off: usize,
+        old: [u8; N],
+        new: [u8; N],
+    ) -> Result<(), i64> {
         update_csum(self, csum_off, &old, &new, false)
     }
 }
@@ -195,7 +231,13 @@ pub fn slot<T>(ctx: &XdpContext, off: usize) -> Result<&mut T, i64> {
 /// Updates the checksum at `off` for the bytes `old` becoming `new` (RFC 1624). A zero UDP
 /// checksum means "none" and stays zero; a computed zero becomes 0xffff.
 #[inline(always)]
-fn update_csum<const N: usize>(ctx: &XdpContext, off: usize, old: &[u8; N], new: &[u8; N], udp: bool) -> Result<(), i64> {
+fn update_csum<const N: usize>(
+    ctx: &XdpContext,
+    off: usize,
+    old: &[u8; N],
+    new: &[u8; N],
+    udp: bool,
+) -> Result<(), i64> {
     update_csum_at(slot::<[u8; 2]>(ctx, off)?, old, new, udp);
     Ok(())
 }
@@ -209,5 +251,9 @@ fn update_csum_at<const N: usize>(c: &mut [u8; 2], old: &[u8; N], new: &[u8; N],
         return;
     }
     let out = csum::replace(*c, old, new);
-    *c = if udp && out == [0, 0] { [0xff, 0xff] } else { out };
+    *c = if udp && out == [0, 0] {
+        [0xff, 0xff]
+    } else {
+        out
+    };
 }

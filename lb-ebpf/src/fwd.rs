@@ -20,7 +20,11 @@ const AF_INET6: u8 = 10;
 
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
-    let r = if pkt.v6 { try_forward6(ctx, pkt) } else { try_forward(ctx, pkt) };
+    let r = if pkt.v6 {
+        try_forward6(ctx, pkt)
+    } else {
+        try_forward(ctx, pkt)
+    };
     r.unwrap_or(xdp_action::XDP_PASS)
 }
 
@@ -28,7 +32,14 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
 fn lookup(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> bool {
     let ingress = ctx.ingress_ifindex() as u32;
     fib.ifindex = ingress;
-    let rc = unsafe { fib_lookup(ctx.as_ptr(), fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            fib,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
     rc == BPF_FIB_LKUP_RET_SUCCESS as i64 && fib.ifindex == ingress
 }
 
@@ -58,8 +69,10 @@ fn try_forward6(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let words = hdr as *const u32;
     unsafe {
         fib.__bindgen_anon_2.flowinfo = *words & u32::from_be(0x0fff_ffff);
-        fib.__bindgen_anon_3.ipv6_src = [*words.add(2), *words.add(3), *words.add(4), *words.add(5)];
-        fib.__bindgen_anon_4.ipv6_dst = [*words.add(6), *words.add(7), *words.add(8), *words.add(9)];
+        fib.__bindgen_anon_3.ipv6_src =
+            [*words.add(2), *words.add(3), *words.add(4), *words.add(5)];
+        fib.__bindgen_anon_4.ipv6_dst =
+            [*words.add(6), *words.add(7), *words.add(8), *words.add(9)];
     }
     if !lookup(ctx, &mut fib) {
         return None;

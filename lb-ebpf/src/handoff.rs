@@ -2,7 +2,11 @@
 //! (NATed, translated, or found not to be service traffic) carries a mark in its XDP metadata,
 //! and the TC program lets it through without repeating the lookups. Packets XDP could not
 //! finish (a reject whose frame could not be resized) are not marked.
-use aya_ebpf::{helpers::bpf_xdp_adjust_meta, programs::{TcContext, XdpContext}, EbpfContext};
+use aya_ebpf::{
+    helpers::bpf_xdp_adjust_meta,
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
 
 const MARK: u32 = 0x706f_646c; // "podl"
 

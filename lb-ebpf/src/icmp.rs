@@ -16,8 +16,8 @@
 //! same way; IPv6 has no header checksum, but the ICMPv6 checksum also covers the outer
 //! addresses (a pseudo-header).
 use lb_common::{
-    addr4, Addr, CtEntry, CtKey, CT_FORWARD, CT_REPLY, CT_SNAT, FAMILY_V4, FAMILY_V6, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP,
+    addr4, Addr, CtEntry, CtKey, CT_FORWARD, CT_REPLY, CT_SNAT, FAMILY_V4, FAMILY_V6, PROTO_SCTP,
+    PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
@@ -26,8 +26,8 @@ use crate::{
     lb::Verdict,
     maps::CONNTRACK,
     parse::{
-        addr_eq, copy_addr, eth_proto, ptr_at, read_addr, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IP6_DST_OFF, IP6_HLEN, IP6_SRC_OFF,
-        IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF,
+        addr_eq, copy_addr, eth_proto, ptr_at, read_addr, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
+        IP6_DST_OFF, IP6_HLEN, IP6_SRC_OFF, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF,
     },
 };
 
@@ -100,7 +100,13 @@ fn verdict(r: Option<Result<(), i64>>) -> Verdict {
 /// The conntrack entry of the quoted packet's reverse direction: a reply entry when the quoted
 /// packet went client -> backend, a forward entry when it was a reply (VIP -> client).
 #[inline(always)]
-fn reverse_entry(in_src: Addr, in_dst: Addr, ports: [u8; 4], proto: u8, family: u8) -> Option<CtEntry> {
+fn reverse_entry(
+    in_src: Addr,
+    in_dst: Addr,
+    ports: [u8; 4],
+    proto: u8,
+    family: u8,
+) -> Option<CtEntry> {
     let key = CtKey {
         saddr: in_dst,
         daddr: in_src,
@@ -145,7 +151,9 @@ fn try_translate4<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
         Some(rewrite(ctx, &ip, &e, in_src, in_dst, in_sport, in_dport))
     } else if both && e.flags & CT_FORWARD != 0 {
         // The quoted packet is a reply as the client got it (VIP -> client).
-        Some(rewrite_reply(ctx, &ip, &e, in_src, in_dst, in_sport, in_dport))
+        Some(rewrite_reply(
+            ctx, &ip, &e, in_src, in_dst, in_sport, in_dport,
+        ))
     } else {
         None
     }
@@ -197,7 +205,12 @@ fn rewrite<C: Ctx>(
         // Masqueraded: quoted source node:port -> client, and the error goes to the client.
         quoted(ctx, IN_SRC, in_src, v4(&e.snat_addr))?;
         quoted(ctx, IN_L4, in_sport, e.snat_port.to_be_bytes())?;
-        outer(ctx, IP_DST_OFF, [ip[16], ip[17], ip[18], ip[19]], v4(&e.snat_addr))?;
+        outer(
+            ctx,
+            IP_DST_OFF,
+            [ip[16], ip[17], ip[18], ip[19]],
+            v4(&e.snat_addr),
+        )?;
     }
     Ok(())
 }
@@ -212,7 +225,12 @@ fn outer<C: Ctx>(ctx: &C, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), 
 /// Rewrites a field of the quoted packet: the ICMP checksum covers it, and an address also
 /// changes the quoted IPv4 checksum (itself covered by the ICMP checksum).
 #[inline(always)]
-fn quoted<C: Ctx, const N: usize>(ctx: &C, off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64> {
+fn quoted<C: Ctx, const N: usize>(
+    ctx: &C,
+    off: usize,
+    old: [u8; N],
+    new: [u8; N],
+) -> Result<(), i64> {
     if old == new {
         return Ok(());
     }
@@ -248,7 +266,10 @@ fn try_translate6<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
         return None;
     }
     let icmp_type = unsafe { *ptr_at::<C, u8>(ctx, ICMP6_OFF)? };
-    if !matches!(icmp_type, ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED) {
+    if !matches!(
+        icmp_type,
+        ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED
+    ) {
         return None;
     }
     let inner_hdr = ptr_at::<C, [u8; IP6_HLEN]>(ctx, IN6_IP)?;
@@ -258,7 +279,12 @@ fn try_translate6<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
     if inner[0] >> 4 != 6 || !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
         return None;
     }
-    let mut a = Addrs6 { outer_src: [0; 16], outer_dst: [0; 16], in_src: [0; 16], in_dst: [0; 16] };
+    let mut a = Addrs6 {
+        outer_src: [0; 16],
+        outer_dst: [0; 16],
+        in_src: [0; 16],
+        in_dst: [0; 16],
+    };
     read_addr(&mut a.outer_src, hdr as usize, 8, true);
     read_addr(&mut a.outer_dst, hdr as usize, 24, true);
     read_addr(&mut a.in_src, inner_hdr as usize, 8, true);
@@ -295,7 +321,12 @@ fn rewrite6_reply<C: Ctx>(ctx: &C, a: &Addrs6, e: &CtEntry, ports: [u8; 4]) -> R
     }
     if e.flags & CT_SNAT != 0 {
         field6(ctx, IN6_DST, &a.in_dst, &e.snat_addr)?;
-        port6(ctx, IN6_L4 + 2, [ports[2], ports[3]], e.snat_port.to_be_bytes())?;
+        port6(
+            ctx,
+            IN6_L4 + 2,
+            [ports[2], ports[3]],
+            e.snat_port.to_be_bytes(),
+        )?;
     }
     Ok(())
 }
@@ -304,7 +335,12 @@ fn rewrite6_reply<C: Ctx>(ctx: &C, a: &Addrs6, e: &CtEntry, ports: [u8; 4]) -> R
 fn rewrite6<C: Ctx>(ctx: &C, a: &Addrs6, e: &CtEntry, ports: [u8; 4]) -> Result<(), i64> {
     // Every change is covered by the ICMPv6 checksum (outer addresses via the pseudo-header).
     field6(ctx, IN6_DST, &a.in_dst, &e.nat_addr)?;
-    port6(ctx, IN6_L4 + 2, [ports[2], ports[3]], e.nat_port.to_be_bytes())?;
+    port6(
+        ctx,
+        IN6_L4 + 2,
+        [ports[2], ports[3]],
+        e.nat_port.to_be_bytes(),
+    )?;
     if addr_eq(&a.outer_src, &a.in_dst) {
         field6(ctx, IP6_SRC_OFF, &a.outer_src, &e.nat_addr)?;
     }
@@ -320,7 +356,12 @@ fn rewrite6<C: Ctx>(ctx: &C, a: &Addrs6, e: &CtEntry, ports: [u8; 4]) -> Result<
 /// fixing the ICMPv6 checksum.
 #[inline(always)]
 fn field6<C: Ctx>(ctx: &C, off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
-    let (o, n) = unsafe { (&*(old as *const Addr as *const [u32; 4]), &*(new as *const Addr as *const [u32; 4])) };
+    let (o, n) = unsafe {
+        (
+            &*(old as *const Addr as *const [u32; 4]),
+            &*(new as *const Addr as *const [u32; 4]),
+        )
+    };
     for i in 0..4 {
         if o[i] != n[i] {
             ctx.fix_csum(ICMP6_CSUM_OFF, o[i].to_ne_bytes(), n[i].to_ne_bytes())?;

@@ -97,9 +97,27 @@ fn service_path<C: Ctx>(ctx: &C, pkt: &Packet, fe: &Frontend) -> Verdict {
             Err(v) => return v,
         },
     };
-    let mut r = rewrite(ctx, pkt, pkt.dst_off(), 2, &pkt.daddr, pkt.dport, &e.nat_addr, e.nat_port);
+    let mut r = rewrite(
+        ctx,
+        pkt,
+        pkt.dst_off(),
+        2,
+        &pkt.daddr,
+        pkt.dport,
+        &e.nat_addr,
+        e.nat_port,
+    );
     if r.is_ok() && e.flags & CT_SNAT != 0 {
-        r = rewrite(ctx, pkt, pkt.src_off(), 0, &pkt.saddr, pkt.sport, &e.snat_addr, e.snat_port);
+        r = rewrite(
+            ctx,
+            pkt,
+            pkt.src_off(),
+            0,
+            &pkt.saddr,
+            pkt.sport,
+            &e.snat_addr,
+            e.snat_port,
+        );
     }
     finish(r)
 }
@@ -122,7 +140,9 @@ fn keeps_backend(pkt: &Packet, e: &CtEntry) -> bool {
 #[inline(always)]
 fn backend_alive(e: &CtEntry) -> bool {
     match BACKENDS.get(e.backend_id) {
-        Some(b) => e.flags & CT_FORWARD != 0 && addr_eq(&b.addr, &e.nat_addr) && b.port == e.nat_port,
+        Some(b) => {
+            e.flags & CT_FORWARD != 0 && addr_eq(&b.addr, &e.nat_addr) && b.port == e.nat_port
+        }
         None => false,
     }
 }
@@ -171,7 +191,11 @@ fn new_flow(pkt: &Packet, fe: &Frontend, key: &CtKey) -> Result<&'static CtEntry
     rk.family = pkt.family();
     rk.pad = [0; 2];
     // The config is read only for flows that masquerade.
-    let cfg = if fe.flags & FE_SNAT != 0 || hairpin { CONFIG.get(0) } else { None };
+    let cfg = if fe.flags & FE_SNAT != 0 || hairpin {
+        CONFIG.get(0)
+    } else {
+        None
+    };
     // The SNAT address goes straight into the scratch entry; all zeros disables SNAT.
     match cfg {
         Some(c) if pkt.v6 => copy_addr(&mut s.fwd.snat_addr, &c.snat_addr6),
@@ -231,7 +255,10 @@ fn snat_port(cfg: &Config, s: &mut Scratch) -> u16 {
     for _ in 0..SNAT_TRIES {
         let port = cfg.snat_port_min as u32 + unsafe { bpf_get_prandom_u32() } % range;
         s.reply_key.dport = port as u16;
-        if CONNTRACK.insert(&s.reply_key, &s.reply, BPF_NOEXIST).is_ok() {
+        if CONNTRACK
+            .insert(&s.reply_key, &s.reply, BPF_NOEXIST)
+            .is_ok()
+        {
             return port as u16;
         }
     }
@@ -243,9 +270,27 @@ fn snat_port(cfg: &Config, s: &mut Scratch) -> u16 {
 #[inline(always)]
 fn reply_path<C: Ctx>(ctx: &C, pkt: &Packet, e: &CtEntry) -> Verdict {
     count_service(e.svc_id, ctx.len());
-    let mut r = rewrite(ctx, pkt, pkt.src_off(), 0, &pkt.saddr, pkt.sport, &e.nat_addr, e.nat_port);
+    let mut r = rewrite(
+        ctx,
+        pkt,
+        pkt.src_off(),
+        0,
+        &pkt.saddr,
+        pkt.sport,
+        &e.nat_addr,
+        e.nat_port,
+    );
     if r.is_ok() && e.flags & CT_SNAT != 0 {
-        r = rewrite(ctx, pkt, pkt.dst_off(), 2, &pkt.daddr, pkt.dport, &e.snat_addr, e.snat_port);
+        r = rewrite(
+            ctx,
+            pkt,
+            pkt.dst_off(),
+            2,
+            &pkt.daddr,
+            pkt.dport,
+            &e.snat_addr,
+            e.snat_port,
+        );
     }
     finish(r)
 }

@@ -47,17 +47,29 @@ impl Packet {
     }
 
     pub fn family(&self) -> u8 {
-        if self.v6 { FAMILY_V6 } else { FAMILY_V4 }
+        if self.v6 {
+            FAMILY_V6
+        } else {
+            FAMILY_V4
+        }
     }
 
     /// Offset of the source address in the IP header.
     pub fn src_off(&self) -> usize {
-        if self.v6 { IP6_SRC_OFF } else { IP_SRC_OFF }
+        if self.v6 {
+            IP6_SRC_OFF
+        } else {
+            IP_SRC_OFF
+        }
     }
 
     /// Offset of the destination address in the IP header.
     pub fn dst_off(&self) -> usize {
-        if self.v6 { IP6_DST_OFF } else { IP_DST_OFF }
+        if self.v6 {
+            IP6_DST_OFF
+        } else {
+            IP_DST_OFF
+        }
     }
 
     pub fn ct_key(&self) -> CtKey {
@@ -88,7 +100,12 @@ pub fn copy_addr(dst: &mut Addr, src: &Addr) {
 /// be 4-byte aligned, as for `copy_addr`.
 #[inline(always)]
 pub fn addr_eq(a: &Addr, b: &Addr) -> bool {
-    let (a, b) = unsafe { (&*(a as *const Addr as *const [u32; 4]), &*(b as *const Addr as *const [u32; 4])) };
+    let (a, b) = unsafe {
+        (
+            &*(a as *const Addr as *const [u32; 4]),
+            &*(b as *const Addr as *const [u32; 4]),
+        )
+    };
     (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
 }
 
@@ -250,6 +267,10 @@ fn ports<C: Ctx>(ctx: &C, proto: u8, l4_off: usize, l4_len: usize) -> Option<([u
         return None;
     }
     let p = unsafe { *((ctx.data() + l4_off) as *const [u16; 2]) };
-    let flags = if proto == PROTO_TCP { unsafe { *((ctx.data() + l4_off + 13) as *const u8) } } else { 0 };
+    let flags = if proto == PROTO_TCP {
+        unsafe { *((ctx.data() + l4_off + 13) as *const u8) }
+    } else {
+        0
+    };
     Some((p, flags))
 }

@@ -51,7 +51,11 @@ fn sub<const N: usize>(buf: &mut [u8; SCRATCH_BUF]) -> &mut [u8; N] {
 /// the BPF stack beside everything else).
 #[inline(always)]
 fn build<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
-    if pkt.v6 { build6(ctx, pkt, buf) } else { build4(ctx, pkt, buf) }
+    if pkt.v6 {
+        build6(ctx, pkt, buf)
+    } else {
+        build4(ctx, pkt, buf)
+    }
 }
 
 #[inline(always)]
@@ -174,9 +178,8 @@ fn rst_segment(t: &mut [u8], tcp: &[u8; 20], l4_len: u32) -> Option<()> {
         return None; // never answer a reset
     }
     let doff = ((tcp[12] >> 4) as u32) * 4;
-    let seg_len = l4_len.saturating_sub(doff)
-        + (flags & TCP_SYN != 0) as u32
-        + (flags & TCP_FIN != 0) as u32;
+    let seg_len =
+        l4_len.saturating_sub(doff) + (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32;
     t[0..2].copy_from_slice(&tcp[2..4]);
     t[2..4].copy_from_slice(&tcp[0..2]);
     if flags & TCP_ACK != 0 {
@@ -230,7 +233,13 @@ fn build6<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<
 /// Ethernet header with the addresses swapped, and an IPv6 header from the original's
 /// destination back to its source.
 #[inline(always)]
-fn headers6(buf: &mut [u8], orig_eth: &[u8; 14], orig_ip: &[u8; IP6_HLEN], next: u8, payload_len: u16) {
+fn headers6(
+    buf: &mut [u8],
+    orig_eth: &[u8; 14],
+    orig_ip: &[u8; IP6_HLEN],
+    next: u8,
+    payload_len: u16,
+) {
     buf[0..6].copy_from_slice(&orig_eth[6..12]);
     buf[6..12].copy_from_slice(&orig_eth[0..6]);
     buf[12] = 0x86;
@@ -247,7 +256,10 @@ fn headers6(buf: &mut [u8], orig_eth: &[u8; 14], orig_ip: &[u8; IP6_HLEN], next:
 /// Pseudo-header sum (RFC 8200 section 8.1) for the L4 checksum of the IPv6 reply in `buf`.
 #[inline(always)]
 fn pseudo6(buf: &[u8], next: u8, l4_len: u16) -> u32 {
-    sum(&buf[ETH_HLEN + 8..ETH_HLEN + IP6_HLEN], next as u32 + l4_len as u32)
+    sum(
+        &buf[ETH_HLEN + 8..ETH_HLEN + IP6_HLEN],
+        next as u32 + l4_len as u32,
+    )
 }
 
 #[inline(always)]
@@ -261,7 +273,10 @@ fn tcp_rst6(
     buf.fill(0);
     headers6(buf, eth, ip, PROTO_TCP, 20);
     rst_segment(&mut buf[ETH_HLEN + IP6_HLEN..], tcp, l4_len)?;
-    let c = fold(sum(&buf[ETH_HLEN + IP6_HLEN..], pseudo6(buf, PROTO_TCP, 20)));
+    let c = fold(sum(
+        &buf[ETH_HLEN + IP6_HLEN..],
+        pseudo6(buf, PROTO_TCP, 20),
+    ));
     buf[ETH_HLEN + IP6_HLEN + 16..ETH_HLEN + IP6_HLEN + 18].copy_from_slice(&c.to_be_bytes());
     Some(())
 }
@@ -278,6 +293,9 @@ fn icmp6_unreachable(buf: &mut [u8; ICMP6_LEN], eth: &[u8; 14], ip: &[u8; IP6_HL
     icmp[1] = 4; // port unreachable
     icmp[8..8 + IP6_HLEN].copy_from_slice(ip);
     icmp[8 + IP6_HLEN..16 + IP6_HLEN].copy_from_slice(l4);
-    let c = fold(sum(&buf[ETH_HLEN + IP6_HLEN..], pseudo6(buf, IPPROTO_ICMPV6, LEN)));
+    let c = fold(sum(
+        &buf[ETH_HLEN + IP6_HLEN..],
+        pseudo6(buf, IPPROTO_ICMPV6, LEN),
+    ));
     buf[ETH_HLEN + IP6_HLEN + 2..ETH_HLEN + IP6_HLEN + 4].copy_from_slice(&c.to_be_bytes());
 }

@@ -21,7 +21,11 @@ static CRC32C_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -48,7 +52,13 @@ pub fn fix_crc<C: Ctx>(ctx: &C, pkt: &Packet) -> Result<(), i64> {
     if len > MAX_SCTP_LEN {
         return Err(-1);
     }
-    let mut st = Crc { ctx, base: pkt.l4_off, l4_off: pkt.l4_off, crc: !0, failed: false };
+    let mut st = Crc {
+        ctx,
+        base: pkt.l4_off,
+        l4_off: pkt.l4_off,
+        crc: !0,
+        failed: false,
+    };
     let words = (len / 8) as u32;
     let data = (&mut st as *mut Crc<C>).cast();
     let rc = unsafe { bpf_loop(words, crc_word::<C> as *const () as *mut _, data, 0) };
@@ -56,7 +66,14 @@ pub fn fix_crc<C: Ctx>(ctx: &C, pkt: &Packet) -> Result<(), i64> {
         return Err(-1);
     }
     st.l4_off += len & !7;
-    let rc = unsafe { bpf_loop((len % 8) as u32, crc_byte::<C> as *const () as *mut _, data, 0) };
+    let rc = unsafe {
+        bpf_loop(
+            (len % 8) as u32,
+            crc_byte::<C> as *const () as *mut _,
+            data,
+            0,
+        )
+    };
     if rc < 0 || st.failed {
         return Err(-1);
     }

@@ -128,7 +128,9 @@ fn client_port_unreachable_reaches_backend(network: PodNetwork) {
         .ns()
         .run_in(|| UdpSocket::bind("0.0.0.0:0").unwrap());
     let client_port = client.local_addr().unwrap().port();
-    client.send_to(b"query", SocketAddrV4::new(vip, 53)).unwrap();
+    client
+        .send_to(b"query", SocketAddrV4::new(vip, 53))
+        .unwrap();
     let mut buf = [0u8; 64];
     let (n, peer) = backend.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"query");

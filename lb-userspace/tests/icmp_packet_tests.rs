@@ -163,7 +163,10 @@ fn nodeport_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>, u16) {
         .ct_get(ct_key(BE1, (NODE, p), PROTO_TCP))
         .expect("reply entry");
     assert_eq!(reply.flags, CT_REPLY | CT_SNAT);
-    assert_eq!((reply.nat_addr, reply.nat_port), (addr4(NODE_PORT.0), NODE_PORT.1));
+    assert_eq!(
+        (reply.nat_addr, reply.nat_port),
+        (addr4(NODE_PORT.0), NODE_PORT.1)
+    );
     assert_eq!((reply.snat_addr, reply.snat_port), (addr4(EXT.0), EXT.1));
     (input, out, p)
 }
@@ -415,7 +418,6 @@ fn untranslated(hook: Hook) {
     let q_opts = quote(&natted_opts);
     assert_eq!(q_opts.len(), 24 + 8);
 
-
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "echo request",
@@ -487,8 +489,22 @@ fn error_about_reply_goes_to_backend(hook: Hook) {
     clusterip_flow(&mut h);
     let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
     let as_sent = tcp(BE1, CLIENT, SYN | ACK).build();
-    let input = icmp_frame(ROUTER, VIP, ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, MTU_1280, &quote(&as_seen));
-    let want = icmp_frame(ROUTER, BE1.0, ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, MTU_1280, &quote(&as_sent));
+    let input = icmp_frame(
+        ROUTER,
+        VIP,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&as_seen),
+    );
+    let want = icmp_frame(
+        ROUTER,
+        BE1.0,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&as_sent),
+    );
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (ROUTER, BE1.0, BE1, CLIENT));
     assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
@@ -503,8 +519,22 @@ fn error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
     let (_, _, p) = nodeport_flow(&mut h);
     let as_seen = tcp(NODE_PORT, EXT, SYN | ACK).build();
     let as_sent = tcp(BE1, (NODE, p), SYN | ACK).build();
-    let input = icmp_frame(EXT.0, NODE, ICMP_DEST_UNREACH, CODE_PORT_UNREACH, [0; 4], &quote(&as_seen));
-    let want = icmp_frame(EXT.0, BE1.0, ICMP_DEST_UNREACH, CODE_PORT_UNREACH, [0; 4], &quote(&as_sent));
+    let input = icmp_frame(
+        EXT.0,
+        NODE,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote(&as_seen),
+    );
+    let want = icmp_frame(
+        EXT.0,
+        BE1.0,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote(&as_sent),
+    );
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (EXT.0, BE1.0, BE1, (NODE, p)));
 }
@@ -536,7 +566,14 @@ fn tc_egress_leaves_error_about_reply() {
     load_egress(&mut h);
     clusterip_flow(&mut h);
     let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
-    let input = icmp_frame(ROUTER, VIP, ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, MTU_1280, &quote(&as_seen));
+    let input = icmp_frame(
+        ROUTER,
+        VIP,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        &quote(&as_seen),
+    );
     let (verdict, out) = run_egress(&h, &input);
     assert_eq!(verdict, TC_NEXT);
     assert_eq!(out, input);

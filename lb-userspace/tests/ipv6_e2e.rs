@@ -176,10 +176,7 @@ fn dual_stack_clusterip(network: PodNetwork, v6_first: bool) {
             assert_eq!(row_backends(&r), want, "{r}");
         }
     }
-    for (ip, pods, seen) in [
-        (vip4, [1, 2], v4(f.ip(0))),
-        (vip6_, [2, 3], v6(f.ip6(0))),
-    ] {
+    for (ip, pods, seen) in [(vip4, [1, 2], v4(f.ip(0))), (vip6_, [2, 3], v6(f.ip6(0)))] {
         for l4 in [L4::Tcp, L4::Udp] {
             let dst = sa(ip, l4.ports().1);
             f.wait_reply(f.ns(0), dst, l4);

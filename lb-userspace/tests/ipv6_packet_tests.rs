@@ -1364,8 +1364,22 @@ fn icmp6_error_about_reply_goes_to_backend(hook: Hook) {
     clusterip_flow(&mut h);
     let as_seen = tcp6(SVC, CLIENT, SYN | ACK).build();
     let as_sent = tcp6(BE1, CLIENT, SYN | ACK).build();
-    let input = icmp6_frame(ROUTER, VIP, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, &quote6(&as_seen, 8));
-    let want = icmp6_frame(ROUTER, BE1.0, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, &quote6(&as_sent, 8));
+    let input = icmp6_frame(
+        ROUTER,
+        VIP,
+        ICMP6_PACKET_TOO_BIG,
+        0,
+        MTU_1280,
+        &quote6(&as_seen, 8),
+    );
+    let want = icmp6_frame(
+        ROUTER,
+        BE1.0,
+        ICMP6_PACKET_TOO_BIG,
+        0,
+        MTU_1280,
+        &quote6(&as_sent, 8),
+    );
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (ROUTER, BE1.0, BE1, CLIENT));
     assert_counters(&h, &[]);
@@ -1379,8 +1393,22 @@ fn icmp6_error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
     let p = snat_port(&natted);
     let as_seen = tcp6(NODE_PORT, EXT, SYN | ACK).build();
     let as_sent = tcp6(BE1, (NODE, p), SYN | ACK).build();
-    let input = icmp6_frame(EXT.0, NODE, ICMP6_DEST_UNREACH, CODE_PORT_UNREACH, [0; 4], &quote6(&as_seen, 8));
-    let want = icmp6_frame(EXT.0, BE1.0, ICMP6_DEST_UNREACH, CODE_PORT_UNREACH, [0; 4], &quote6(&as_sent, 8));
+    let input = icmp6_frame(
+        EXT.0,
+        NODE,
+        ICMP6_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote6(&as_seen, 8),
+    );
+    let want = icmp6_frame(
+        EXT.0,
+        BE1.0,
+        ICMP6_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        &quote6(&as_sent, 8),
+    );
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (EXT.0, BE1.0, BE1, (NODE, p)));
 }
