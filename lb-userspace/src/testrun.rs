@@ -175,6 +175,30 @@ pub fn cut_l4(f: &[u8], n: usize) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Independent checksum arithmetic and verifiers.
 
+/// CRC32c (Castagnoli), bitwise: reflected polynomial 0x82F63B78, init !0, final complement.
+/// Independent of the datapath's table-driven version.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// CRC32c of an SCTP packet (common header + chunks) with its checksum field taken as zero.
+pub fn sctp_crc(l4: &[u8]) -> u32 {
+    let mut p = l4.to_vec();
+    p[8..12].fill(0);
+    crc32c(&p)
+}
+
 pub fn sum16(data: &[u8]) -> u32 {
     data.chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))

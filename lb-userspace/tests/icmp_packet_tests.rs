@@ -790,22 +790,6 @@ fn sctp_init(src: Addr, dst: Addr) -> Vec<u8> {
     patch_ip(f, |_| {})
 }
 
-/// CRC32c (Castagnoli), bitwise: reflected polynomial 0x82F63B78, init !0, final complement.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[test]
 fn tc_sctp_port_unreachable_from_backend() {
     sctp_port_unreachable_from_backend(Hook::Tc);

@@ -10,7 +10,7 @@
 use aya::maps::Array;
 use lb_common::*;
 
-use super::packet::{fold, hex, sum16, Harness, ACK};
+use super::packet::{crc32c, fold, hex, sctp_crc, sum16, Harness, ACK};
 
 /// An IPv6 address and a port (the IPv6 counterpart of `packet::Addr`).
 pub type Addr6 = ([u8; 16], u16);
@@ -190,29 +190,6 @@ pub fn csum6(src: &[u8; 16], dst: &[u8; 16], next: u8, upper: &[u8]) -> u16 {
     let mut all = pseudo_header6(src, dst, next, upper.len());
     all.extend(upper);
     !fold(sum16(&all))
-}
-
-/// CRC32c (Castagnoli), bitwise: reflected polynomial 0x82F63B78, init !0, final complement.
-pub fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// CRC32c of an SCTP packet (common header + chunks) with its checksum field taken as zero.
-pub fn sctp_crc(l4: &[u8]) -> u32 {
-    let mut p = l4.to_vec();
-    p[8..12].fill(0);
-    crc32c(&p)
 }
 
 // ---------------------------------------------------------------------------------------------
