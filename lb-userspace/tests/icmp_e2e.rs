@@ -20,13 +20,16 @@ use std::{
 };
 
 use podlb::testbed::{
-    manifest, require_root, tcp_request, wait_for, Node, NodeOptions, PodNetwork, TcpServer,
+    manifest, require_root, tcp_request, wait_for, Agent, Node, NodeOptions, PodNetwork, TcpServer,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const SETTLE: Duration = Duration::from_secs(20);
 
-fn udp_port_unreachable(network: PodNetwork) {
+/// A node with 2 pods and the agent, and Service `name` on `vip`: TCP 80 -> pod1:8080 (a
+/// server, so that the Service is known to be programmed) and UDP 53 -> pod1:5353 (whatever
+/// the test puts there). Returns once pod0 reaches the TCP port through the VIP.
+fn udp_service(network: PodNetwork, name: &str, vip: Ipv4Addr) -> (Node, Agent, TcpServer) {
     require_root().unwrap();
     let node = Node::new(NodeOptions {
         pods: 2,
@@ -35,27 +38,33 @@ fn udp_port_unreachable(network: PodNetwork) {
     })
     .unwrap();
     let agent = start_agent(&node);
-    let vip = Ipv4Addr::new(10, 96, 7, 1);
-    // A TCP port to know when the Service is programmed; UDP 5353 has no listener.
-    let _tcp = TcpServer::start(node.pod(1).ns(), 8080, "pod1");
+    let tcp = TcpServer::start(node.pod(1).ns(), 8080, "pod1");
     let ports = [("http", 80, "TCP"), ("dns", 53, "UDP")];
     let slice_ports = [("http", 8080, "TCP"), ("dns", 5353, "UDP")];
     agent
         .write_manifest(
             "svc.yaml",
-            &manifest::service("echo", &vip.to_string(), &ports),
+            &manifest::service(name, &vip.to_string(), &ports),
         )
         .unwrap();
+    let slice = format!("{name}-1");
     agent
         .write_manifest(
             "slice.yaml",
-            &manifest::slice("echo", "echo-1", &slice_ports, &[(node.pod(1).ip(), true)]),
+            &manifest::slice(name, &slice, &slice_ports, &[(node.pod(1).ip(), true)]),
         )
         .unwrap();
     wait_for(SETTLE, || {
         tcp_request(node.pod(0).ns(), SocketAddrV4::new(vip, 80), TIMEOUT)
     })
     .unwrap();
+    (node, agent, tcp)
+}
+
+fn udp_port_unreachable(network: PodNetwork) {
+    let vip = Ipv4Addr::new(10, 96, 7, 1);
+    // Nothing listens on UDP 5353.
+    let (node, agent, _tcp) = udp_service(network, "echo", vip);
 
     let err = node.pod(0).ns().run_in(move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -88,39 +97,13 @@ fn udp_port_unreachable_from_backend_bridge() {
 
 /// A client's port unreachable about a reply it got from the VIP reaches the backend.
 fn client_port_unreachable_reaches_backend(network: PodNetwork) {
-    require_root().unwrap();
-    let node = Node::new(NodeOptions {
-        pods: 2,
-        network,
-        external_client: false,
-    })
-    .unwrap();
-    let agent = start_agent(&node);
     let vip = Ipv4Addr::new(10, 96, 7, 3);
-    let _tcp = TcpServer::start(node.pod(1).ns(), 8080, "pod1");
+    let (node, agent, _tcp) = udp_service(network, "late", vip);
     let backend = node
         .pod(1)
         .ns()
         .run_in(|| UdpSocket::bind("0.0.0.0:5353").unwrap());
     backend.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let ports = [("http", 80, "TCP"), ("dns", 53, "UDP")];
-    let slice_ports = [("http", 8080, "TCP"), ("dns", 5353, "UDP")];
-    agent
-        .write_manifest(
-            "svc.yaml",
-            &manifest::service("late", &vip.to_string(), &ports),
-        )
-        .unwrap();
-    agent
-        .write_manifest(
-            "slice.yaml",
-            &manifest::slice("late", "late-1", &slice_ports, &[(node.pod(1).ip(), true)]),
-        )
-        .unwrap();
-    wait_for(SETTLE, || {
-        tcp_request(node.pod(0).ns(), SocketAddrV4::new(vip, 80), TIMEOUT)
-    })
-    .unwrap();
 
     // The client sends one datagram and closes its socket.
     let client = node
