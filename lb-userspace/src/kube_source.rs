@@ -7,9 +7,10 @@
 //!   while the agent reconciles. Each event records the key of its object; the agent takes
 //!   the objects of the recorded keys from the stores (shared, not copied), so a burst of
 //!   events costs a few reconciles, not one per event, and each touches only what changed.
-//! - Fields the model never reads (managedFields, annotations, a Service's selector and
-//!   status conditions, an endpoint's targetRef, a Node's status beyond its addresses) are
-//!   dropped before the store.
+//! - The stores hold compact copies ([`crate::objects`]) of Services and EndpointSlices, made
+//!   as each event arrives, not the API objects: at 10,000 Services × 10 endpoints the full
+//!   objects would take about 60 MB. The Node keeps only its metadata and addresses. Lists are
+//!   paged (kube-rs asks for 500 objects a page), so a full list never sits in memory whole.
 //! - Watch errors are retried with a backoff. An expired resourceVersion (410 Gone) or an API
 //!   server that lost ours leads to a re-list; the reflector swaps the re-listed objects in at
 //!   once when the list is complete. A store is never emptied because the API server is
@@ -21,9 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
 use kube::runtime::utils::Backoff;
@@ -36,6 +38,7 @@ use tokio::sync::Notify;
 use crate::manifests::{ChangedKeys, Objects};
 use crate::metrics;
 use crate::model;
+use crate::objects::{ServiceObj, SliceObj};
 use crate::source::{Delta, Source, Update};
 
 /// Services and EndpointSlices with either label are not ours (kube-proxy's selector).
@@ -118,9 +121,32 @@ impl Shared {
 
 pub struct KubeSource {
     shared: Arc<Shared>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    services: Store<ServiceObj>,
+    slices: Store<SliceObj>,
     nodes: Store<Node>,
+}
+
+/// The key ("namespace/name") of a stored object.
+trait Keyed {
+    fn key(&self) -> String;
+}
+
+impl Keyed for ServiceObj {
+    fn key(&self) -> String {
+        ServiceObj::key(self)
+    }
+}
+
+impl Keyed for SliceObj {
+    fn key(&self) -> String {
+        SliceObj::key(self)
+    }
+}
+
+impl Keyed for Node {
+    fn key(&self) -> String {
+        model::object_key(&self.metadata)
+    }
 }
 
 /// The object with key "namespace/name" in `store`, if any.
@@ -178,7 +204,7 @@ impl KubeSource {
                             services_w,
                             sh.clone(),
                             Kind::Services,
-                            strip_service,
+                            |s: Service| ServiceObj::new(&s),
                         ),
                         watch(
                             Api::<EndpointSlice>::all(client.clone()),
@@ -186,7 +212,7 @@ impl KubeSource {
                             slices_w,
                             sh.clone(),
                             Kind::EndpointSlices,
-                            strip_slice,
+                            |s: EndpointSlice| SliceObj::new(&s),
                         ),
                         watch(
                             Api::<Node>::all(client),
@@ -194,7 +220,7 @@ impl KubeSource {
                             nodes_w,
                             sh,
                             Kind::Nodes,
-                            strip_node
+                            compact_node
                         ),
                     );
                 })
@@ -277,28 +303,23 @@ async fn client(kubeconfig: Option<PathBuf>) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Runs one watcher into its store for ever, telling `shared` about every change.
-async fn watch<K>(
+/// Runs one watcher into its store for ever, telling `shared` about every change. The store
+/// holds `compact(object)`, made as each object arrives.
+async fn watch<K, C>(
     api: Api<K>,
     config: watcher::Config,
-    writer: reflector::store::Writer<K>,
+    writer: reflector::store::Writer<C>,
     shared: Arc<Shared>,
     kind: Kind,
-    strip: fn(&mut K),
+    compact: fn(K) -> C,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
+    K::DynamicType: Default,
+    C: Lookup + Keyed + Clone + 'static,
+    C::DynamicType: Default + Eq + Hash + Clone,
 {
-    // Fields the model never reads are dropped before they reach the store.
     let stream = watcher::watcher(api, config)
-        .modify(move |o: &mut K| {
-            let meta = o.meta_mut();
-            meta.managed_fields = None;
-            meta.annotations = None;
-            meta.owner_references = None;
-            meta.finalizers = None;
-            strip(o);
-        })
+        .map_ok(move |event| map_event(event, compact))
         .backoff(RetryBackoff::default());
     let mut stream = std::pin::pin!(reflector::reflector(writer, stream));
     let mut failing: Option<String> = None;
@@ -320,10 +341,7 @@ async fn watch<K>(
                     }
                     Event::InitApply(_) => {}
                     Event::InitDone => shared.changed(kind, at, None),
-                    Event::Apply(o) | Event::Delete(o) => {
-                        let key = model::object_key(o.meta());
-                        shared.changed(kind, at, Some(key))
-                    }
+                    Event::Apply(o) | Event::Delete(o) => shared.changed(kind, at, Some(o.key())),
                 }
             }
             Err(e) => {
@@ -341,34 +359,30 @@ async fn watch<K>(
     }
 }
 
-/// A Service without what the model never reads: its selector and status conditions.
-fn strip_service(s: &mut Service) {
-    if let Some(spec) = s.spec.as_mut() {
-        spec.selector = None;
-    }
-    if let Some(status) = s.status.as_mut() {
-        status.conditions = None;
-    }
-}
-
-/// An EndpointSlice without what the model never reads: the endpoints' targetRef, hostname
-/// and deprecated topology.
-fn strip_slice(s: &mut EndpointSlice) {
-    for ep in &mut s.endpoints {
-        ep.target_ref = None;
-        ep.hostname = None;
-        ep.deprecated_topology = None;
+/// The same event with `f` applied to its object.
+fn map_event<K, C>(event: Event<K>, f: fn(K) -> C) -> Event<C> {
+    match event {
+        Event::Apply(o) => Event::Apply(f(o)),
+        Event::Delete(o) => Event::Delete(f(o)),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(f(o)),
+        Event::InitDone => Event::InitDone,
     }
 }
 
-/// A Node reduced to its metadata and addresses.
-fn strip_node(n: &mut Node) {
-    n.spec = None;
-    if let Some(status) = n.status.as_mut() {
-        *status = k8s_openapi::api::core::v1::NodeStatus {
-            addresses: status.addresses.take(),
+/// A Node reduced to its name, labels and addresses.
+fn compact_node(n: Node) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: n.metadata.name,
+            labels: n.metadata.labels,
             ..Default::default()
-        };
+        },
+        spec: None,
+        status: n.status.map(|s| NodeStatus {
+            addresses: s.addresses,
+            ..Default::default()
+        }),
     }
 }
 
@@ -407,10 +421,9 @@ impl Backoff for RetryBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn svc(name: &str, ip: &str) -> Service {
-        Service {
+    fn svc(name: &str, ip: &str) -> ServiceObj {
+        ServiceObj::new(&Service {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("default".into()),
@@ -421,15 +434,15 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        })
     }
 
-    fn ips(objects: &[Arc<Service>]) -> Vec<(String, String)> {
+    fn ips(objects: &[Arc<ServiceObj>]) -> Vec<(String, String)> {
         let mut v: Vec<_> = objects
             .iter()
             .map(|s| {
                 let ip = s.spec.as_ref().and_then(|s| s.cluster_ip.clone());
-                (s.metadata.name.clone().unwrap(), ip.unwrap())
+                (s.name.clone(), ip.unwrap())
             })
             .collect();
         v.sort();
@@ -438,7 +451,7 @@ mod tests {
 
     #[test]
     fn lookup_by_key() {
-        let (store, mut writer) = reflector::store::<Service>();
+        let (store, mut writer) = reflector::store::<ServiceObj>();
         writer.apply_watcher_event(&Event::Apply(svc("a", "10.0.0.1")));
         writer.apply_watcher_event(&Event::Apply(svc("b", "10.0.0.2")));
         assert_eq!(
@@ -451,33 +464,32 @@ mod tests {
     }
 
     #[test]
-    fn stripped_objects_keep_what_the_model_reads() {
-        let mut s: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "default",
-                         "labels": {"app": "web"}},
-            "spec": {"clusterIP": "10.96.0.1", "selector": {"app": "web"},
-                     "ports": [{"port": 80}]},
-            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]},
-                       "conditions": []},
-        }))
-        .unwrap();
-        strip_service(&mut s);
-        assert!(s.spec.as_ref().unwrap().selector.is_none());
-        assert!(s.status.as_ref().unwrap().conditions.is_none());
-        assert!(s.status.as_ref().unwrap().load_balancer.is_some());
-        assert!(s.metadata.labels.is_some());
-        let mut n: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "n", "labels": {"topology.kubernetes.io/zone": "a"}},
+    fn compact_node_keeps_name_labels_and_addresses() {
+        let n: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n", "labels": {"topology.kubernetes.io/zone": "a"},
+                         "annotations": {"x": "y"}},
             "spec": {"podCIDR": "10.244.0.0/24"},
             "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"}],
                        "images": [{"names": ["x"]}]},
         }))
         .unwrap();
-        strip_node(&mut n);
+        let n = compact_node(n);
         assert!(n.spec.is_none());
+        assert!(n.metadata.annotations.is_none());
         let status = n.status.unwrap();
         assert!(status.images.is_none());
         assert_eq!(status.addresses.unwrap().len(), 1);
         assert!(n.metadata.labels.is_some());
+        assert_eq!(n.metadata.name.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn events_map_to_compact_objects() {
+        let e = map_event(Event::Apply(svc("a", "10.0.0.1")), |s| s.key());
+        assert!(matches!(e, Event::Apply(k) if k == "default/a"));
+        assert!(matches!(
+            map_event(Event::<ServiceObj>::InitDone, |s| s.key()),
+            Event::InitDone
+        ));
     }
 }

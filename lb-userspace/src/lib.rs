@@ -9,6 +9,7 @@ pub mod kube_source;
 pub mod manifests;
 pub mod metrics;
 pub mod model;
+pub mod objects;
 pub mod reconcile;
 pub mod source;
 pub mod testbed;

@@ -3,7 +3,8 @@
 //! File I/O and parsing only; `model` interprets the objects. A file is accepted or rejected
 //! whole: a rejected version leaves the file's last good objects in effect.
 
-use crate::model::{object_key, parse_ip_of, Family, Proto};
+use crate::model::{parse_ip_of, Family, Proto};
+use crate::objects::{ServiceObj, SliceObj};
 use crate::source::Delta;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -21,8 +22,8 @@ use std::sync::Arc;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Objects {
-    pub services: Vec<Arc<Service>>,
-    pub slices: Vec<Arc<EndpointSlice>>,
+    pub services: Vec<Arc<ServiceObj>>,
+    pub slices: Vec<Arc<SliceObj>>,
     pub nodes: Vec<Arc<Node>>,
 }
 
@@ -35,10 +36,8 @@ impl Objects {
 
     /// The keys ("namespace/name") of every object.
     fn keys(&self, into: &mut ChangedKeys) {
-        into.services
-            .extend(self.services.iter().map(|s| object_key(&s.metadata)));
-        into.slices
-            .extend(self.slices.iter().map(|s| object_key(&s.metadata)));
+        into.services.extend(self.services.iter().map(|s| s.key()));
+        into.slices.extend(self.slices.iter().map(|s| s.key()));
         into.nodes |= !self.nodes.is_empty();
     }
 
@@ -52,12 +51,12 @@ impl Objects {
             delta.slices.insert(k.clone(), Vec::new());
         }
         for s in &self.services {
-            if let Some(v) = delta.services.get_mut(&object_key(&s.metadata)) {
+            if let Some(v) = delta.services.get_mut(&s.key()) {
                 v.push(s.clone());
             }
         }
         for s in &self.slices {
-            if let Some(v) = delta.slices.get_mut(&object_key(&s.metadata)) {
+            if let Some(v) = delta.slices.get_mut(&s.key()) {
                 v.push(s.clone());
             }
         }
@@ -248,7 +247,7 @@ fn add(objects: &mut Objects, mut value: Value) -> Result<(), String> {
                 Proto::parse(p.protocol.as_deref())
                     .map_err(|e| format!("{id}: port {}: {e}", p.port))?;
             }
-            objects.services.push(Arc::new(svc));
+            objects.services.push(Arc::new(ServiceObj::new(&svc)));
             Ok(())
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
@@ -260,7 +259,7 @@ fn add(objects: &mut Objects, mut value: Value) -> Result<(), String> {
                     parse_ip_of(a, family).map_err(|e| format!("{id}: {e}"))?;
                 }
             }
-            objects.slices.push(Arc::new(slice));
+            objects.slices.push(Arc::new(SliceObj::new(&slice)));
             Ok(())
         }
         ("v1", "Node") => {
@@ -337,17 +336,12 @@ mod tests {
     }
 
     fn names(o: &Objects) -> Vec<String> {
-        let key = crate::model::object_key;
         let mut v: Vec<String> = o
             .services
             .iter()
-            .map(|s| format!("svc {}", key(&s.metadata)))
+            .map(|s| format!("svc {}", s.key()))
             .collect();
-        v.extend(
-            o.slices
-                .iter()
-                .map(|s| format!("slice {}", key(&s.metadata))),
-        );
+        v.extend(o.slices.iter().map(|s| format!("slice {}", s.key())));
         v.extend(
             o.nodes
                 .iter()
@@ -405,7 +399,7 @@ metadata: {name: d}
             names(&o),
             ["svc shop/web", "slice default/web-1", "node node-a"]
         );
-        assert_eq!(o.slices[0].metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(o.slices[0].namespace, "default");
         assert_eq!(o.nodes[0].metadata.namespace, None);
         assert!(parse_manifest("").unwrap().services.is_empty());
     }

@@ -11,7 +11,8 @@
 //! NodePorts are served on the node addresses of the Service's families; externalIPs and
 //! LoadBalancer ingress IPs of a family the Service does not have are ignored.
 
-use k8s_openapi::api::core::v1::{Node, Service, ServiceSpec};
+use crate::objects::{Conditions, ServiceObj, ServiceSpecObj, SliceEndpoint, SliceObj, SliceView};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::borrow::Borrow;
@@ -231,14 +232,6 @@ pub fn object_key(meta: &ObjectMeta) -> String {
     )
 }
 
-fn has_label(meta: &ObjectMeta, label: &str) -> bool {
-    meta.labels.as_ref().is_some_and(|l| l.contains_key(label))
-}
-
-fn foreign_or_headless(meta: &ObjectMeta) -> bool {
-    has_label(meta, LABEL_SERVICE_PROXY_NAME) || has_label(meta, LABEL_HEADLESS)
-}
-
 /// Parses an address of either family; Err names the string when it is no IP address.
 pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
     s.parse::<IpAddr>()
@@ -318,92 +311,6 @@ fn node_addresses<N: Borrow<Node>>(
     own
 }
 
-#[derive(Clone, Copy, PartialEq)]
-struct Conditions {
-    ready: bool,
-    serving: bool,
-    terminating: bool,
-}
-
-#[derive(PartialEq)]
-struct SlicePort {
-    name: String,
-    proto: Proto,
-    port: u16,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-struct Endpoint {
-    ip: IpAddr,
-    conditions: Conditions,
-    /// `nodeName` is this node.
-    local: bool,
-}
-
-/// A validated IPv4 or IPv6 EndpointSlice reduced to what the model reads.
-#[derive(PartialEq)]
-struct SliceView {
-    family: Family,
-    ports: Vec<SlicePort>,
-    endpoints: Vec<Endpoint>,
-}
-
-impl SliceView {
-    fn new(slice: &EndpointSlice, family: Family, node_name: &str) -> Result<SliceView, String> {
-        let mut ports = Vec::new();
-        for p in slice.ports.iter().flatten() {
-            let Some(number) = p.port else { continue };
-            let port = u16::try_from(number)
-                .ok()
-                .filter(|&n| n != 0)
-                .ok_or_else(|| format!("port {number} is out of range"))?;
-            let proto = Proto::parse(p.protocol.as_deref())?;
-            let name = p.name.clone().unwrap_or_default();
-            ports.push(SlicePort { name, proto, port });
-        }
-        let mut endpoints = Vec::new();
-        for ep in &slice.endpoints {
-            let Some(first) = ep.addresses.first() else {
-                continue;
-            };
-            for a in &ep.addresses {
-                parse_ip_of(a, family)?;
-            }
-            let c = ep.conditions.as_ref();
-            let conditions = Conditions {
-                ready: c.and_then(|c| c.ready).unwrap_or(true),
-                serving: c.and_then(|c| c.serving).unwrap_or(true),
-                terminating: c.and_then(|c| c.terminating).unwrap_or(false),
-            };
-            endpoints.push(Endpoint {
-                ip: parse_ip_of(first, family)?,
-                conditions,
-                local: ep.node_name.as_deref() == Some(node_name),
-            });
-        }
-        Ok(SliceView {
-            family,
-            ports,
-            endpoints,
-        })
-    }
-}
-
-/// The Service ("namespace/name") an EndpointSlice feeds and the slice's family, if the model
-/// should use it at all (FQDN slices are not).
-fn slice_service(slice: &EndpointSlice) -> Option<(String, Family)> {
-    let meta = &slice.metadata;
-    if foreign_or_headless(meta) {
-        return None;
-    }
-    let family = Family::parse(&slice.address_type)?;
-    let service = meta.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-    (!service.is_empty()).then(|| {
-        let ns = meta.namespace.as_deref().unwrap_or("default");
-        (format!("{ns}/{service}"), family)
-    })
-}
-
 /// kube-proxy's two endpoint sets for one Service port and family (point 6).
 struct EndpointSets {
     /// Ready endpoints, else the ones that are serving and terminating.
@@ -419,8 +326,9 @@ fn endpoint_sets(
     family: Family,
     port_name: &str,
     proto: Proto,
+    node_name: &str,
 ) -> EndpointSets {
-    let mut seen: BTreeMap<BackendAddr, Endpoint> = BTreeMap::new();
+    let mut seen: BTreeMap<BackendAddr, &SliceEndpoint> = BTreeMap::new();
     for slice in slices.iter().filter(|s| s.family == family) {
         let Some(sp) = slice
             .ports
@@ -435,12 +343,12 @@ fn endpoint_sets(
                 port: sp.port,
             }) {
                 Entry::Vacant(v) => {
-                    v.insert(*ep);
+                    v.insert(ep);
                 }
                 Entry::Occupied(mut o)
                     if o.get().conditions.terminating && !ep.conditions.terminating =>
                 {
-                    o.insert(*ep);
+                    o.insert(ep);
                 }
                 Entry::Occupied(_) => {}
             }
@@ -449,7 +357,9 @@ fn endpoint_sets(
     let usable = |local_only: bool| -> Vec<BackendAddr> {
         let pick = |f: fn(&Conditions) -> bool| -> Vec<BackendAddr> {
             seen.iter()
-                .filter(|(_, e)| (e.local || !local_only) && f(&e.conditions))
+                .filter(|(_, e)| {
+                    (!local_only || e.node.as_deref() == Some(node_name)) && f(&e.conditions)
+                })
                 .map(|(a, _)| *a)
                 .collect()
         };
@@ -491,7 +401,7 @@ struct PortView<'a> {
 /// the ClusterIP `clusterIPs[i]` (a family without one is not programmed). Without
 /// `ipFamilies` (older objects, hand-written manifests) each address of `clusterIPs`, or of
 /// `clusterIP` when `clusterIPs` is empty, brings its own family; the first of a family counts.
-fn service_cluster_ips(spec: &ServiceSpec) -> Result<Option<Vec<IpAddr>>, String> {
+fn service_cluster_ips(spec: &ServiceSpecObj) -> Result<Option<Vec<IpAddr>>, String> {
     let listed = spec.cluster_ips.as_deref().unwrap_or_default();
     let ips: Vec<&String> = match (listed.is_empty(), spec.cluster_ip.as_ref()) {
         (false, _) => listed.iter().collect(),
@@ -536,16 +446,17 @@ fn service_cluster_ips(spec: &ServiceSpec) -> Result<Option<Vec<IpAddr>>, String
 
 /// The frontends of one Service; `None` when kube-proxy would skip it, Err when malformed.
 fn service_frontends(
-    svc: &Service,
+    svc: &ServiceObj,
     key: &str,
     slices: &[&SliceView],
     node_addresses: &[IpAddr],
+    node_name: &str,
 ) -> Result<Option<ServiceOutput>, String> {
     let Some(spec) = svc.spec.as_ref() else {
         return Ok(None);
     };
     let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
-    if foreign_or_headless(&svc.metadata) || type_ == "ExternalName" {
+    if svc.foreign_or_headless || type_ == "ExternalName" {
         return Ok(None);
     }
     let Some(cluster_ips) = service_cluster_ips(spec)? else {
@@ -554,7 +465,7 @@ fn service_frontends(
     let families: BTreeSet<Family> = cluster_ips.iter().map(|ip| Family::of(*ip)).collect();
     let has_family = |ip: &IpAddr| families.contains(&Family::of(*ip));
     let mut ports = Vec::new();
-    for sp in spec.ports.iter().flatten() {
+    for sp in &spec.ports {
         ports.push(PortView {
             name: sp.name.as_deref().unwrap_or(""),
             proto: Proto::parse(sp.protocol.as_deref())?,
@@ -578,10 +489,8 @@ fn service_frontends(
     external_ips.retain(has_family);
     let mut lb_ips = if type_ == "LoadBalancer" {
         let ingress = svc
-            .status
+            .ingress
             .iter()
-            .filter_map(|s| s.load_balancer.as_ref())
-            .flat_map(|lb| lb.ingress.iter().flatten())
             // Point 9: with ipMode Proxy (anything but VIP) the load balancer delivers to the
             // nodes itself; hostname-only entries have nothing to program.
             .filter(|ing| ing.ip_mode.as_deref().is_none_or(|m| m == "VIP"))
@@ -607,7 +516,7 @@ fn service_frontends(
         };
         let sets: BTreeMap<Family, EndpointSets> = families
             .iter()
-            .map(|f| (*f, endpoint_sets(slices, *f, p.name, p.proto)))
+            .map(|f| (*f, endpoint_sets(slices, *f, p.name, p.proto, node_name)))
             .collect();
         let mut add = |kind: FrontendKind, ip: IpAddr, port: u16| {
             // Point 10: the Local set when the policy that applies to this kind is Local.
@@ -677,29 +586,32 @@ pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>, N: Borrow<Node>>(
         ..DesiredState::default()
     };
 
-    let mut sorted: Vec<&EndpointSlice> = slices.iter().map(Borrow::borrow).collect();
-    sorted.sort_by_cached_key(|s| object_key(&s.metadata));
+    let mut sorted: Vec<SliceObj> = slices.iter().map(|s| SliceObj::new(s.borrow())).collect();
+    sorted.sort_by_cached_key(|s| s.key());
     let mut by_service: HashMap<String, Vec<SliceView>> = HashMap::new();
     for slice in sorted {
-        let Some((service, family)) = slice_service(slice) else {
+        let Some(service) = slice.service else {
             continue;
         };
-        match SliceView::new(slice, family, &node.name) {
+        match slice.view {
             Ok(view) => by_service.entry(service).or_default().push(view),
             Err(e) => warnings.push(format!(
-                "endpointslice {}: {e}",
-                object_key(&slice.metadata)
+                "endpointslice {}/{}: {e}",
+                slice.namespace, slice.name
             )),
         }
     }
 
-    let mut sorted: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
-    sorted.sort_by_cached_key(|s| object_key(&s.metadata));
+    let mut sorted: Vec<ServiceObj> = services
+        .iter()
+        .map(|s| ServiceObj::new(s.borrow()))
+        .collect();
+    sorted.sort_by_cached_key(|s| s.key());
     let mut claims = Vec::new();
-    for svc in sorted {
-        let key = object_key(&svc.metadata);
+    for svc in &sorted {
+        let key = svc.key();
         let slices: Vec<&SliceView> = by_service.get(&key).into_iter().flatten().collect();
-        match service_frontends(svc, &key, &slices, &state.node_addresses) {
+        match service_frontends(svc, &key, &slices, &state.node_addresses, &node.name) {
             Ok(Some(out)) => {
                 state.cluster_ips.extend(out.cluster_ips);
                 claims.extend(out.frontends);
@@ -737,19 +649,11 @@ type Rank = (u8, Arc<str>, u32);
 struct ServiceCache {
     /// The objects with this key (several only with duplicate manifests), shared with the
     /// source.
-    objects: Vec<Arc<Service>>,
+    objects: Vec<Arc<ServiceObj>>,
     cluster_ips: Vec<IpAddr>,
     /// The addresses it claims (a claim's spec lives in [`Incremental::claims`]).
     claims: Vec<FrontendAddr>,
     warnings: Vec<String>,
-}
-
-/// One EndpointSlice version reduced to what the model reads.
-#[derive(PartialEq)]
-struct SliceEntry {
-    /// The Service it feeds (None: not used by the model).
-    service: Option<String>,
-    view: Result<SliceView, String>,
 }
 
 /// What changed in [`Incremental::state`] since the last [`Incremental::take_changes`].
@@ -779,8 +683,9 @@ pub struct Incremental {
     nodes: Vec<Arc<Node>>,
     node_warnings: Vec<String>,
     services: HashMap<String, ServiceCache>,
-    /// Slice key -> the versions with that key (several only with duplicate manifests).
-    slices: HashMap<String, Vec<SliceEntry>>,
+    /// Slice key -> the versions with that key (several only with duplicate manifests),
+    /// shared with the source.
+    slices: HashMap<String, Vec<Arc<SliceObj>>>,
     /// Service key -> the keys of the slices labelled with it.
     service_slices: HashMap<String, BTreeSet<String>>,
     /// Every claim of an address, best rank first; the first one is in `state`.
@@ -817,29 +722,23 @@ impl Incremental {
 
     /// The model of these objects, computed from scratch.
     pub fn from_objects(
-        services: &[Arc<Service>],
-        slices: &[Arc<EndpointSlice>],
+        services: &[Arc<ServiceObj>],
+        slices: &[Arc<SliceObj>],
         nodes: &[Arc<Node>],
         node: NodeInfo,
     ) -> Self {
         let mut m = Incremental::new(node);
         m.set_nodes(nodes.to_vec());
-        let mut by_key: HashMap<String, Vec<Arc<EndpointSlice>>> = HashMap::new();
+        let mut by_key: HashMap<String, Vec<Arc<SliceObj>>> = HashMap::new();
         for s in slices {
-            by_key
-                .entry(object_key(&s.metadata))
-                .or_default()
-                .push(s.clone());
+            by_key.entry(s.key()).or_default().push(s.clone());
         }
         for (k, v) in by_key {
             m.set_slices(&k, &v);
         }
-        let mut by_key: HashMap<String, Vec<Arc<Service>>> = HashMap::new();
+        let mut by_key: HashMap<String, Vec<Arc<ServiceObj>>> = HashMap::new();
         for s in services {
-            by_key
-                .entry(object_key(&s.metadata))
-                .or_default()
-                .push(s.clone());
+            by_key.entry(s.key()).or_default().push(s.clone());
         }
         for (k, v) in by_key {
             m.set_services(&k, v);
@@ -865,7 +764,7 @@ impl Incremental {
     }
 
     /// The Services with key `key` are now `objects` (empty: deleted).
-    pub fn set_services(&mut self, key: &str, objects: Vec<Arc<Service>>) {
+    pub fn set_services(&mut self, key: &str, objects: Vec<Arc<ServiceObj>>) {
         let cache = self.services.get(key);
         let same = match cache {
             Some(c) => {
@@ -885,23 +784,8 @@ impl Incremental {
     }
 
     /// The EndpointSlices with key `key` are now `objects` (empty: deleted).
-    pub fn set_slices<E: Borrow<EndpointSlice>>(&mut self, key: &str, objects: &[E]) {
-        let entries: Vec<SliceEntry> = objects
-            .iter()
-            .map(|s| {
-                let s = s.borrow();
-                match slice_service(s) {
-                    Some((service, family)) => SliceEntry {
-                        service: Some(service),
-                        view: SliceView::new(s, family, &self.node.name),
-                    },
-                    None => SliceEntry {
-                        service: None,
-                        view: Err(String::new()),
-                    },
-                }
-            })
-            .collect();
+    pub fn set_slices(&mut self, key: &str, objects: &[Arc<SliceObj>]) {
+        let entries = objects.to_vec();
         let old = match entries.is_empty() {
             true => self.slices.remove(key),
             false => self.slices.insert(key.to_string(), entries),
@@ -910,7 +794,7 @@ impl Incremental {
         if old.as_ref() == new {
             return;
         }
-        let services = |e: Option<&Vec<SliceEntry>>| -> BTreeSet<String> {
+        let services = |e: Option<&Vec<Arc<SliceObj>>>| -> BTreeSet<String> {
             e.into_iter()
                 .flatten()
                 .filter_map(|e| e.service.clone())
@@ -1029,7 +913,13 @@ impl Incremental {
         let name: Arc<str> = Arc::from(key);
         let mut seq = 0u32;
         for svc in &cache.objects {
-            match service_frontends(svc, key, &views, &self.state.node_addresses) {
+            match service_frontends(
+                svc,
+                key,
+                &views,
+                &self.state.node_addresses,
+                &self.node.name,
+            ) {
                 Ok(Some(out)) => {
                     for ip in out.cluster_ips {
                         cache.cluster_ips.push(ip);
@@ -2876,7 +2766,7 @@ status: {addresses: [{type: InternalIP, address: "fd00::zz"}]}
                     let objs = services
                         .iter()
                         .filter(|o| object_key(&o.metadata) == *key)
-                        .cloned()
+                        .map(|o| Arc::new(ServiceObj::new(o)))
                         .collect();
                     inc.set_services(key, objs);
                 }
@@ -2884,7 +2774,7 @@ status: {addresses: [{type: InternalIP, address: "fd00::zz"}]}
                     let objs: Vec<_> = slices
                         .iter()
                         .filter(|o| object_key(&o.metadata) == *key)
-                        .cloned()
+                        .map(|o| Arc::new(SliceObj::new(o)))
                         .collect();
                     inc.set_slices(key, &objs);
                 }
@@ -2930,11 +2820,18 @@ status: {addresses: [{type: InternalIP, address: "fd00::zz"}]}
                     assert!(changes.node_addresses);
                 }
                 // From scratch, too.
-                let fresh = Incremental::from_objects(&services, &slices, &nodes, {
-                    let mut n = node();
-                    n.fallback_addresses = fallback.clone();
-                    n
-                });
+                let compact_services: Vec<_> = services
+                    .iter()
+                    .map(|s| Arc::new(ServiceObj::new(s)))
+                    .collect();
+                let compact_slices: Vec<_> =
+                    slices.iter().map(|s| Arc::new(SliceObj::new(s))).collect();
+                let fresh =
+                    Incremental::from_objects(&compact_services, &compact_slices, &nodes, {
+                        let mut n = node();
+                        n.fallback_addresses = fallback.clone();
+                        n
+                    });
                 assert_eq!(*fresh.state(), full.state, "seed {seed} step {step}");
                 prev = full.state;
             }

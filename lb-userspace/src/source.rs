@@ -11,18 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Node;
 use tokio::sync::Notify;
 
 use crate::manifests::{ManifestDir, Objects};
+use crate::objects::{ServiceObj, SliceObj};
 
 /// The objects that changed, by key ("namespace/name"): each key with the objects that now
 /// have it (none: deleted; several only with duplicate manifests).
 #[derive(Debug, Default)]
 pub struct Delta {
-    pub services: BTreeMap<String, Vec<Arc<Service>>>,
-    pub slices: BTreeMap<String, Vec<Arc<EndpointSlice>>>,
+    pub services: BTreeMap<String, Vec<Arc<ServiceObj>>>,
+    pub slices: BTreeMap<String, Vec<Arc<SliceObj>>>,
     /// Every Node, when any changed.
     pub nodes: Option<Vec<Arc<Node>>>,
 }
