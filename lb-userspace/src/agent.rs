@@ -1,6 +1,6 @@
 //! The agent loop: source -> model -> reconciler -> maps, plus interface attachment.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::PathBuf,
     sync::Arc,
@@ -15,7 +15,7 @@ use crate::{
     datapath::{accept_local, interface_addresses, Datapath, Maps},
     kube_source::KubeSource,
     metrics::{self, METRICS},
-    model::{Changes, Incremental, NodeInfo},
+    model::{Changes, DesiredState, Incremental, NodeInfo},
     reconcile::{self, MapState, Op, Planner},
     source::{ManifestSource, Source, Update},
 };
@@ -214,6 +214,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             (false, Mirror::Incremental(planner)) => {
                 sync_incremental(&mut maps, planner, m, &changes, &mut reported, ctx)
             }
+            // An empty datapath (a fresh node): planned in batches, so that the first sync
+            // of a big cluster never holds all its writes at once.
+            (_, Mirror::Full(state)) if state.is_empty() && actual.is_none() => {
+                sync_fresh(&mut maps, state, m, changes, &mut reported, ctx)
+            }
             (_, mirror) => sync_full(
                 &mut maps,
                 mirror.into_state(),
@@ -363,6 +368,63 @@ fn sync_incremental(
     match errors.is_empty() {
         true => Mirror::Incremental(planner),
         // Something was left out: the next sync plans in full, so it is retried.
+        false => Mirror::Full(planner.into_state()),
+    }
+}
+
+/// Frontends planned and written per batch by [`sync_fresh`].
+const FRESH_BATCH: usize = 500;
+
+/// Programs an empty datapath (`state`: the maps as read, with nothing in them) with the
+/// incremental planner, `FRESH_BATCH` frontends at a time: the writes of a batch are planned
+/// and written before the next batch is planned, so a full sync of 10,000 Services holds a
+/// few thousand writes at a time instead of 190,000. Each batch keeps the update order; the
+/// ClusterIPs come with the last batch, after every frontend exists. `changes` must name every
+/// frontend of the model (as after its first computation).
+fn sync_fresh(
+    maps: &mut Maps,
+    state: MapState,
+    model: &Incremental,
+    changes: Changes,
+    reported: &mut BTreeSet<String>,
+    ctx: SyncCtx,
+) -> Mirror {
+    let mut planner = Planner::new(state, &DesiredState::default());
+    let Changes {
+        frontends,
+        cluster_ips,
+        ..
+    } = changes;
+    let mut frontends = frontends.into_iter().peekable();
+    let (mut writes, mut errors, mut first) = (0, Vec::new(), true);
+    let mut cluster_ips = Some(cluster_ips);
+    let planned = Instant::now();
+    loop {
+        let batch: BTreeMap<_, _> = frontends.by_ref().take(FRESH_BATCH).collect();
+        let last = frontends.peek().is_none();
+        let batch = Changes {
+            frontends: batch,
+            cluster_ips: match last {
+                true => cluster_ips.take().unwrap_or_default(),
+                false => BTreeSet::new(),
+            },
+            node_addresses: std::mem::replace(&mut first, false),
+        };
+        let (ops, e) = planner.plan(model.state(), &batch);
+        errors.extend(e);
+        if !write(maps, &ops) {
+            report(model, &errors, reported);
+            return Mirror::Full(maps.read_state().unwrap_or_default());
+        }
+        writes += ops.len();
+        if last {
+            break;
+        }
+    }
+    report(model, &errors, reported);
+    synced(ctx, planned, writes, planner.state(), planner.services());
+    match errors.is_empty() {
+        true => Mirror::Incremental(planner),
         false => Mirror::Full(planner.into_state()),
     }
 }

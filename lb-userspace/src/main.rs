@@ -112,6 +112,7 @@ fn main() -> Result<()> {
 }
 
 fn run_agent(a: AgentArgs) -> Result<()> {
+    tune_malloc();
     let source = match a.manifests {
         Some(dir) => agent::SourceConfig::Manifests(dir),
         None => agent::SourceConfig::Kubernetes(a.kubeconfig),
@@ -145,6 +146,19 @@ fn run_agent(a: AgentArgs) -> Result<()> {
         .enable_all()
         .build()?
         .block_on(agent::run(cfg))
+}
+
+/// The agent's heap: one malloc arena for all its threads (the watch thread's and the HTTP
+/// servers' freed memory is reused by the agent loop instead of sitting in arenas of their
+/// own), and blocks from 256 KiB up mapped on their own, so that the big short-lived buffers of
+/// a full sync (list pages, the first plan) go back to the system when freed instead of
+/// fragmenting the heap. Measured at 10,000 Services × 10 endpoints: see README, Performance.
+fn tune_malloc() {
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }
 
 /// "HOST:PORT", or "off" (or empty) for no server.

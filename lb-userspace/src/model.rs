@@ -935,6 +935,8 @@ impl Incremental {
                         seq += 1;
                         let c = self.claims.entry(addr).or_default();
                         let at = c.partition_point(|(r, _)| *r < rank);
+                        // Almost every address has one claim: no room for more.
+                        c.reserve_exact(1);
                         c.insert(at, (rank, spec));
                         if c.len() > 1 {
                             self.conflicts.insert(addr);
@@ -948,6 +950,8 @@ impl Incremental {
                 Err(e) => cache.warnings.push(format!("service {key}: {e}")),
             }
         }
+        cache.claims.shrink_to_fit();
+        cache.cluster_ips.shrink_to_fit();
     }
 
     /// The changes since the last call.

@@ -88,6 +88,13 @@ pub struct MapState {
     pub config: Config,
 }
 
+impl MapState {
+    /// No frontend, backend or ClusterIP (the config may be set).
+    pub fn is_empty(&self) -> bool {
+        self.frontends.is_empty() && self.backends.is_empty() && self.vips.is_empty()
+    }
+}
+
 /// One map write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
