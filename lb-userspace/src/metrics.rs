@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::cli;
+use crate::datapath::{fmt_addr, kind_name, meta_name, proto_name, Maps};
 
 pub struct Counter(AtomicU64);
 
@@ -263,44 +263,52 @@ impl Metrics {
             "# HELP podlb_last_sync_timestamp_seconds When the last sync finished.\n\
              # TYPE podlb_last_sync_timestamp_seconds gauge\npodlb_last_sync_timestamp_seconds {last}"
         );
-        match cli::service_rows(bpf_root) {
-            Ok(rows) => {
-                for (name, help, field) in [
-                    (
-                        "podlb_service_packets_total",
-                        "Packets per Service frontend (per-CPU counters summed).",
-                        0,
-                    ),
-                    (
-                        "podlb_service_bytes_total",
-                        "Bytes per Service frontend (per-CPU counters summed).",
-                        1,
-                    ),
-                ] {
-                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                    for r in &rows {
-                        let v = if field == 0 { r.packets } else { r.bytes };
-                        let _ = writeln!(
-                            out,
-                            "{name}{{service=\"{}\",frontend=\"{}\",protocol=\"{}\",kind=\"{}\"}} {v}",
-                            escape(&r.service),
-                            escape(&r.frontend),
-                            r.protocol,
-                            r.kind
-                        );
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(
-                    out,
-                    "# cannot read the service maps: {}",
-                    e.to_string().replace('\n', " ")
-                );
-            }
+        if let Err(e) = render_service_counters(&mut out, bpf_root) {
+            let _ = writeln!(
+                out,
+                "# cannot read the service maps: {}",
+                e.to_string().replace('\n', " ")
+            );
         }
         out
     }
+}
+
+/// The per-frontend packet and byte counters, straight from the frontend, name and per-CPU
+/// stats maps (one lookup of each per frontend; slots and backends are not read).
+fn render_service_counters(out: &mut String, bpf_root: &std::path::Path) -> anyhow::Result<()> {
+    const PACKETS: &str = "podlb_service_packets_total";
+    const BYTES: &str = "podlb_service_bytes_total";
+    let maps = Maps::open(bpf_root)?;
+    let mut bytes = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP {PACKETS} Packets per Service frontend (per-CPU counters summed).\n# TYPE {PACKETS} counter"
+    );
+    let _ = writeln!(
+        bytes,
+        "# HELP {BYTES} Bytes per Service frontend (per-CPU counters summed).\n# TYPE {BYTES} counter"
+    );
+    for item in maps.frontends.iter() {
+        let (k, f) = item?;
+        let name = maps
+            .meta
+            .get(&f.svc_id, 0)
+            .map(|m| meta_name(&m))
+            .unwrap_or_default();
+        let stats = maps.stats_of(f.svc_id);
+        let labels = format!(
+            "{{service=\"{}\",frontend=\"{}\",protocol=\"{}\",kind=\"{}\"}}",
+            escape(&name),
+            escape(&fmt_addr(&k.addr, k.family, k.port)),
+            proto_name(k.proto),
+            kind_name(f.kind)
+        );
+        let _ = writeln!(out, "{PACKETS}{labels} {}", stats.packets);
+        let _ = writeln!(bytes, "{BYTES}{labels} {}", stats.bytes);
+    }
+    out.push_str(&bytes);
+    Ok(())
 }
 
 fn escape(s: &str) -> String {
