@@ -687,7 +687,8 @@ pub struct Incremental {
     /// shared with the source.
     slices: HashMap<String, Vec<Arc<SliceObj>>>,
     /// Service key -> the keys of the slices labelled with it.
-    service_slices: HashMap<String, BTreeSet<String>>,
+    /// (A sorted Vec rather than a set: most Services have one or two slices.)
+    service_slices: HashMap<String, Vec<String>>,
     /// Every claim of an address, best rank first; the first one is in `state`.
     claims: HashMap<FrontendAddr, Vec<(Rank, FrontendSpec)>>,
     /// Addresses with more than one claim.
@@ -803,17 +804,20 @@ impl Incremental {
         let (before, after) = (services(old.as_ref()), services(new));
         for s in before.difference(&after) {
             if let Some(set) = self.service_slices.get_mut(s) {
-                set.remove(key);
+                if let Ok(at) = set.binary_search_by(|k| k.as_str().cmp(key)) {
+                    set.remove(at);
+                }
                 if set.is_empty() {
                     self.service_slices.remove(s);
                 }
             }
         }
         for s in after.difference(&before) {
-            self.service_slices
-                .entry(s.clone())
-                .or_default()
-                .insert(key.to_string());
+            let set = self.service_slices.entry(s.clone()).or_default();
+            if let Err(at) = set.binary_search_by(|k| k.as_str().cmp(key)) {
+                set.reserve_exact(1);
+                set.insert(at, key.to_string());
+            }
         }
         self.dirty.extend(before.union(&after).cloned());
     }
