@@ -2,21 +2,21 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::{
     datapath::{accept_local, interface_addresses, Datapath, Maps},
     kube_source::KubeSource,
     metrics::{self, METRICS},
     model::{Changes, DesiredState, Incremental, NodeInfo},
-    reconcile::{self, MapState, Op, Planner},
+    reconcile::{self, MapState, Op, Planner, ReadBack, Touched},
     source::{ManifestSource, Source, Update},
 };
 
@@ -98,14 +98,26 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut fallback_addresses = Vec::new();
     let mut reported = BTreeSet::new();
     let mut failed_attach: Vec<(String, String)> = Vec::new();
+    // A resync's read of the maps, in flight on a thread of its own.
+    let mut reading: Option<Reading> = None;
     loop {
-        let mut check_drift = false;
+        let mut resync_due = false;
+        let mut read_back = None;
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => {}
             _ = notified(&notify) => {}
-            _ = resync.tick() => check_drift = true,
+            _ = resync.tick() => resync_due = true,
+            r = read_done(&mut reading) => read_back = Some(r),
+        }
+        if let Some(read) = read_back {
+            let r = reading.take().expect("a read was in flight");
+            finish_resync(&mut maps, mirror.state(), r, read);
+        }
+        // Nothing is written (or repaired) before the source was complete once.
+        if resync_due && source_ready && reading.is_none() {
+            reading = Some(Reading::start(&cfg.bpf_root));
         }
         let (new, failed) = dp.sync_interfaces(is_pod, is_external);
         for (interface, hook) in new {
@@ -129,10 +141,13 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         fallback_addresses = addresses;
         let update = src.poll();
         source_ready |= update.is_some();
+        // A resync also retries a sync that had errors (in full).
+        let retry = resync_due && matches!(mirror, Mirror::Full(_));
         // Nothing is written before the source was complete once.
-        if !source_ready || !(update.is_some() || addresses_changed || check_drift) {
+        if !source_ready || !(update.is_some() || addresses_changed || retry) {
             continue;
         }
+        let resync_only = update.is_none() && !addresses_changed;
         let start = Instant::now();
         let mut events = Vec::new();
         match update {
@@ -159,7 +174,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             }
             None => {}
         }
-        let mut full = check_drift || !matches!(mirror, Mirror::Incremental(_));
+        let mut full = !matches!(mirror, Mirror::Incremental(_));
         let m = match &mut model {
             Some(m) => m,
             None => {
@@ -180,52 +195,29 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         m.set_fallback_addresses(fallback_addresses.clone());
         m.recompute();
         let changes = m.take_changes();
-        let mut modelled = Instant::now();
-        // Changes that arrive with a resync are applied first, so their latency does not
-        // include reading the maps back.
-        if let (true, Mirror::Incremental(_)) = (check_drift && !events.is_empty(), &mirror) {
-            if let Mirror::Incremental(planner) =
-                std::mem::replace(&mut mirror, Mirror::Full(MapState::default()))
-            {
-                let ctx = SyncCtx {
-                    start,
-                    modelled,
-                    events: &events,
-                    resync: false,
-                };
-                mirror = sync_incremental(&mut maps, planner, m, &changes, &mut reported, ctx);
-            }
-            events.clear();
-            modelled = Instant::now();
-        }
-        // A resync plans against the maps as they are, which repairs what was changed
-        // behind the agent's back.
-        let actual = match check_drift {
-            true => read_actual(&mut maps),
-            false => None,
-        };
         let ctx = SyncCtx {
             start,
-            modelled,
+            modelled: Instant::now(),
             events: &events,
-            resync: actual.is_some(),
+            resync: resync_only,
         };
+        let touched = reading.as_mut().map(|r| &mut r.touched);
         mirror = match (full, mirror) {
             (false, Mirror::Incremental(planner)) => {
-                sync_incremental(&mut maps, planner, m, &changes, &mut reported, ctx)
+                sync_incremental(&mut maps, planner, m, &changes, &mut reported, ctx, touched)
             }
             // An empty datapath (a fresh node): planned in batches, so that the first sync
             // of a big cluster never holds all its writes at once.
-            (_, Mirror::Full(state)) if state.is_empty() && actual.is_none() => {
-                sync_fresh(&mut maps, state, m, changes, &mut reported, ctx)
+            (_, Mirror::Full(state)) if state.is_empty() => {
+                sync_fresh(&mut maps, state, m, changes, &mut reported, ctx, touched)
             }
             (_, mirror) => sync_full(
                 &mut maps,
                 mirror.into_state(),
-                actual,
                 m,
                 &mut reported,
                 ctx,
+                touched,
             ),
         };
     }
@@ -240,19 +232,88 @@ async fn notified(notify: &Option<Arc<Notify>>) {
     }
 }
 
-/// The maps as they are, with orphaned slots and names deleted (counted as repairs).
-fn read_actual(maps: &mut Maps) -> Option<MapState> {
-    let actual = maps
-        .read_state()
-        .map_err(|e| tracing::error!("resync: cannot read the maps: {e:#}"))
-        .ok()?;
-    for op in maps.orphans(&actual).unwrap_or_default() {
-        match maps.apply(&op) {
-            Ok(()) => METRICS.drift_repairs.inc(),
-            Err(e) => tracing::error!("resync: {e:#}"),
+/// A resync's read of the maps ([`Maps::read_back`]), on a thread of its own with handles of
+/// its own, so that the loop keeps serving events meanwhile.
+struct Reading {
+    started: Instant,
+    result: oneshot::Receiver<Result<ReadBack>>,
+    /// What the loop wrote since the read started: [`reconcile::repair`] leaves it out.
+    touched: Touched,
+}
+
+impl Reading {
+    fn start(bpf_root: &Path) -> Reading {
+        let (tx, result) = oneshot::channel();
+        let root = bpf_root.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("podlb-resync".into())
+            .spawn(move || {
+                // Background work: the loop (and the sources) come first for the CPU.
+                // SAFETY: setpriority on this thread's own id, no pointers.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+                let _ = tx.send(Maps::open(&root).and_then(|m| m.read_back()));
+            });
+        // Without a thread the sender is gone and the read ends at once, with an error.
+        if let Err(e) = spawned {
+            tracing::error!("resync: cannot start the read: {e}");
+        }
+        Reading {
+            started: Instant::now(),
+            result,
+            touched: Touched::default(),
         }
     }
-    Some(actual)
+}
+
+/// The end of the read in flight (never, if there is none).
+async fn read_done(reading: &mut Option<Reading>) -> Result<ReadBack> {
+    match reading {
+        Some(r) => (&mut r.result)
+            .await
+            .unwrap_or_else(|_| Err(anyhow!("the read ended without a result"))),
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends a resync: compares the maps as read with the mirror and writes back what differs
+/// (entries changed behind the agent's back), leaving out what the loop wrote meanwhile.
+fn finish_resync(maps: &mut Maps, mirror: &MapState, r: Reading, read: Result<ReadBack>) {
+    let start = Instant::now();
+    let read_us = (start - r.started).as_micros() as u64;
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::error!("resync: cannot read the maps: {e:#}");
+            METRICS.synced();
+            return;
+        }
+    };
+    let ops = reconcile::repair(mirror, &read, &r.touched);
+    drop(read);
+    let compared = Instant::now();
+    let written = write(maps, &ops, None);
+    let done = Instant::now();
+    METRICS.drift_repairs.add(written as u64);
+    METRICS.map_writes.add(written as u64);
+    METRICS.sync_duration.observe(done - start);
+    METRICS.syncs.inc();
+    if written == ops.len() {
+        METRICS.synced();
+    }
+    // The time the loop spent: comparing (with freeing the read-back) and writing.
+    let compare_us = (compared - start).as_micros() as u64;
+    let write_us = (done - compared).as_micros() as u64;
+    if written > 0 {
+        tracing::warn!(
+            repairs = written,
+            read_us,
+            compare_us,
+            write_us,
+            "repaired map entries changed behind the agent's back"
+        );
+    } else {
+        tracing::debug!(read_us, compare_us, "resync: the maps match the mirror");
+    }
 }
 
 /// The agent's mirror of the maps: a plain mirror, planned against in full, or the
@@ -263,6 +324,13 @@ enum Mirror {
 }
 
 impl Mirror {
+    fn state(&self) -> &MapState {
+        match self {
+            Mirror::Full(s) => s,
+            Mirror::Incremental(p) => p.state(),
+        }
+    }
+
     fn into_state(self) -> MapState {
         match self {
             Mirror::Full(s) => s,
@@ -277,7 +345,7 @@ struct SyncCtx<'a> {
     modelled: Instant,
     /// The arrival times of the changes this sync applies.
     events: &'a [Instant],
-    /// A periodic resync, planned against the maps as read.
+    /// A sync only the resync timer asked for (a retry after errors).
     resync: bool,
 }
 
@@ -296,9 +364,13 @@ fn report(model: &Incremental, errors: &[String], reported: &mut BTreeSet<String
     METRICS.map_full_errors.add(errors.len() as u64);
 }
 
-/// Writes `ops` in order; on the first failure counts it and returns false.
-fn write(maps: &mut Maps, ops: &[Op]) -> bool {
-    for op in ops {
+/// Writes `ops` in order, noting them in `touched` (while a resync's read is in flight); on
+/// the first failure counts and logs it. Returns the number of ops written.
+fn write(maps: &mut Maps, ops: &[Op], touched: Option<&mut Touched>) -> usize {
+    if let Some(t) = touched {
+        t.record(ops);
+    }
+    for (i, op) in ops.iter().enumerate() {
         if let Err(e) = maps.apply(op) {
             let full = e
                 .chain()
@@ -312,11 +384,21 @@ fn write(maps: &mut Maps, ops: &[Op]) -> bool {
                 true => METRICS.map_full_errors.inc(),
                 false => METRICS.map_write_errors.inc(),
             }
-            tracing::error!("{e:#}; re-reading the maps");
-            return false;
+            tracing::error!("{e:#}");
+            return i;
         }
     }
-    true
+    ops.len()
+}
+
+/// The mirror after a failed write: the maps as they are, planned against in full next time.
+/// A resync's read in flight is void (the mirror changed without writes to match).
+fn reread(maps: &Maps, touched: Option<&mut Touched>) -> Mirror {
+    tracing::info!("re-reading the maps");
+    if let Some(t) = touched {
+        t.all = true;
+    }
+    Mirror::Full(maps.read_state().unwrap_or_default())
 }
 
 /// Metrics and the log line of a sync whose writes all succeeded.
@@ -357,12 +439,13 @@ fn sync_incremental(
     changes: &Changes,
     reported: &mut BTreeSet<String>,
     ctx: SyncCtx,
+    mut touched: Option<&mut Touched>,
 ) -> Mirror {
     let (ops, errors) = planner.plan(model.state(), changes);
     let planned = Instant::now();
     report(model, &errors, reported);
-    if !write(maps, &ops) {
-        return Mirror::Full(maps.read_state().unwrap_or_default());
+    if write(maps, &ops, touched.as_deref_mut()) < ops.len() {
+        return reread(maps, touched);
     }
     synced(ctx, planned, ops.len(), planner.state(), planner.services());
     match errors.is_empty() {
@@ -380,7 +463,8 @@ const FRESH_BATCH: usize = 500;
 /// and written before the next batch is planned, so a full sync of 10,000 Services holds a
 /// few thousand writes at a time instead of 190,000. Each batch keeps the update order; the
 /// ClusterIPs come with the last batch, after every frontend exists. `changes` must name every
-/// frontend of the model (as after its first computation).
+/// frontend of the model, as they do after its first computation; when they do not (a
+/// re-list while the maps are empty), the model is planned in full instead.
 fn sync_fresh(
     maps: &mut Maps,
     state: MapState,
@@ -388,7 +472,12 @@ fn sync_fresh(
     changes: Changes,
     reported: &mut BTreeSet<String>,
     ctx: SyncCtx,
+    mut touched: Option<&mut Touched>,
 ) -> Mirror {
+    let all_new = changes.frontends.values().all(Option::is_none);
+    if !all_new || changes.frontends.len() != model.state().frontends.len() {
+        return sync_full(maps, state, model, reported, ctx, touched);
+    }
     let mut planner = Planner::new(state, &DesiredState::default());
     let Changes {
         frontends,
@@ -398,7 +487,6 @@ fn sync_fresh(
     let mut frontends = frontends.into_iter().peekable();
     let (mut writes, mut errors, mut first) = (0, Vec::new(), true);
     let mut cluster_ips = Some(cluster_ips);
-    let planned = Instant::now();
     loop {
         let batch: BTreeMap<_, _> = frontends.by_ref().take(FRESH_BATCH).collect();
         let last = frontends.peek().is_none();
@@ -412,9 +500,9 @@ fn sync_fresh(
         };
         let (ops, e) = planner.plan(model.state(), &batch);
         errors.extend(e);
-        if !write(maps, &ops) {
+        if write(maps, &ops, touched.as_deref_mut()) < ops.len() {
             report(model, &errors, reported);
-            return Mirror::Full(maps.read_state().unwrap_or_default());
+            return reread(maps, touched);
         }
         writes += ops.len();
         if last {
@@ -422,44 +510,35 @@ fn sync_fresh(
         }
     }
     report(model, &errors, reported);
-    synced(ctx, planned, writes, planner.state(), planner.services());
+    synced(
+        ctx,
+        ctx.modelled,
+        writes,
+        planner.state(),
+        planner.services(),
+    );
     match errors.is_empty() {
         true => Mirror::Incremental(planner),
         false => Mirror::Full(planner.into_state()),
     }
 }
 
-/// Plans the whole desired state against the mirror, or with `actual` (a resync) against the
-/// maps as read, where the writes beyond those the mirror needed are drift repairs.
+/// Plans the whole desired state against the mirror.
 fn sync_full(
     maps: &mut Maps,
     mirror: MapState,
-    actual: Option<MapState>,
     model: &Incremental,
     reported: &mut BTreeSet<String>,
     ctx: SyncCtx,
+    mut touched: Option<&mut Touched>,
 ) -> Mirror {
     let desired = model.state();
-    let plan = reconcile::plan(actual.as_ref().unwrap_or(&mirror), desired);
+    let plan = reconcile::plan(&mirror, desired);
     let planned = Instant::now();
-    let mut repairs = 0;
-    if actual.as_ref().is_some_and(|a| *a != mirror) {
-        repairs = plan
-            .ops
-            .len()
-            .saturating_sub(reconcile::plan(&mirror, desired).ops.len());
-    }
-    drop((mirror, actual));
+    drop(mirror);
     report(model, &plan.errors, reported);
-    if !write(maps, &plan.ops) {
-        return Mirror::Full(maps.read_state().unwrap_or_default());
-    }
-    METRICS.drift_repairs.add(repairs as u64);
-    if repairs > 0 {
-        tracing::warn!(
-            repairs,
-            "repaired map entries changed behind the agent's back"
-        );
+    if write(maps, &plan.ops, touched.as_deref_mut()) < plan.ops.len() {
+        return reread(maps, touched);
     }
     let services: BTreeSet<&str> = plan
         .next

@@ -30,7 +30,7 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use lb_common::{ip::from_addr, *};
 
-use crate::reconcile::{BackendKey, FrontendState, MapState, Op};
+use crate::reconcile::{BackendKey, FrontendState, MapState, Op, ReadBack};
 
 /// The eBPF object, embedded at build time (see build.rs).
 pub static EBPF_OBJECT: &[u8] =
@@ -622,6 +622,35 @@ impl Maps {
             }
         }
         Ok(st)
+    }
+
+    /// Reads the service maps back entry by entry for a resync ([`crate::reconcile::repair`]). Takes
+    /// about as many syscalls as there are entries; a resync runs it on a thread of its own,
+    /// with handles of its own.
+    pub fn read_back(&self) -> Result<ReadBack> {
+        let mut rb = ReadBack::default();
+        for item in self.frontends.iter() {
+            rb.frontends.push(item?);
+        }
+        for item in self.slots.iter() {
+            let (k, s) = item?;
+            rb.slots.push(((k.svc_id, k.slot), s.backend_id));
+        }
+        for item in self.meta.iter() {
+            let (id, m) = item?;
+            rb.names.push((id, meta_name(&m)));
+        }
+        for k in self.vips.keys() {
+            rb.vips.push(k?);
+        }
+        rb.config = self.config.get(&0, 0)?;
+        for (i, b) in self.backends.iter().enumerate() {
+            let b = b?;
+            if b != Backend::default() {
+                rb.backends.push((i as u32, BackendKey::from_map(&b)));
+            }
+        }
+        Ok(rb.sorted())
     }
 
     /// Slots and names that no frontend owns (left by a crash mid-update): to delete.

@@ -1859,7 +1859,9 @@ impl Agent {
             self.old_logs.push_str(&p.log());
         }
         let mut cmd = Command::new(&self.binary);
-        cmd.args(&self.args).env("PODLB_LOG", "info");
+        // PODLB_AGENT_LOG (e.g. "info,podlb::agent=debug") sets the agent's log filter.
+        let filter = std::env::var("PODLB_AGENT_LOG").unwrap_or_else(|_| "info".into());
+        cmd.args(&self.args).env("PODLB_LOG", filter);
         self.proc = Some(spawn_in_netns_path(&self.node_ns, cmd).context("spawning podlb agent")?);
         Ok(())
     }

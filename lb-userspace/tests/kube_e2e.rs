@@ -716,8 +716,11 @@ fn node_addresses_from_the_node_object() {
 
 // 10. Many Services through the API (default 1,000 × 10 endpoints; PODLB_SCALE=N for more),
 // listed (in pages of 500) by an agent that starts on an empty datapath: all are programmed. Then single
-// endpoint changes, one at a time. Prints the times, the event-to-map latencies and the
-// agent's RSS (measured, not asserted).
+// endpoint changes, one at a time, at least 50 and for as long as it takes for two periodic
+// resyncs to complete meanwhile (default interval, or PODLB_RESYNC_INTERVAL seconds), so that
+// changes meet resyncs; writes during a resync's read must not be taken for drift. Prints the
+// times, the event-to-map latencies and the agent's RSS (measured, not asserted); with
+// PODLB_AGENT_LOG=info,podlb::agent=debug also the resyncs' read and compare times.
 #[test]
 fn many_services() {
     let n: usize = std::env::var("PODLB_SCALE")
@@ -743,7 +746,12 @@ fn many_services() {
     };
     let first = |i: usize| pod(i * 10 % POOL);
     let started = std::cell::Cell::new(Instant::now());
-    let mut f = Fixture::with_api(2, &[], |api| {
+    let interval = std::env::var("PODLB_RESYNC_INTERVAL").ok();
+    let args: Vec<&str> = match &interval {
+        Some(s) => vec!["--resync-interval", s],
+        None => vec![],
+    };
+    let mut f = Fixture::with_api(2, &args, |api| {
         for i in 0..n {
             let name = format!("svc-{i}");
             api.apply(json!({
@@ -793,15 +801,24 @@ fn many_services() {
         .to_string();
 
     // Single endpoint changes, each applied before the next.
-    let changes = 50;
-    let (count0, sum0) = (
+    let min_changes = 50;
+    let (count0, sum0, syncs0) = (
         metric_value(&text, "podlb_event_to_map_latency_seconds_count").unwrap(),
         metric_value(&text, "podlb_event_to_map_latency_seconds_sum").unwrap(),
+        metric_value(&text, "podlb_syncs_total").unwrap(),
     );
     let synced_lines = |f: &Fixture| f.log().lines().filter(|l| l.contains("synced")).count();
+    let lines0 = synced_lines(&f);
     let mut sync_us = Vec::new();
     let mut latency_ms = Vec::new();
-    for k in 0..changes {
+    // Completed resyncs count as syncs without a "synced" line (when they repair nothing).
+    let mut resyncs = 0.0;
+    let changing = Instant::now();
+    let mut changes = 0;
+    while changes < min_changes || resyncs < 2.0 {
+        assert!(changes < 5_000, "no resyncs in {changes} changes");
+        let k = changes;
+        changes += 1;
         let i = (k * 7919) % n;
         let before = synced_lines(&f);
         let m = f.metrics();
@@ -834,11 +851,43 @@ fn many_services() {
         let m = f.metrics();
         let sum = metric_value(&m, "podlb_event_to_map_latency_seconds_sum").unwrap();
         latency_ms.push((sum - sum_before) * 1000.0);
-        if k + 1 == changes {
-            eprintln!("scale: last change: {line}");
-        }
+        let lines = (synced_lines(&f) - lines0) as f64;
+        resyncs = metric_value(&m, "podlb_syncs_total").unwrap() - syncs0 - lines;
+    }
+    let changing = changing.elapsed();
+    let log = f.log();
+    eprintln!(
+        "scale: last change: {}",
+        log.lines().rfind(|l| l.contains("synced")).unwrap()
+    );
+    // The resyncs' times, when the agent logs them (debug).
+    let field = |l: &str, name: &str| -> Option<u64> {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.parse().ok())
+    };
+    let (mut read_us, mut compare_us): (Vec<u64>, Vec<u64>) = log
+        .lines()
+        .filter_map(|l| Some((field(l, "read_us=")?, field(l, "compare_us=")?)))
+        .unzip();
+    if !read_us.is_empty() {
+        read_us.sort();
+        compare_us.sort();
+        eprintln!(
+            "scale: {} resyncs: read (off the loop) median {} us, max {} us; \
+             compare on the loop median {} us, max {} us",
+            read_us.len(),
+            read_us[read_us.len() / 2],
+            read_us[read_us.len() - 1],
+            compare_us[compare_us.len() / 2],
+            compare_us[compare_us.len() - 1],
+        );
     }
     let text = f.metrics();
+    assert_eq!(
+        metric_value(&text, "podlb_drift_repairs_total"),
+        Some(0.0),
+        "the agent's own writes were taken for drift:\n{log}"
+    );
     let count = metric_value(&text, "podlb_event_to_map_latency_seconds_count").unwrap() - count0;
     let sum = metric_value(&text, "podlb_event_to_map_latency_seconds_sum").unwrap() - sum0;
     sync_us.sort();
@@ -857,7 +906,8 @@ fn many_services() {
     };
     eprintln!(
         "scale: {n} services x 10 endpoints: agent start to all programmed {programmed:?}; first sync: {first_sync}\n\
-         scale: {changes} single endpoint changes: event-to-map mean {:.2} ms over {count} events, \
+         scale: {changes} single endpoint changes in {changing:.1?} ({resyncs} resyncs completed \
+         meanwhile): event-to-map mean {:.2} ms over {count} events, \
          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; sync duration median {} us, max {} us; \
          agent {} (peak), {}",
         sum / count * 1000.0,
