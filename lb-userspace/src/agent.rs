@@ -251,7 +251,7 @@ impl Reading {
                 // Background work: the loop (and the sources) come first for the CPU.
                 // SAFETY: setpriority on this thread's own id, no pointers.
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
-                let _ = tx.send(Maps::open(&root).and_then(|m| m.read_back()));
+                let _ = tx.send(Maps::read_back(&root));
             });
         // Without a thread the sender is gone and the read ends at once, with an error.
         if let Err(e) = spawned {
