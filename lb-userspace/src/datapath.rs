@@ -555,7 +555,7 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// thousand entries per system call instead of one or two calls per entry: the resync reads
 /// 300,000 entries at 10,000 Services. A hash map that changes meanwhile may yield a key
 /// twice or miss one (the caller dedups; the resync re-checks what the loop wrote).
-fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
+fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData, mut each: impl FnMut(K, V)) -> Result<()> {
     const CHUNK: usize = 4096;
     let fd = map.fd().as_fd().as_raw_fd();
     // SAFETY: Pod types are plain data, valid when all zero.
@@ -567,7 +567,6 @@ fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
     };
     // The batch position: a key (arrays) or a bucket index (hashes); room for either.
     let (mut at, mut next) = ([0u8; 256], [0u8; 256]);
-    let mut out = Vec::new();
     for first in std::iter::once(true).chain(std::iter::repeat(false)) {
         let mut attr = BatchAttr {
             in_batch: if first { 0 } else { at.as_ptr() as u64 },
@@ -591,7 +590,9 @@ fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
         };
         let err = (r < 0).then(std::io::Error::last_os_error);
         let n = (attr.count as usize).min(CHUNK);
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        for (k, v) in keys[..n].iter().zip(&values[..n]) {
+            each(*k, *v);
+        }
         match err {
             None => at = next,
             // The end of the map.
@@ -599,7 +600,7 @@ fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
             Some(e) => return Err(anyhow!(e).context("BPF_MAP_LOOKUP_BATCH")),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn open_map(root: &Path, name: &str) -> Result<Map> {
@@ -700,31 +701,23 @@ impl Maps {
             MapData::from_pin(root.join(name))
                 .with_context(|| format!("cannot open pinned map {}", root.join(name).display()))
         };
-        let backends = dump::<u32, Backend>(&pin(MAP_BACKENDS)?)?;
-        let rb = ReadBack {
-            frontends: dump::<FrontendKey, Frontend>(&pin(MAP_FRONTENDS)?)?,
-            slots: dump::<SlotKey, Slot>(&pin(MAP_SLOTS)?)?
-                .into_iter()
-                .map(|(k, s)| ((k.svc_id, k.slot), s.backend_id))
-                .collect(),
-            names: dump::<u32, SvcMeta>(&pin(MAP_SVC_META)?)?
-                .into_iter()
-                .map(|(id, m)| (id, meta_name(&m)))
-                .collect(),
-            vips: dump::<VipKey, Vip>(&pin(MAP_VIPS)?)?
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect(),
-            config: dump::<u32, Config>(&pin(MAP_CONFIG)?)?
-                .first()
-                .map(|(_, c)| *c)
-                .unwrap_or_default(),
-            backends: backends
-                .into_iter()
-                .filter(|(_, b)| *b != Backend::default())
-                .map(|(i, b)| (i, BackendKey::from_map(&b)))
-                .collect(),
-        };
+        let mut rb = ReadBack::default();
+        dump(&pin(MAP_FRONTENDS)?, |k: FrontendKey, f: Frontend| {
+            rb.frontends.push((k, f))
+        })?;
+        dump(&pin(MAP_SLOTS)?, |k: SlotKey, s: Slot| {
+            rb.slots.push(((k.svc_id, k.slot), s.backend_id))
+        })?;
+        dump(&pin(MAP_SVC_META)?, |id: u32, m: SvcMeta| {
+            rb.names.push((id, meta_name(&m)))
+        })?;
+        dump(&pin(MAP_VIPS)?, |k: VipKey, _: Vip| rb.vips.push(k))?;
+        dump(&pin(MAP_CONFIG)?, |_: u32, c: Config| rb.config = c)?;
+        dump(&pin(MAP_BACKENDS)?, |id: u32, b: Backend| {
+            if b != Backend::default() {
+                rb.backends.push((id, BackendKey::from_map(&b)));
+            }
+        })?;
         Ok(rb.sorted())
     }
 
