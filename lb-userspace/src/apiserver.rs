@@ -6,6 +6,14 @@
 //! - `GET /api/v1/services`, `/apis/discovery.k8s.io/v1/endpointslices`, `/api/v1/nodes`
 //!   (cluster-wide lists, also `/api/v1/namespaces/NS/services` etc.), with
 //!   `metadata.resourceVersion` on the list;
+//! - paged lists: `limit=N` returns at most N items, in the order of their etcd keys
+//!   (`namespace/name`), and `metadata.continue` when more remain (with
+//!   `metadata.remainingItemCount` when the request has no selector); `continue=TOKEN` returns
+//!   the next page *as of the first page's resourceVersion* (the `metadata.resourceVersion` of
+//!   every page), from a snapshot of the kind taken by the first page. A token whose
+//!   resourceVersion was compacted away (or whose snapshot is no longer held) gets 410 Gone,
+//!   reason `Expired`; a token that cannot be decoded, or `continue` with `resourceVersion`,
+//!   400 Bad Request;
 //! - `?watch=true&resourceVersion=N`: a chunked stream of JSON lines `{"type": ADDED |
 //!   MODIFIED | DELETED | BOOKMARK | ERROR, "object": ...}` with every change after N;
 //!   bookmarks (with `allowWatchBookmarks=true`) every second while idle; `timeoutSeconds`;
@@ -96,17 +104,27 @@ struct Change {
     kind: Kind,
     what: ChangeType,
     /// The version before the change (Modified).
-    old: Option<Value>,
+    old: Option<Arc<Value>>,
     /// The version after the change; for Deleted, the last version (with the deletion's rv).
-    new: Value,
+    new: Arc<Value>,
 }
 
 type Key = (Kind, String, String);
 
+/// Every object of one kind as of one resourceVersion, in key order: what the later pages of
+/// a paged list are served from.
+type Snapshot = Arc<Vec<(String, Arc<Value>)>>;
+
+/// Snapshots held at most (the oldest resourceVersion goes first); a continue token of one
+/// that was dropped gets 410 Gone, as one of a compacted resourceVersion does.
+const MAX_SNAPSHOTS: usize = 16;
+
 #[derive(Default)]
 struct State {
     rv: u64,
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Arc<Value>>,
+    /// Snapshots of paged lists, by (kind, resourceVersion).
+    snapshots: BTreeMap<(u64, Kind), Snapshot>,
     history: Vec<Change>,
     /// Watches from a resourceVersion below this get 410 Gone.
     compacted: u64,
@@ -116,7 +134,14 @@ struct State {
 
 #[derive(Default)]
 struct Counters {
+    /// List requests without `continue` (each starts a list).
     lists: [AtomicUsize; 3],
+    /// List responses with items (first and continued pages).
+    list_pages: [AtomicUsize; 3],
+    /// The largest number of items in one list response.
+    max_page_items: [AtomicUsize; 3],
+    /// Continue tokens answered with 410 Gone.
+    expired_continues: AtomicUsize,
     watches: [AtomicUsize; 3],
     gone: AtomicUsize,
     /// (labelSelector, fieldSelector) of every list and watch request, per kind.
@@ -137,6 +162,49 @@ struct Inner {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn compact(&mut self) {
+        self.compacted = self.rv;
+        self.history.clear();
+        let compacted = self.compacted;
+        self.snapshots.retain(|(rv, _), _| *rv >= compacted);
+    }
+
+    /// Every object of `kind` now, in key order (`namespace/name`, as etcd orders them).
+    fn snapshot(&self, kind: Kind) -> Snapshot {
+        if let Some(s) = self.snapshots.get(&(self.rv, kind)) {
+            return s.clone();
+        }
+        let mut items: Vec<(String, Arc<Value>)> = self
+            .objects
+            .range((kind, String::new(), String::new())..)
+            .take_while(|((k, _, _), _)| *k == kind)
+            .map(|((_, ns, name), o)| (etcd_key(ns, name), o.clone()))
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        Arc::new(items)
+    }
+
+    /// Holds `snap` (of `kind` at `rv`) for the continued pages of a list.
+    fn keep_snapshot(&mut self, kind: Kind, rv: u64, snap: Snapshot) {
+        if rv < self.compacted {
+            return;
+        }
+        self.snapshots.insert((rv, kind), snap);
+        while self.snapshots.len() > MAX_SNAPSHOTS {
+            self.snapshots.pop_first();
+        }
+    }
+}
+
+/// The key an object has in etcd below its kind's prefix: lists are in this order.
+fn etcd_key(ns: &str, name: &str) -> String {
+    match ns.is_empty() {
+        true => name.to_string(),
+        false => format!("{ns}/{name}"),
     }
 }
 
@@ -245,6 +313,7 @@ impl ApiServer {
             .unwrap_or_else(|| format!("standin-{rv}").into());
         obj["metadata"]["uid"] = uid;
         obj["metadata"]["resourceVersion"] = rv.to_string().into();
+        let obj = Arc::new(obj);
         st.objects.insert(key, obj.clone());
         let what = match old {
             Some(_) => ChangeType::Modified,
@@ -278,18 +347,19 @@ impl ApiServer {
     pub fn delete(&self, kind: Kind, ns: &str, name: &str) -> bool {
         let ns = if kind.namespaced() { ns } else { "" };
         let mut st = self.inner.lock();
-        let Some(mut obj) = st.objects.remove(&(kind, ns.to_string(), name.to_string())) else {
+        let Some(obj) = st.objects.remove(&(kind, ns.to_string(), name.to_string())) else {
             return false;
         };
         st.rv += 1;
         let rv = st.rv;
+        let mut obj = Arc::unwrap_or_clone(obj);
         obj["metadata"]["resourceVersion"] = rv.to_string().into();
         st.history.push(Change {
             rv,
             kind,
             what: ChangeType::Deleted,
             old: None,
-            new: obj,
+            new: Arc::new(obj),
         });
         drop(st);
         self.inner.changed.notify_all();
@@ -301,18 +371,16 @@ impl ApiServer {
         self.inner.lock().rv
     }
 
-    /// Forgets the change history: a watch from an older resourceVersion gets 410 Gone.
+    /// Forgets the change history: a watch from an older resourceVersion gets 410 Gone, and so
+    /// does a continue token of a list of an older resourceVersion.
     pub fn compact(&self) {
-        let mut st = self.inner.lock();
-        st.compacted = st.rv;
-        st.history.clear();
+        self.inner.lock().compact();
     }
 
     /// Compacts and ends every open watch with a 410 Gone ERROR event.
     pub fn expire_watches(&self) {
         let mut st = self.inner.lock();
-        st.compacted = st.rv;
-        st.history.clear();
+        st.compact();
         st.expire_epoch += 1;
         drop(st);
         self.inner.changed.notify_all();
@@ -346,9 +414,25 @@ impl ApiServer {
         self.listen()
     }
 
-    /// List requests served so far for `kind`.
+    /// Lists started so far for `kind` (list requests without `continue`).
     pub fn lists(&self, kind: Kind) -> usize {
         self.inner.counters.lists[kind as usize].load(Ordering::SeqCst)
+    }
+
+    /// List pages served so far for `kind`: first pages and continued ones. Equal to
+    /// [`ApiServer::lists`] when no list was paged.
+    pub fn list_pages(&self, kind: Kind) -> usize {
+        self.inner.counters.list_pages[kind as usize].load(Ordering::SeqCst)
+    }
+
+    /// The most items one list response for `kind` held so far.
+    pub fn max_page_items(&self, kind: Kind) -> usize {
+        self.inner.counters.max_page_items[kind as usize].load(Ordering::SeqCst)
+    }
+
+    /// Continue tokens answered with 410 Gone so far.
+    pub fn expired_continues(&self) -> usize {
+        self.inner.counters.expired_continues.load(Ordering::SeqCst)
     }
 
     /// Watch requests served so far for `kind`.
@@ -544,12 +628,16 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 }
 
 fn respond(conn: &mut TcpStream, code: u16, body: &Value) -> io::Result<()> {
-    let body = body.to_string();
+    respond_text(conn, code, &body.to_string())
+}
+
+fn respond_text(conn: &mut TcpStream, code: u16, body: &str) -> io::Result<()> {
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        410 => "Gone",
         _ => "Error",
     };
     write!(
@@ -630,28 +718,158 @@ fn serve_conn(conn: &TcpStream, inner: &Inner, epoch: u64) -> io::Result<()> {
                 return Ok(());
             }
         } else {
-            inner.counters.lists[kind as usize].fetch_add(1, Ordering::SeqCst);
-            let st = inner.lock();
-            let items: Vec<&Value> = st
-                .objects
-                .iter()
-                .filter(|((k, _, _), o)| *k == kind && filter.matches(o))
-                .map(|(_, o)| o)
-                .collect();
-            let list = json!({
-                "kind": format!("{}List", kind.name()),
-                "apiVersion": kind.api_version(),
-                "metadata": {"resourceVersion": st.rv.to_string()},
-                "items": items,
-            });
-            drop(st);
-            respond(&mut writer, 200, &list)?;
+            let (code, body) = list_response(inner, kind, &filter, &req.query);
+            respond_text(&mut writer, code, &body)?;
         }
         if req.close {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// The response (status, JSON body) to a list request: one page of `limit` items (all when
+/// there is no limit) from the start, or from where a `continue` token left off, as of the
+/// resourceVersion of the list's first page.
+fn list_response(
+    inner: &Inner,
+    kind: Kind,
+    filter: &Filter,
+    query: &BTreeMap<String, String>,
+) -> (u16, String) {
+    let error =
+        |code: u16, reason: &str, message: &str| (code, status(code, reason, message).to_string());
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None | Some(Ok(0)) => usize::MAX,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return error(400, "BadRequest", "limit must be a non-negative integer"),
+    };
+    let counters = &inner.counters;
+    let token = query.get("continue").filter(|t| !t.is_empty());
+    let (rv, snap, start) = match token {
+        Some(token) => {
+            if query.get("resourceVersion").is_some_and(|v| !v.is_empty()) {
+                return error(
+                    400,
+                    "BadRequest",
+                    "specifying resource version is not allowed when using continue",
+                );
+            }
+            let Some((rv, start)) = decode_continue(token) else {
+                return error(
+                    400,
+                    "BadRequest",
+                    &format!("continue key is not valid: {token:?}"),
+                );
+            };
+            let st = inner.lock();
+            match st.snapshots.get(&(rv, kind)) {
+                Some(snap) if rv >= st.compacted => (rv, snap.clone(), start),
+                _ => {
+                    drop(st);
+                    counters.expired_continues.fetch_add(1, Ordering::SeqCst);
+                    return error(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent \
+                         list result. You can start a new list without the continue parameter.",
+                    );
+                }
+            }
+        }
+        None => {
+            counters.lists[kind as usize].fetch_add(1, Ordering::SeqCst);
+            let st = inner.lock();
+            (st.rv, st.snapshot(kind), String::new())
+        }
+    };
+    // etcd reads the keys from `start` on: the one after the previous page's last.
+    let from = snap.partition_point(|(k, _)| k.as_str() < start.as_str());
+    let mut rest = snap[from..].iter().filter(|(_, o)| filter.matches(o));
+    let page: Vec<&(String, Arc<Value>)> = rest.by_ref().take(limit).collect();
+    // Without selectors the server knows how many remain; with them it only knows whether.
+    let exact = filter.labels.is_empty() && filter.fields.is_empty();
+    let remaining = match exact {
+        true => rest.count(),
+        false => rest.next().is_some() as usize,
+    };
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if remaining > 0 {
+        let last = &page.last().expect("a page before the remaining items").0;
+        meta["continue"] = encode_continue(rv, &format!("{last}\0")).into();
+        if exact {
+            meta["remainingItemCount"] = remaining.into();
+        }
+        if token.is_none() {
+            inner.lock().keep_snapshot(kind, rv, snap.clone());
+        }
+    }
+    let mut body = format!(
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{meta},\"items\":[",
+        kind.name(),
+        kind.api_version()
+    );
+    for (i, (_, o)) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&o.to_string());
+    }
+    body.push_str("]}");
+    counters.list_pages[kind as usize].fetch_add(1, Ordering::SeqCst);
+    counters.max_page_items[kind as usize].fetch_max(page.len(), Ordering::SeqCst);
+    (200, body)
+}
+
+/// A continue token as the API server writes it: base64url of
+/// `{"v":"meta.k8s.io/v1","rv":RV,"start":KEY}`.
+fn encode_continue(rv: u64, start: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
+    base64url(token.to_string().as_bytes())
+}
+
+/// (rv, start key) of a continue token.
+fn decode_continue(token: &str) -> Option<(u64, String)> {
+    let v: Value = serde_json::from_slice(&unbase64url(token)?).ok()?;
+    if v["v"] != "meta.k8s.io/v1" {
+        return None;
+    }
+    Some((v["rv"].as_u64()?, v["start"].as_str()?.to_string()))
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Unpadded base64url (Go's `base64.RawURLEncoding`).
+fn base64url(data: &[u8]) -> String {
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=c.len() {
+            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn unbase64url(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').as_bytes().chunks(4) {
+        if c.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, b) in c.iter().enumerate() {
+            let v = B64.iter().position(|x| x == b)? as u32;
+            n |= v << (18 - 6 * i);
+        }
+        for i in 0..c.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
 }
 
 fn chunk(conn: &mut TcpStream, data: &[u8]) -> io::Result<()> {
@@ -935,6 +1153,190 @@ mod tests {
         assert!(f.matches(&svc(json!({"app": "x"}))));
         assert!(!f.matches(&svc(json!({"app": "x", "tier": "db"}))));
         assert!(Filter::parse(&q(&[("fieldSelector", "spec.x=1")]), None).is_err());
+    }
+
+    /// GET `path` on `api` (in this process's network namespace): (status, JSON body).
+    fn get(api: &ApiServer, path: &str) -> (u16, Value) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, api.port()));
+        let (code, body) = http_get(addr, path, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("GET {path}: {e:#}"));
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"));
+        (code, v)
+    }
+
+    /// "namespace/name" of a list's items, and its continue token.
+    fn page(list: &Value) -> (Vec<String>, Option<String>) {
+        let items = list["items"].as_array().expect("items").iter();
+        let keys = items
+            .map(|o| {
+                let m = &o["metadata"];
+                format!(
+                    "{}/{}",
+                    m["namespace"].as_str().unwrap(),
+                    m["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (
+            keys,
+            list["metadata"]["continue"].as_str().map(String::from),
+        )
+    }
+
+    #[test]
+    fn paged_lists() {
+        crate::testbed::require_root().unwrap_or_else(|e| {
+            panic!("paged_lists needs root (the stand-in binds in a network namespace): {e:#}")
+        });
+        let api = ApiServer::start(Path::new("/proc/self/ns/net")).unwrap();
+        let svc = |ns: &str, name: &str, ip: &str| {
+            let app = if name.starts_with('s') { "web" } else { "db" };
+            json!({"kind": "Service", "metadata": {"name": name, "namespace": ns,
+                   "labels": {"app": app}}, "spec": {"clusterIP": ip}})
+        };
+        for (ns, name) in [
+            ("a", "s1"),
+            ("a", "s2"),
+            ("a", "s3"),
+            ("a-b", "x"),
+            ("b", "y1"),
+        ] {
+            api.apply(svc(ns, name, "10.96.0.1")).unwrap();
+        }
+        api.apply(svc("b", "y2", "10.96.0.1")).unwrap();
+        api.apply(json!({"kind": "Node", "metadata": {"name": "n1"}}))
+            .unwrap();
+        // etcd key order: "a-b/" sorts before "a/".
+        let all = ["a-b/x", "a/s1", "a/s2", "a/s3", "b/y1", "b/y2"];
+        let (code, whole) = get(&api, "/api/v1/services");
+        assert_eq!(code, 200, "{whole}");
+        assert_eq!(page(&whole), (all.map(String::from).to_vec(), None));
+        let rv0 = whole["metadata"]["resourceVersion"].clone();
+        assert_eq!(api.list_pages(Kind::Service), 1);
+
+        // Pages of 2, with changes in between: every page is as of the first one's version.
+        let (code, p1) = get(&api, "/api/v1/services?limit=2");
+        assert_eq!(code, 200, "{p1}");
+        let (keys, token) = page(&p1);
+        assert_eq!(keys, ["a-b/x", "a/s1"]);
+        assert_eq!(p1["metadata"]["resourceVersion"], rv0);
+        assert_eq!(p1["metadata"]["remainingItemCount"], 4);
+        api.apply(svc("a", "s2", "10.96.0.2")).unwrap();
+        api.apply(svc("a", "s25", "10.96.0.2")).unwrap();
+        assert!(api.delete(Kind::Service, "b", "y1"));
+        let (code, p2) = get(
+            &api,
+            &format!("/api/v1/services?limit=2&continue={}", token.unwrap()),
+        );
+        assert_eq!(code, 200, "{p2}");
+        let (keys, token) = page(&p2);
+        assert_eq!(keys, ["a/s2", "a/s3"]);
+        assert_eq!(p2["metadata"]["resourceVersion"], rv0);
+        assert_eq!(p2["metadata"]["remainingItemCount"], 2);
+        assert_eq!(
+            p2["items"][0]["spec"]["clusterIP"], "10.96.0.1",
+            "not the first page's version"
+        );
+        let (code, p3) = get(
+            &api,
+            &format!("/api/v1/services?limit=2&continue={}", token.unwrap()),
+        );
+        assert_eq!(code, 200, "{p3}");
+        assert_eq!(page(&p3), (vec!["b/y1".into(), "b/y2".into()], None));
+        assert_eq!(p3["metadata"]["resourceVersion"], rv0);
+        assert!(p3["metadata"].get("remainingItemCount").is_none());
+        let pages: Vec<Value> = [&p1, &p2, &p3]
+            .iter()
+            .flat_map(|p| p["items"].as_array().unwrap().clone())
+            .collect();
+        assert_eq!(
+            Value::from(pages),
+            whole["items"],
+            "the pages differ from the whole list"
+        );
+        assert_eq!(api.lists(Kind::Service), 2);
+        assert_eq!(api.list_pages(Kind::Service), 4);
+        assert_eq!(api.max_page_items(Kind::Service), 6);
+
+        // A new list sees the changes; a limit beyond the end gives no token.
+        let (_, l) = get(&api, "/api/v1/services?limit=4");
+        assert_eq!(page(&l).0, ["a-b/x", "a/s1", "a/s2", "a/s25"]);
+        assert_eq!(l["items"][2]["spec"]["clusterIP"], "10.96.0.2");
+        assert_ne!(l["metadata"]["resourceVersion"], rv0);
+        let (_, l) = get(&api, "/api/v1/services?limit=6");
+        assert_eq!(page(&l).1, None);
+
+        // Selectors and namespaces: pages hold matching items only, no remainingItemCount.
+        let mut keys = Vec::new();
+        let mut path = "/api/v1/services?limit=1&labelSelector=app%3Dweb".to_string();
+        loop {
+            let (code, p) = get(&api, &path);
+            assert_eq!(code, 200, "{p}");
+            assert!(p["metadata"].get("remainingItemCount").is_none(), "{p}");
+            let (k, token) = page(&p);
+            keys.extend(k);
+            let Some(token) = token else { break };
+            path = format!(
+                "/api/v1/services?limit=1&labelSelector=app%3Dweb&continue={}",
+                token
+            );
+        }
+        assert_eq!(keys, ["a/s1", "a/s2", "a/s25", "a/s3"]);
+        let (_, p) = get(&api, "/api/v1/namespaces/b/services?limit=1");
+        assert_eq!(page(&p).0, ["b/y2"]);
+        assert_eq!(page(&p).1, None);
+
+        // A token of a compacted version, of a version never listed: 410 Gone, Expired.
+        let (_, p) = get(&api, "/api/v1/services?limit=2");
+        let token = page(&p).1.unwrap();
+        api.apply(svc("c", "z", "10.96.0.3")).unwrap();
+        api.compact();
+        for token in [token, encode_continue(12345, "a/\0")] {
+            let (code, s) = get(
+                &api,
+                &format!("/api/v1/services?limit=2&continue={}", token),
+            );
+            assert_eq!(code, 410, "{s}");
+            assert_eq!(
+                (s["kind"].as_str(), s["code"].as_u64(), s["reason"].as_str()),
+                (Some("Status"), Some(410), Some("Expired"))
+            );
+        }
+        assert_eq!(api.expired_continues(), 2);
+        // Malformed, or with a resourceVersion: 400.
+        let (code, _) = get(&api, "/api/v1/services?limit=2&continue=bm90IGpzb24");
+        assert_eq!(code, 400);
+        let (_, p) = get(&api, "/api/v1/services?limit=2");
+        let token = page(&p).1.unwrap();
+        let (code, s) = get(
+            &api,
+            &format!(
+                "/api/v1/services?limit=2&resourceVersion=1&continue={}",
+                token
+            ),
+        );
+        assert_eq!(code, 400, "{s}");
+        let (code, _) = get(
+            &api,
+            &format!("/api/v1/services?limit=2&continue={}", token),
+        );
+        assert_eq!(code, 200);
+    }
+
+    #[test]
+    fn continue_tokens() {
+        assert_eq!(base64url(b"hello"), "aGVsbG8");
+        assert_eq!(base64url(b"hell"), "aGVsbA");
+        for data in [&b""[..], b"a", b"ab", b"abc", b"\xff\xfe\x00{}"] {
+            assert_eq!(unbase64url(&base64url(data)).as_deref(), Some(data));
+        }
+        let t = encode_continue(42, "ns/name\0");
+        assert_eq!(decode_continue(&t), Some((42, "ns/name\0".to_string())));
+        assert_eq!(decode_continue("%%"), None);
+        assert_eq!(
+            decode_continue(&base64url(b"{\"v\":\"x\",\"rv\":1,\"start\":\"\"}")),
+            None
+        );
     }
 
     #[test]

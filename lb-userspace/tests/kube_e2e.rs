@@ -715,7 +715,7 @@ fn node_addresses_from_the_node_object() {
 }
 
 // 10. Many Services through the API (default 1,000 × 10 endpoints; PODLB_SCALE=N for more),
-// listed by an agent that starts on an empty datapath: all are programmed. Then single
+// listed (in pages of 500) by an agent that starts on an empty datapath: all are programmed. Then single
 // endpoint changes, one at a time. Prints the times, the event-to-map latencies and the
 // agent's RSS (measured, not asserted).
 #[test]
@@ -772,6 +772,19 @@ fn many_services() {
         metric_value(&text, "podlb_backends_programmed"),
         Some((10 * n).min(POOL) as f64)
     );
+    // kube-rs lists in pages of 500 (client-go's default limit), following `continue`.
+    for kind in [Kind::Service, Kind::EndpointSlice] {
+        let (lists, pages) = (f.api.lists(kind), f.api.list_pages(kind));
+        assert!(
+            lists >= 1 && pages >= lists * n.div_ceil(500),
+            "{kind:?}: {lists} lists in {pages} pages, wanted pages of 500 for {n} objects"
+        );
+        assert_eq!(
+            f.api.max_page_items(kind),
+            n.min(500),
+            "{kind:?}: the largest list page"
+        );
+    }
     let log = f.log();
     let first_sync = log
         .lines()
