@@ -15,8 +15,8 @@
 //!   symlinks and directories have no `IN_CLOSE_WRITE`);
 //! - a queue overflow.
 //!
-//! When the directory goes away (`IN_IGNORED`) or cannot be watched, the thread tries again
-//! every second and wakes once when it can.
+//! The thread also wakes the agent whenever the watch starts: at first, and after the directory
+//! went away (`IN_IGNORED`) or could not be watched, which it tries again every second.
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -104,11 +104,11 @@ impl Watcher {
                 }) {
                     Ok(w) => {
                         wd = Some(w);
-                        // What changed while it was not watched.
                         if failed.take().is_some() {
                             tracing::info!(dir = %self.dir.display(), "watching the manifests directory");
-                            self.notify.notify_one();
                         }
+                        // Whatever changed before the watch (re)started.
+                        self.notify.notify_one();
                     }
                     Err(e) => {
                         let e = e.to_string();
@@ -242,7 +242,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("podlb-dirwatch-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let notify = Arc::new(Notify::new());
-        // The directory does not exist yet: watched once it does.
+        // The directory does not exist yet: watched (and a wake-up) once it does.
         let watch = DirWatch::start(&dir, notify.clone()).unwrap();
         fs::create_dir_all(&dir).unwrap();
         let long = Duration::from_secs(10);
