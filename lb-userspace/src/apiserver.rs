@@ -940,11 +940,9 @@ fn serve_watch(
             chunk(conn, b"")?;
             return Ok(true);
         }
-        for c in st
-            .history
-            .iter()
-            .filter(|c| c.rv > cursor && c.kind == kind)
-        {
+        // The history is in resourceVersion order: skip what was sent without a scan.
+        let from = st.history.partition_point(|c| c.rv <= cursor);
+        for c in st.history[from..].iter().filter(|c| c.kind == kind) {
             let now = filter.matches(&c.new);
             let line = match c.what {
                 ChangeType::Added if now => Some(("ADDED", &c.new)),

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod cli;
 pub mod datapath;
+pub mod dirwatch;
 pub mod kube_source;
 pub mod manifests;
 pub mod metrics;

@@ -2,7 +2,8 @@
 //! EndpointSlices, Nodes), which of them changed since the last poll, and a way to be woken up
 //! when they may have.
 //!
-//! Two sources implement it: [`ManifestSource`] (a directory of YAML files, polled) and
+//! Two sources implement it: [`ManifestSource`] (a directory of YAML files, watched with
+//! inotify and polled) and
 //! [`crate::kube_source::KubeSource`] (watchers on the API server, pushed). The model and the
 //! reconciler cannot tell them apart. Objects are shared (`Arc`) between the source, its
 //! snapshots and the model, never copied.
@@ -14,6 +15,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Node;
 use tokio::sync::Notify;
 
+use crate::dirwatch::DirWatch;
 use crate::manifests::{ManifestDir, Objects};
 use crate::objects::{ServiceObj, SliceObj};
 
@@ -56,21 +58,31 @@ pub trait Source {
 
 /// The `manifests` source as a [`Source`]: rescans the directory on every poll and logs
 /// rejected files and an unreadable directory (once per distinct error). The objects of a
-/// file that changed count as changed.
+/// file that changed count as changed. An inotify watch on the directory
+/// ([`crate::dirwatch`]) wakes the agent when a file is written, renamed, created or deleted;
+/// the agent's periodic poll stays as the fallback.
 pub struct ManifestSource {
     path: PathBuf,
     dir: ManifestDir,
     first: bool,
     dir_error: Option<String>,
+    notify: Arc<Notify>,
+    _watch: Option<DirWatch>,
 }
 
 impl ManifestSource {
     pub fn new(path: &Path) -> Self {
+        let notify = Arc::new(Notify::new());
+        let watch = DirWatch::start(path, notify.clone())
+            .map_err(|e| tracing::warn!(dir = %path.display(), "no inotify, polling only: {e}"))
+            .ok();
         ManifestSource {
             path: path.to_path_buf(),
             dir: ManifestDir::new(path),
             first: true,
             dir_error: None,
+            notify,
+            _watch: watch,
         }
     }
 }
@@ -112,6 +124,6 @@ impl Source for ManifestSource {
     }
 
     fn notify(&self) -> Option<Arc<Notify>> {
-        None
+        Some(self.notify.clone())
     }
 }

@@ -3,10 +3,11 @@
 //! - A. per-packet cost of the XDP and TC programs (BPF_PROG_TEST_RUN) against empty programs;
 //! - B. real traffic in the namespace test bed through podlb, then through kube-proxy-shaped
 //!   iptables rules, then through kube-proxy-shaped nftables rules;
-//! - C. the agent's control plane through the `manifests` source.
+//! - C. the agent's control plane through the `kubernetes` source (against the in-process API
+//!   server stand-in) and through the `manifests` source.
 //!
-//! Every figure is the median, and min–max, of at least 5 rounds, and is also given as a ratio
-//! to a baseline measured in the same run. Prints a Markdown table and writes the same figures
+//! Every figure is the median, and min–max, of 5 rounds (2 for section C with `--quick`), and
+//! is also given as a ratio to a baseline or target measured or set in the same run. Prints a Markdown table and writes the same figures
 //! as JSON. Needs root. Asserts no thresholds: it fails only when a measurement cannot be made
 //! or a check of what was measured fails (wrong verdict, wrong bytes, wrong data plane).
 mod control;
@@ -18,7 +19,7 @@ mod rules;
 use std::{
     fs,
     path::PathBuf,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
@@ -97,17 +98,25 @@ fn main() -> Result<()> {
         figures.extend(e2e::run(&args.podlb, &opts)?);
     }
     if sections.contains('C') {
+        // The kubernetes source's endpoint changes span 3 of the agent's resync intervals per
+        // round: 2 s with --quick, the default 10 s otherwise.
         let opts = if args.quick {
             control::Opts {
-                services: 300,
-                rounds,
+                services: 1000,
+                rounds: 2,
                 changes: 3,
+                resync: Duration::from_secs(2),
+                resync_spans: 3,
+                mean_pause: Duration::from_millis(200),
             }
         } else {
             control::Opts {
                 services: 10_000,
                 rounds,
                 changes: 20,
+                resync: Duration::from_secs(10),
+                resync_spans: 3,
+                mean_pause: Duration::from_millis(250),
             }
         };
         figures.extend(control::run(&args.podlb, &opts)?);

@@ -148,7 +148,10 @@ impl Report {
         for (section, title) in [
             ("A", "A. Datapath cost per packet (BPF_PROG_TEST_RUN)"),
             ("B", "B. End to end, real traffic in the namespace test bed"),
-            ("C", "C. Control plane (manifests source)"),
+            (
+                "C",
+                "C. Control plane (kubernetes source via the API stand-in; manifests source)",
+            ),
         ] {
             let figs: Vec<&Figure> = self
                 .figures
@@ -169,8 +172,12 @@ impl Report {
                         program of the same hook. 1,000 flows per path over min(S, 1,000) Services.",
                 "B" => "Ratios are podlb ÷ the other plane: above 1 is better for rates and throughput, \
                         below 1 is better for latency.",
-                _ => "Baselines: the same Services as kube-proxy-shaped rules in a bare namespace, and the \
-                      issue 4 targets.",
+                _ => "kubernetes rows: a fresh `podlb agent --kubeconfig` per round against the in-process \
+                      API server stand-in (paged lists), endpoint changes through the API spanning 3 resync \
+                      intervals per round; \"bench\" latencies are observed in the pinned maps, \"agent's \
+                      event-to-map\" is its own histogram. manifests rows: files renamed into the watched \
+                      directory. Baselines: the same Services as kube-proxy-shaped rules in a bare \
+                      namespace, and the issue 4 targets.",
             };
             let _ = writeln!(out, "\n{note}");
         }
