@@ -17,6 +17,7 @@
 //!
 //! The thread also wakes the agent whenever the watch starts: at first, and after the directory
 //! went away (`IN_IGNORED`) or could not be watched, which it tries again every second.
+use crate::manifests::is_manifest_name;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -206,12 +207,6 @@ fn events(buf: &[u8]) -> impl Iterator<Item = (u32, i32, &OsStr)> {
         at = end;
         Some((ev.mask, ev.wd, OsStr::from_bytes(name)))
     })
-}
-
-/// `*.yaml` / `*.yml`, not hidden: the names `manifests.rs` reads.
-fn is_manifest_name(name: &OsStr) -> bool {
-    let ext = Path::new(name).extension().and_then(OsStr::to_str);
-    !name.as_bytes().starts_with(b".") && matches!(ext, Some("yaml" | "yml"))
 }
 
 fn cvt(r: i32) -> io::Result<i32> {

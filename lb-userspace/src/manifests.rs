@@ -207,7 +207,7 @@ impl ManifestDir {
 }
 
 /// `*.yaml` / `*.yml`, not hidden.
-fn is_manifest_name(name: &OsStr) -> bool {
+pub(crate) fn is_manifest_name(name: &OsStr) -> bool {
     let ext = Path::new(name).extension().and_then(OsStr::to_str);
     !name.to_string_lossy().starts_with('.') && matches!(ext, Some("yaml" | "yml"))
 }
