@@ -556,13 +556,25 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// 300,000 entries at 10,000 Services. A hash map that changes meanwhile may yield a key
 /// twice or miss one (the caller dedups; the resync re-checks what the loop wrote).
 fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData, mut each: impl FnMut(K, V)) -> Result<()> {
+    dump_values(map, 1, |k, v: &[V]| each(k, v[0]))
+}
+
+/// [`dump`] for any map: `each` gets a key and its `per_cpu` values (1 for maps that are not
+/// per-CPU; the number of possible CPUs for per-CPU ones, whose values must be a multiple of 8
+/// bytes long, as the kernel lays them out).
+fn dump_values<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    per_cpu: usize,
+    mut each: impl FnMut(K, &[V]),
+) -> Result<()> {
     const CHUNK: usize = 4096;
+    assert!(per_cpu == 1 || std::mem::size_of::<V>() % 8 == 0);
     let fd = map.fd().as_fd().as_raw_fd();
     // SAFETY: Pod types are plain data, valid when all zero.
     let (mut keys, mut values): (Vec<K>, Vec<V>) = unsafe {
         (
             vec![std::mem::zeroed(); CHUNK],
-            vec![std::mem::zeroed(); CHUNK],
+            vec![std::mem::zeroed(); CHUNK * per_cpu],
         )
     };
     // The batch position: a key (arrays) or a bucket index (hashes); room for either.
@@ -578,8 +590,8 @@ fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData, mut each: impl FnMut(K, V)) -> 
             elem_flags: 0,
             flags: 0,
         };
-        // SAFETY: the attribute points at buffers of CHUNK keys and values and at two position
-        // buffers larger than any key, all alive for the call.
+        // SAFETY: the attribute points at buffers of CHUNK keys and CHUNK × per_cpu values and
+        // at two position buffers larger than any key, all alive for the call.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -590,8 +602,8 @@ fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData, mut each: impl FnMut(K, V)) -> 
         };
         let err = (r < 0).then(std::io::Error::last_os_error);
         let n = (attr.count as usize).min(CHUNK);
-        for (k, v) in keys[..n].iter().zip(&values[..n]) {
-            each(*k, *v);
+        for (k, v) in keys[..n].iter().zip(values.chunks(per_cpu)) {
+            each(*k, v);
         }
         match err {
             None => at = next,
@@ -601,6 +613,56 @@ fn dump<K: aya::Pod, V: aya::Pod>(map: &MapData, mut each: impl FnMut(K, V)) -> 
         }
     }
     Ok(())
+}
+
+/// A frontend's entry, name and counters (summed over CPUs), as /metrics serves them.
+pub struct FrontendCounters {
+    pub key: FrontendKey,
+    pub frontend: Frontend,
+    pub name: String,
+    pub stats: SvcStats,
+}
+
+/// Every frontend with its name and counters, from batched reads of the frontend, name and
+/// per-CPU stats maps under `root` (a few dozen system calls at 10,000 Services).
+pub fn frontend_counters(root: &Path) -> Result<Vec<FrontendCounters>> {
+    check_layout(root)?;
+    let pin = |name: &str| {
+        MapData::from_pin(root.join(name))
+            .with_context(|| format!("cannot open pinned map {}", root.join(name).display()))
+    };
+    let mut fes = Vec::new();
+    dump(&pin(MAP_FRONTENDS)?, |k: FrontendKey, f: Frontend| {
+        fes.push((k, f))
+    })?;
+    let ids: std::collections::HashSet<u32> = fes.iter().map(|(_, f)| f.svc_id).collect();
+    let mut names = std::collections::HashMap::new();
+    dump(&pin(MAP_SVC_META)?, |id: u32, m: SvcMeta| {
+        if ids.contains(&id) {
+            names.insert(id, meta_name(&m));
+        }
+    })?;
+    let mut stats = std::collections::HashMap::new();
+    let cpus = nr_cpus().map_err(|(_, e)| e)?;
+    dump_values(&pin(MAP_SVC_STATS)?, cpus, |id: u32, v: &[SvcStats]| {
+        if ids.contains(&id) {
+            let sum = v.iter().fold(SvcStats::default(), |a, s| SvcStats {
+                packets: a.packets + s.packets,
+                bytes: a.bytes + s.bytes,
+            });
+            stats.insert(id, sum);
+        }
+    })?;
+    let out = fes
+        .into_iter()
+        .map(|(key, frontend)| FrontendCounters {
+            key,
+            frontend,
+            name: names.get(&frontend.svc_id).cloned().unwrap_or_default(),
+            stats: stats.get(&frontend.svc_id).copied().unwrap_or_default(),
+        })
+        .collect();
+    Ok(out)
 }
 
 fn open_map(root: &Path, name: &str) -> Result<Map> {

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::datapath::{fmt_addr, kind_name, meta_name, proto_name, Maps};
+use crate::datapath::{fmt_addr, frontend_counters, kind_name, proto_name};
 
 pub struct Counter(AtomicU64);
 
@@ -275,11 +275,10 @@ impl Metrics {
 }
 
 /// The per-frontend packet and byte counters, straight from the frontend, name and per-CPU
-/// stats maps (one lookup of each per frontend; slots and backends are not read).
+/// stats maps (batched reads; slots and backends are not read).
 fn render_service_counters(out: &mut String, bpf_root: &std::path::Path) -> anyhow::Result<()> {
     const PACKETS: &str = "podlb_service_packets_total";
     const BYTES: &str = "podlb_service_bytes_total";
-    let maps = Maps::open(bpf_root)?;
     let mut bytes = String::new();
     let _ = writeln!(
         out,
@@ -289,14 +288,8 @@ fn render_service_counters(out: &mut String, bpf_root: &std::path::Path) -> anyh
         bytes,
         "# HELP {BYTES} Bytes per Service frontend (per-CPU counters summed).\n# TYPE {BYTES} counter"
     );
-    for item in maps.frontends.iter() {
-        let (k, f) = item?;
-        let name = maps
-            .meta
-            .get(&f.svc_id, 0)
-            .map(|m| meta_name(&m))
-            .unwrap_or_default();
-        let stats = maps.stats_of(f.svc_id);
+    for c in frontend_counters(bpf_root)? {
+        let (k, f, name, stats) = (c.key, c.frontend, c.name, c.stats);
         let labels = format!(
             "{{service=\"{}\",frontend=\"{}\",protocol=\"{}\",kind=\"{}\"}}",
             escape(&name),

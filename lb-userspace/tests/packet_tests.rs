@@ -1002,4 +1002,27 @@ fn read_back_reads_every_entry_in_batches() {
     assert_eq!(rb.backends[8999].1.ip, v4(0x0a80_0000 + 9000));
     assert_eq!(rb.config.snat_addr, [192, 168, 0, 1]);
     assert_eq!(rb.config.snat_port_max, 40000);
+
+    // /metrics' batched read of names and per-CPU counters: CPU i counted i + 1 packets.
+    let cpus = aya::util::nr_cpus().unwrap();
+    let per_cpu: Vec<SvcStats> = (0..cpus as u64)
+        .map(|i| SvcStats {
+            packets: i + 1,
+            bytes: 100 * (i + 1),
+        })
+        .collect();
+    let n = cpus as u64 * (cpus as u64 + 1) / 2;
+    maps.stats
+        .set(42, aya::maps::PerCpuValues::try_from(per_cpu).unwrap(), 0)
+        .unwrap();
+    let counters = podlb::datapath::frontend_counters(root.path()).expect("batched counters");
+    assert_eq!(counters.len(), 5000);
+    let c = counters.iter().find(|c| c.frontend.svc_id == 42).unwrap();
+    assert_eq!(c.name, "default/svc-42:http");
+    assert_eq!((c.stats.packets, c.stats.bytes), (n, 100 * n));
+    let other = counters.iter().find(|c| c.frontend.svc_id == 43).unwrap();
+    assert_eq!(
+        (other.name.as_str(), other.stats),
+        ("default/svc-43:http", SvcStats::default())
+    );
 }
