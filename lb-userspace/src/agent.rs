@@ -101,12 +101,12 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     // A resync's read of the maps, in flight on a thread of its own.
     let mut reading: Option<Reading> = None;
     loop {
-        let mut resync_due = false;
+        let (mut resync_due, mut poll_due) = (false, false);
         let mut read_back = None;
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = tick.tick() => {}
+            _ = tick.tick() => poll_due = true,
             _ = notified(&notify) => {}
             _ = resync.tick() => resync_due = true,
             r = read_done(&mut reading) => read_back = Some(r),
@@ -119,26 +119,32 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         if resync_due && source_ready && reading.is_none() {
             reading = Some(Reading::start(&cfg.bpf_root));
         }
-        let (new, failed) = dp.sync_interfaces(is_pod, is_external);
-        for (interface, hook) in new {
-            tracing::info!(%interface, hook = hook.name(), "attached");
-        }
-        // Failures are retried every poll but logged once per interface and reason.
-        failed_attach.retain(|f| failed.contains(f));
-        for f in failed {
-            if !failed_attach.contains(&f) {
-                tracing::error!(interface = %f.0, "cannot attach: {}", f.1);
-                failed_attach.push(f);
+        // Interfaces and their addresses are polled on the tick only: a wake-up for a change
+        // goes straight to the sync (listing a node's interfaces and addresses takes
+        // milliseconds on a node with many pods).
+        let mut addresses_changed = false;
+        if poll_due {
+            let (new, failed) = dp.sync_interfaces(is_pod, is_external);
+            for (interface, hook) in new {
+                tracing::info!(%interface, hook = hook.name(), "attached");
             }
+            // Failures are retried every poll but logged once per interface and reason.
+            failed_attach.retain(|f| failed.contains(f));
+            for f in failed {
+                if !failed_attach.contains(&f) {
+                    tracing::error!(interface = %f.0, "cannot attach: {}", f.1);
+                    failed_attach.push(f);
+                }
+            }
+            // The external interfaces' addresses are where NodePorts are served without a
+            // Node object; they may change while the agent runs.
+            let addresses = interface_addresses(&cfg.external_interfaces);
+            addresses_changed = addresses != fallback_addresses;
+            if addresses_changed && source_ready {
+                tracing::info!(?addresses, "external interface addresses changed");
+            }
+            fallback_addresses = addresses;
         }
-        // The external interfaces' addresses are where NodePorts are served without a Node
-        // object; they may change while the agent runs.
-        let addresses = interface_addresses(&cfg.external_interfaces);
-        let addresses_changed = addresses != fallback_addresses;
-        if addresses_changed && source_ready {
-            tracing::info!(?addresses, "external interface addresses changed");
-        }
-        fallback_addresses = addresses;
         let update = src.poll();
         source_ready |= update.is_some();
         // A resync also retries a sync that had errors (in full).
