@@ -998,6 +998,16 @@ fn place(old: &[u32], ids: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A seeded xorshift* generator: `rnd(n)` is in `0..n`.
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
     use crate::model::FrontendSpec;
 
     fn fe(ip: [u8; 4], port: u16, proto: Proto) -> FrontendAddr {
@@ -1494,13 +1504,7 @@ mod tests {
     /// every op keeps the invariants.
     #[test]
     fn incremental_plan_equals_full_plan() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut rnd = |n: u64| {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-        };
+        let mut rnd = xorshift(0x1234_5678_9abc_def1u64);
         let mut total_ops = 0;
         for _run in 0..30 {
             let mut desired_prev = DesiredState::default();
@@ -2028,13 +2032,7 @@ mod tests {
     /// writes nothing.
     #[test]
     fn repair_restores_random_drift() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = |n: u64| {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-        };
+        let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut total = 0;
         for _ in 0..300 {
             let fes: Vec<_> = (0..1 + rnd(8) as u8)
