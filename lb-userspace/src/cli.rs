@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use lb_common::{FE_DROP_EMPTY, FE_SNAT, PIN_LAYOUT_VERSION};
 
-use crate::datapath::{family_name, fmt_addr, kind_name, proto_name, Datapath, Maps};
+use crate::datapath::{fmt_addr, Datapath, Maps};
+use crate::types::{Family, FrontendKind, Proto};
 
 #[derive(Serialize)]
 pub struct ServiceRow {
@@ -39,9 +40,9 @@ pub fn service_rows(root: &Path) -> Result<Vec<ServiceRow>> {
             ServiceRow {
                 id: f.svc_id,
                 frontend: fmt_addr(&k.addr, k.family, k.port),
-                family: family_name(k.family),
-                protocol: proto_name(k.proto),
-                kind: kind_name(f.kind),
+                family: Family::name_of(k.family),
+                protocol: Proto::name_of(k.proto),
+                kind: FrontendKind::name_of(f.kind),
                 flags: [(FE_SNAT, "snat"), (FE_DROP_EMPTY, "drop-empty")]
                     .into_iter()
                     .filter(|(bit, _)| f.flags & bit != 0)

@@ -909,37 +909,9 @@ pub fn meta_name(m: &SvcMeta) -> String {
     String::from_utf8_lossy(&m.name[..(m.name_len as usize).min(SVC_NAME_LEN)]).into_owned()
 }
 
-pub fn proto_name(p: u8) -> &'static str {
-    match p {
-        PROTO_TCP => "TCP",
-        PROTO_UDP => "UDP",
-        PROTO_SCTP => "SCTP",
-        _ => "?",
-    }
-}
-
-pub fn kind_name(k: u16) -> &'static str {
-    match k {
-        KIND_CLUSTER_IP => "ClusterIP",
-        KIND_NODE_PORT => "NodePort",
-        KIND_EXTERNAL_IP => "ExternalIP",
-        KIND_LOAD_BALANCER => "LoadBalancer",
-        _ => "?",
-    }
-}
-
 /// `10.96.0.10:80`, `[fd00::10]:80`.
 pub fn fmt_addr(addr: &Addr, family: u8, port: u16) -> String {
     SocketAddr::new(from_addr(addr, family), port).to_string()
-}
-
-/// "IPv4" or "IPv6" for a `FAMILY_*` field.
-pub fn family_name(family: u8) -> &'static str {
-    match family {
-        FAMILY_V4 => "IPv4",
-        FAMILY_V6 => "IPv6",
-        _ => "?",
-    }
 }
 
 #[cfg(test)]
@@ -1027,7 +999,7 @@ mod tests {
             fmt_addr(&addr4([10, 96, 0, 1]), FAMILY_V4, 53),
             "10.96.0.1:53"
         );
-        assert_eq!(family_name(FAMILY_V6), "IPv6");
+        assert_eq!(crate::types::Family::name_of(FAMILY_V6), "IPv6");
         assert!(usable_interface_address(&"2001:db8::1".parse().unwrap()));
         assert!(!usable_interface_address(&"fe80::1".parse().unwrap()));
         assert!(!usable_interface_address(&"::1".parse().unwrap()));

@@ -37,9 +37,9 @@ use tokio::sync::Notify;
 
 use crate::manifests::{ChangedKeys, Objects};
 use crate::metrics;
-use crate::model;
 use crate::objects::{ServiceObj, SliceObj};
 use crate::source::{Delta, Source, Update};
+use crate::types;
 
 /// Services and EndpointSlices with either label are not ours (kube-proxy's selector).
 pub const PROXY_LABEL_SELECTOR: &str =
@@ -145,7 +145,7 @@ impl Keyed for SliceObj {
 
 impl Keyed for Node {
     fn key(&self) -> String {
-        model::object_key(&self.metadata)
+        types::object_key(&self.metadata)
     }
 }
 

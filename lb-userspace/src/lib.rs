@@ -15,3 +15,4 @@ pub mod reconcile;
 pub mod source;
 pub mod testbed;
 pub mod testrun;
+pub mod types;

@@ -3,9 +3,9 @@
 //! File I/O and parsing only; `model` interprets the objects. A file is accepted or rejected
 //! whole: a rejected version leaves the file's last good objects in effect.
 
-use crate::model::{parse_ip_of, Family, Proto};
 use crate::objects::{ServiceObj, SliceObj};
 use crate::source::Delta;
+use crate::types::{parse_ip_of, Family, Proto};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::datapath::{fmt_addr, frontend_counters, kind_name, proto_name};
+use crate::datapath::{fmt_addr, frontend_counters};
+use crate::types::{FrontendKind, Proto};
 
 pub struct Counter(AtomicU64);
 
@@ -294,8 +295,8 @@ fn render_service_counters(out: &mut String, bpf_root: &std::path::Path) -> anyh
             "{{service=\"{}\",frontend=\"{}\",protocol=\"{}\",kind=\"{}\"}}",
             escape(&name),
             escape(&fmt_addr(&k.addr, k.family, k.port)),
-            proto_name(k.proto),
-            kind_name(f.kind)
+            Proto::name_of(k.proto),
+            FrontendKind::name_of(f.kind)
         );
         let _ = writeln!(out, "{PACKETS}{labels} {}", stats.packets);
         let _ = writeln!(bytes, "{BYTES}{labels} {}", stats.bytes);

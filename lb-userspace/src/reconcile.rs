@@ -25,14 +25,12 @@ use std::{
 
 use lb_common::{
     ip::{from_addr, to_addr},
-    Backend, Config, Frontend, FrontendKey, VipKey, FE_DROP_EMPTY, FE_SNAT, KIND_CLUSTER_IP,
-    KIND_EXTERNAL_IP, KIND_LOAD_BALANCER, KIND_NODE_PORT, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE,
-    MAX_SERVICES, SNAT_PORT_MAX, SNAT_PORT_MIN, SVC_NAME_LEN,
+    Backend, Config, Frontend, FrontendKey, VipKey, FE_DROP_EMPTY, FE_SNAT, MAX_BACKENDS,
+    MAX_BACKENDS_PER_SERVICE, MAX_SERVICES, SNAT_PORT_MAX, SNAT_PORT_MIN, SVC_NAME_LEN,
 };
 
-use crate::model::{
-    BackendAddr, Changes, DesiredState, FrontendAddr, FrontendKind, FrontendSpec, Proto,
-};
+use crate::model::{Changes, DesiredState, FrontendSpec};
+use crate::types::{BackendAddr, FrontendAddr, Proto};
 
 /// A backend as the datapath sees it: address (either family), port and protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,13 +140,7 @@ pub fn flags_and_kind(spec: &FrontendSpec) -> (u16, u16) {
     if spec.drop_when_empty {
         flags |= FE_DROP_EMPTY;
     }
-    let kind = match spec.kind {
-        FrontendKind::ClusterIp => KIND_CLUSTER_IP,
-        FrontendKind::NodePort => KIND_NODE_PORT,
-        FrontendKind::ExternalIp => KIND_EXTERNAL_IP,
-        FrontendKind::LoadBalancer => KIND_LOAD_BALANCER,
-    };
-    (flags, kind)
+    (flags, spec.kind.code())
 }
 
 /// SNAT sources: the first IPv4 and the first IPv6 node address (0.0.0.0 and ::, i.e. no SNAT
@@ -1009,6 +1001,7 @@ mod tests {
         }
     }
     use crate::model::FrontendSpec;
+    use crate::types::FrontendKind;
 
     fn fe(ip: [u8; 4], port: u16, proto: Proto) -> FrontendAddr {
         FrontendAddr {
