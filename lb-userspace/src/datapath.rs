@@ -568,7 +568,7 @@ fn dump_values<K: aya::Pod, V: aya::Pod>(
     mut each: impl FnMut(K, &[V]),
 ) -> Result<()> {
     const CHUNK: usize = 4096;
-    assert!(per_cpu == 1 || std::mem::size_of::<V>().is_multiple_of(8));
+    assert!(per_cpu == 1 || size_of::<V>().is_multiple_of(8));
     let fd = map.fd().as_fd().as_raw_fd();
     // SAFETY: Pod types are plain data, valid when all zero.
     let (mut keys, mut values): (Vec<K>, Vec<V>) = unsafe {
@@ -597,7 +597,7 @@ fn dump_values<K: aya::Pod, V: aya::Pod>(
                 libc::SYS_bpf,
                 BPF_MAP_LOOKUP_BATCH,
                 &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
+                size_of::<BatchAttr>(),
             )
         };
         let err = (r < 0).then(std::io::Error::last_os_error);

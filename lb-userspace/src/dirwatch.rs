@@ -193,7 +193,7 @@ impl Watcher {
 
 /// (mask, wd, name) of each event in `buf` (what one read returned).
 fn events(buf: &[u8]) -> impl Iterator<Item = (u32, i32, &OsStr)> {
-    let header = std::mem::size_of::<libc::inotify_event>();
+    let header = size_of::<libc::inotify_event>();
     let mut at = 0;
     std::iter::from_fn(move || {
         if at + header > buf.len() {

@@ -277,7 +277,7 @@ impl Metrics {
 
 /// The per-frontend packet and byte counters, straight from the frontend, name and per-CPU
 /// stats maps (batched reads; slots and backends are not read).
-fn render_service_counters(out: &mut String, bpf_root: &std::path::Path) -> anyhow::Result<()> {
+fn render_service_counters(out: &mut String, bpf_root: &std::path::Path) -> Result<()> {
     const PACKETS: &str = "podlb_service_packets_total";
     const BYTES: &str = "podlb_service_bytes_total";
     let mut bytes = String::new();

@@ -615,7 +615,7 @@ impl Planner {
             .keys()
             .map(|fe| (frontend_key(fe), fe))
             .collect();
-        fes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        fes.sort_unstable_by_key(|a| a.0);
         let mut fo = FrontendOps::default();
         let mut removals = Vec::new();
         let mut freed_svcs = Vec::new();

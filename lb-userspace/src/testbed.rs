@@ -1480,7 +1480,7 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
+            size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
@@ -1494,7 +1494,7 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
             unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
+            size_of::<libc::sockaddr_in6>()
         }
     };
     (storage, len as libc::socklen_t)
@@ -1512,7 +1512,7 @@ fn setsockopt<T>(
             level,
             name,
             v as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
+            size_of::<T>() as libc::socklen_t,
         )
     })
     .map(drop)
@@ -1576,7 +1576,7 @@ fn connect_bound(src_port: u16, dst: SocketAddr, timeout: Duration) -> io::Resul
             }
         }
         let mut err: libc::c_int = 0;
-        let mut errlen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let mut errlen = size_of::<libc::c_int>() as libc::socklen_t;
         cvt(unsafe {
             libc::getsockopt(
                 fd.as_raw_fd(),

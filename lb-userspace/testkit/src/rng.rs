@@ -8,7 +8,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from `seed`; a zero seed (which xorshift cannot leave) is replaced.
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+        Rng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -56,7 +60,10 @@ mod tests {
             let v = r.below(10) as usize;
             seen[v] = true;
         }
-        assert!(seen.iter().all(|s| *s), "every value of 0..10 drawn in 1000 tries");
+        assert!(
+            seen.iter().all(|s| *s),
+            "every value of 0..10 drawn in 1000 tries"
+        );
         assert!(r.pause(Duration::from_millis(5)) <= Duration::from_millis(10));
     }
 }

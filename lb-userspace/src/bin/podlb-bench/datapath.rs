@@ -129,7 +129,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
             libc::SYS_bpf,
             cmd,
             attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>() as libc::c_uint,
+            size_of::<T>() as libc::c_uint,
         )
     };
     if rc < 0 {
