@@ -13,11 +13,10 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::{
     datapath::{accept_local, interface_addresses, Datapath, Maps},
-    kube_source::KubeSource,
     metrics::{self, METRICS},
     model::{Changes, DesiredState, Incremental, NodeInfo},
     reconcile::{self, MapState, Op, Planner, ReadBack, Touched},
-    source::{ManifestSource, Source, Update},
+    source::{KubeSource, ManifestSource, Source, Update},
 };
 
 /// Where the Kubernetes objects come from.

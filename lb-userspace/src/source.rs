@@ -19,6 +19,9 @@ use crate::dirwatch::DirWatch;
 use crate::manifests::{ManifestDir, Objects};
 use crate::objects::{ServiceObj, SliceObj};
 
+pub use crate::kube_source::KubeSource;
+pub use crate::manifests::Objects;
+
 /// The objects that changed, by key ("namespace/name"): each key with the objects that now
 /// have it (none: deleted; several only with duplicate manifests).
 #[derive(Debug, Default)]
