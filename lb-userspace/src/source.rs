@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Node;
 use tokio::sync::Notify;
 
 use crate::dirwatch::DirWatch;
-use crate::manifests::{ManifestDir, Objects};
+use crate::manifests::ManifestDir;
 use crate::objects::{ServiceObj, SliceObj};
 
 pub use crate::kube_source::KubeSource;
