@@ -28,7 +28,8 @@ use common::packet6::*;
 use lb_common::*;
 
 /// An IPv4 (address, port) pair, for the family-isolation cases.
-type Addr4 = Addr;
+#[allow(unused_qualifications)]
+type Addr4 = p4::Addr;
 
 const fn ip6(s: [u16; 8]) -> [u8; 16] {
     Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]).octets()
