@@ -12,6 +12,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod layout;
+
 #[derive(Parser)]
 #[command(about = "podlb developer tasks")]
 struct Cli {
@@ -31,6 +33,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// rustfmt --check, clippy with warnings as errors, and the layout rules (module docs,
+    /// file sizes, no import cycles). Also run by `test`.
+    Lint,
     /// Build a small node from network namespaces, run the agent on it and send traffic.
     Demo {
         /// Keep the topology and the agent running until Ctrl-C.
@@ -73,6 +78,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Setup => setup(),
+        Cmd::Lint => lint(),
         Cmd::Build => {
             setup()?;
             build()
@@ -81,6 +87,7 @@ fn main() -> Result<()> {
             require_root("test", "the integration tests create network namespaces, load eBPF programs and mount bpffs")?;
             setup()?;
             build()?;
+            lint()?;
             test(&args)?;
             // The quick bench keeps the harness from rotting; it asserts no thresholds. Only
             // with the whole suite, not when a filter picks some tests.
@@ -223,6 +230,42 @@ fn require_root(task: &str, why: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The house rules: rustfmt, clippy with every warning an error, and the layout rules of
+/// [`layout`] (module docs, file sizes, no import cycles) over the product's sources.
+fn lint() -> Result<()> {
+    let t = Instant::now();
+    let mut problems = Vec::new();
+    for dir in LAYOUT_CHECKED {
+        let files = layout::read_tree(&root().join(dir))?;
+        problems.extend(
+            layout::check(&files)
+                .into_iter()
+                .map(|p| format!("{dir}: {p}")),
+        );
+    }
+    if !problems.is_empty() {
+        bail!("layout rules broken:\n  {}", problems.join("\n  "));
+    }
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["fmt", "--all", "--check"]))
+    .context("cargo fmt --check: run `cargo fmt --all`")?;
+    run(userspace_cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    eprintln!("lint: done in {:.1?}", t.elapsed());
+    Ok(())
+}
+
+/// The source trees [`layout::check`] holds to the rules.
+const LAYOUT_CHECKED: &[&str] = &["lb-userspace/src", "lb-common/src", "lb-ebpf/src"];
 
 fn test(args: &[String]) -> Result<()> {
     let t = Instant::now();
