@@ -4,30 +4,10 @@ use super::*;
 use crate::objects::{ServiceObj, SliceObj};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// A small deterministic PRNG (xorshift64*), so the property tests need no crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
+use testkit::Rng;
 
 fn random_service(r: &mut Rng, name: &str) -> Service {
-    let ns = r.pick(&["default", "kube-system"]);
+    let ns = *r.pick(&["default", "kube-system"]);
     let v4 = format!("10.96.0.{}", r.below(4) + 1);
     let v6 = format!("fd00:96::{}", r.below(4) + 1);
     let (ips, families): (Vec<String>, Vec<&str>) = match r.below(6) {
@@ -37,7 +17,7 @@ fn random_service(r: &mut Rng, name: &str) -> Service {
         3 => (vec!["bad".into()], vec![]),
         _ => (vec![v4], vec!["IPv4"]),
     };
-    let type_ = r.pick(&["ClusterIP", "ClusterIP", "NodePort", "LoadBalancer"]);
+    let type_ = *r.pick(&["ClusterIP", "ClusterIP", "NodePort", "LoadBalancer"]);
     let mut ports = Vec::new();
     for (i, pname) in ["http", "dns", ""].iter().enumerate() {
         if i > 0 && r.chance(50) {
@@ -78,8 +58,8 @@ fn random_service(r: &mut Rng, name: &str) -> Service {
 }
 
 fn random_slice(r: &mut Rng, name: &str) -> EndpointSlice {
-    let ns = r.pick(&["default", "kube-system"]);
-    let family = r.pick(&["IPv4", "IPv4", "IPv6", "FQDN"]);
+    let ns = *r.pick(&["default", "kube-system"]);
+    let family = *r.pick(&["IPv4", "IPv4", "IPv6", "FQDN"]);
     let mut endpoints = Vec::new();
     for _ in 0..r.below(4) {
         let n = r.below(6) + 1;
@@ -115,7 +95,7 @@ fn random_slice(r: &mut Rng, name: &str) -> EndpointSlice {
 }
 
 fn random_node(r: &mut Rng) -> Node {
-    let name = r.pick(&["node-a", "node-a", "node-b"]);
+    let name = *r.pick(&["node-a", "node-a", "node-b"]);
     let addrs: Vec<_> = ["192.168.0.5", "fd00:1::5", "127.0.0.1", "192.168.0.6"]
         .iter()
         .filter(|_| r.chance(50))
@@ -136,7 +116,7 @@ fn random_node(r: &mut Rng) -> Node {
 fn incremental_equals_build() {
     let (mut frontends, mut conflicts, mut changed) = (0, 0, 0);
     for seed in 1..=40u64 {
-        let mut r = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+        let mut r = Rng::new(seed * 0x9e37_79b9_7f4a_7c15);
         let node = || NodeInfo {
             name: "node-a".into(),
             fallback_addresses: vec![ip("192.168.0.1")],
@@ -154,7 +134,7 @@ fn incremental_equals_build() {
             for _ in 0..=r.below(3) {
                 match r.below(10) {
                     0..=3 => {
-                        let name = r.pick(&["s0", "s1", "s2", "s3"]);
+                        let name = *r.pick(&["s0", "s1", "s2", "s3"]);
                         let s = Arc::new(random_service(&mut r, name));
                         let key = object_key(&s.metadata);
                         services.retain(|o| object_key(&o.metadata) != key);
@@ -164,7 +144,7 @@ fn incremental_equals_build() {
                         changed_services.insert(key);
                     }
                     4..=7 => {
-                        let name = r.pick(&["e0", "e1", "e2", "e3", "e4"]);
+                        let name = *r.pick(&["e0", "e1", "e2", "e3", "e4"]);
                         let s = Arc::new(random_slice(&mut r, name));
                         let key = object_key(&s.metadata);
                         // Sometimes a duplicate key (two manifests holding one object).
