@@ -250,10 +250,8 @@ mod tests {
         let watch = DirWatch::start(&dir, is_manifest_name, notify.clone()).unwrap();
         fs::create_dir_all(&dir).unwrap();
         let long = Duration::from_secs(10);
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up when the directory appeared"
-        );
+        let wakes = |what: &str| assert!(woken(&rt, &notify, long), "no wake-up {what}");
+        wakes("when the directory appeared");
         // A hidden temp file written: no wake-up (a short wait, so this check can pass
         // wrongly on a slow machine, never fail wrongly).
         fs::write(dir.join(".a.yaml.tmp"), "x").unwrap();
@@ -263,36 +261,24 @@ mod tests {
         );
         // Renamed in: woken.
         fs::rename(dir.join(".a.yaml.tmp"), dir.join("a.yaml")).unwrap();
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up on a rename into the directory"
-        );
+        wakes("on a rename into the directory");
         // Written in place (create, write, close): woken (by the close).
         fs::write(dir.join("b.yml"), "y").unwrap();
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up on a file written in place"
-        );
+        wakes("on a file written in place");
         fs::write(dir.join("b.yml"), "z").unwrap();
-        assert!(woken(&rt, &notify, long), "no wake-up on a file rewritten");
+        wakes("on a file rewritten");
         // A symlink created: woken.
         std::os::unix::fs::symlink(dir.join("a.yaml"), dir.join("c.yaml")).unwrap();
-        assert!(woken(&rt, &notify, long), "no wake-up on a symlink");
+        wakes("on a symlink");
         fs::remove_file(dir.join("a.yaml")).unwrap();
-        assert!(woken(&rt, &notify, long), "no wake-up on a deletion");
+        wakes("on a deletion");
         // The directory removed and made again: watched again.
         fs::remove_dir_all(&dir).unwrap();
         let _ = woken(&rt, &notify, Duration::from_millis(100));
         fs::create_dir_all(&dir).unwrap();
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up when the directory came back"
-        );
+        wakes("when the directory came back");
         fs::write(dir.join("d.yaml"), "w").unwrap();
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up after the directory came back"
-        );
+        wakes("after the directory came back");
         drop(watch);
         let _ = fs::remove_dir_all(&dir);
     }

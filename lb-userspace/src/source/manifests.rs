@@ -364,6 +364,12 @@ mod tests {
         v
     }
 
+    /// The clusterIP of the `i`th Service (which has a spec).
+    fn cluster_ip(m: &ManifestDir, i: usize) -> Option<String> {
+        let spec = m.objects().services[i].spec.clone().unwrap();
+        spec.cluster_ip
+    }
+
     fn scan(m: &mut ManifestDir) -> (bool, Vec<String>) {
         let r = m.rescan().unwrap();
         (r.changed, r.errors)
@@ -536,15 +542,7 @@ metadata: {name: d}
             )]
         );
         assert_eq!(names(&m.objects()), ["svc default/a", "svc default/web"]);
-        assert_eq!(
-            m.objects().services[1]
-                .spec
-                .as_ref()
-                .unwrap()
-                .cluster_ip
-                .as_deref(),
-            Some("10.96.0.2")
-        );
+        assert_eq!(cluster_ip(&m, 1).as_deref(), Some("10.96.0.2"));
         assert_eq!(scan(&mut m), (false, vec![]));
 
         // Another bad version is reported again.
@@ -560,15 +558,7 @@ metadata: {name: d}
         // Fixing it applies.
         d.write("web.yaml", &svc("web", "10.96.0.200"));
         assert_eq!(scan(&mut m), (true, vec![]));
-        assert_eq!(
-            m.objects().services[1]
-                .spec
-                .as_ref()
-                .unwrap()
-                .cluster_ip
-                .as_deref(),
-            Some("10.96.0.200")
-        );
+        assert_eq!(cluster_ip(&m, 1).as_deref(), Some("10.96.0.200"));
 
         // A file that never parsed contributes nothing; removing it changes nothing.
         d.write("new.yaml", "{");

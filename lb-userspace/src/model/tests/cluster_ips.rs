@@ -23,7 +23,7 @@ spec: {clusterIP: "fd00::13", ports: [{port: 82}]}
 "#);
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     assert_eq!(
-        b.state.frontends.keys().copied().collect::<Vec<_>>(),
+        addrs(&b),
         vec![
             fe("10.96.0.11", 80, Proto::Tcp),
             fe("10.96.0.12", 81, Proto::Tcp),

@@ -43,7 +43,7 @@ fn dual_stack_frontends_take_backends_of_their_family() {
     let b = run_with(DUAL_WEB, &["192.168.0.1", "2001:db8::1"]);
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     assert_eq!(
-        b.state.frontends.keys().copied().collect::<Vec<_>>(),
+        addrs(&b),
         vec![
             fe("10.96.0.10", 80, Proto::Tcp),
             fe("192.168.0.1", 30080, Proto::Tcp),
@@ -93,7 +93,7 @@ fn dual_stack_frontends_take_backends_of_their_family() {
         &["192.168.0.1", "2001:db8::1"],
     );
     assert_eq!(
-        b.state.frontends.keys().copied().collect::<Vec<_>>(),
+        addrs(&b),
         vec![
             fe("10.96.0.10", 80, Proto::Tcp),
             fe("192.168.0.1", 30080, Proto::Tcp),
@@ -133,7 +133,7 @@ endpoints: [{addresses: [10.0.0.1]}]
     );
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     assert_eq!(
-        b.state.frontends.keys().copied().collect::<Vec<_>>(),
+        addrs(&b),
         vec![
             fe("2001:db8::1", 30080, Proto::Tcp),
             fe("fd00:96::20", 53, Proto::Udp),

@@ -119,10 +119,7 @@ status:
     // Nothing at all: no NodePort frontends, the ClusterIP stays.
     let b = run_with(NODE_PORT_WEB, &[]);
     assert!(b.state.node_addresses.is_empty());
-    assert_eq!(
-        b.state.frontends.keys().copied().collect::<Vec<_>>(),
-        vec![fe("10.96.0.10", 80, Proto::Tcp)]
-    );
+    assert_eq!(addrs(&b), vec![fe("10.96.0.10", 80, Proto::Tcp)]);
 }
 
 #[test]
@@ -282,7 +279,7 @@ spec:
     let after = run(&svc("NodePort"));
     assert!(after.warnings.is_empty(), "{:?}", after.warnings);
     assert_eq!(
-        before.state.frontends.keys().copied().collect::<Vec<_>>(),
+        addrs(&before),
         vec![
             fe("10.96.0.10", 53, Proto::Udp),
             fe("10.96.0.10", 80, Proto::Tcp)

@@ -96,6 +96,11 @@ spec:
   - {name: metrics, port: 9090, targetPort: metrics}
 "#;
 
+/// Every frontend address, in order.
+fn addrs(b: &Built) -> Vec<FrontendAddr> {
+    b.state.frontends.keys().copied().collect()
+}
+
 /// Frontend addresses of the given kind, in order.
 fn of_kind(b: &Built, kind: FrontendKind) -> Vec<FrontendAddr> {
     let fes = b.state.frontends.iter();

@@ -55,10 +55,7 @@ ports: [{port: 8080}]
 endpoints: [{addresses: [10.0.0.3]}]
 "#);
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
-    assert_eq!(
-        b.state.frontends.keys().copied().collect::<Vec<_>>(),
-        vec![fe("10.96.0.4", 80, Proto::Tcp)]
-    );
+    assert_eq!(addrs(&b), vec![fe("10.96.0.4", 80, Proto::Tcp)]);
     assert_eq!(
         backends_of(&b, "10.96.0.4", 80, Proto::Tcp),
         bes(&["10.0.0.3:8080"])
