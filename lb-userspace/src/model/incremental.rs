@@ -1,8 +1,6 @@
 //! [`Incremental`]: the model kept between syncs, one cache entry per Service key, with the
-//! claims on every frontend address ranked as [`build`] ranks them, and the [`Changes`] since
+//! claims on every frontend address ranked as [`build`](super::build) ranks them, and the [`Changes`] since
 //! the reconciler last took them.
-#[cfg(doc)]
-use super::build;
 use super::frontends::{node_addresses, service_frontends};
 use super::{DesiredState, FrontendSpec, NodeInfo};
 use crate::objects::{ServiceObj, SliceObj, SliceView};
@@ -12,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The conflict-resolution rank of a frontend claim, as in [`build`]: kind precedence, then
+/// The conflict-resolution rank of a frontend claim, as in [`build`](super::build): kind precedence, then
 /// Service key, then the claim's position among that Service's frontends.
 type Rank = (u8, Arc<str>, u32);
 
@@ -45,10 +43,10 @@ impl Changes {
     }
 }
 
-/// The model kept between syncs: the result of [`build`] over the objects it was given,
+/// The model kept between syncs: the result of [`build`](super::build) over the objects it was given,
 /// maintained object by object. A Service's frontends are recomputed only when its inputs
 /// change: its Service object, the EndpointSlices labelled with its name, or the node
-/// addresses (which recompute every Service). `state()` always equals what [`build`] returns
+/// addresses (which recompute every Service). `state()` always equals what [`build`](super::build) returns
 /// for the same objects, and `warnings()` its warnings.
 pub struct Incremental {
     node: NodeInfo,
@@ -335,7 +333,7 @@ impl Incremental {
         std::mem::take(&mut self.changes)
     }
 
-    /// The warnings [`build`] gives for the same objects, in the same order.
+    /// The warnings [`build`](super::build) gives for the same objects, in the same order.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = self.node_warnings.clone();
         let mut slices: Vec<(&String, &String)> = self
