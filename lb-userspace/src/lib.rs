@@ -1,13 +1,10 @@
 //! podlb agent library: sources, model, reconciler, datapath loader, CLI helpers.
 //!
-//! Pure logic (`model`, `reconcile`) is kept apart from I/O (`manifests`, `datapath`, `agent`).
+//! Pure logic (`model`, `reconcile`) is kept apart from I/O (`source`, `datapath`, `agent`).
 pub mod agent;
 pub mod apiserver;
 pub mod cli;
 pub mod datapath;
-pub mod dirwatch;
-pub mod kube_source;
-pub mod manifests;
 pub mod metrics;
 pub mod model;
 pub mod objects;

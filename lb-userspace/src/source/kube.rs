@@ -35,10 +35,9 @@ use kube::{Api, Client, Config, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::manifests::{ChangedKeys, Objects};
+use super::{ChangedKeys, Delta, Objects, Source, Update};
 use crate::metrics;
 use crate::objects::{ServiceObj, SliceObj};
-use crate::source::{Delta, Source, Update};
 use crate::types;
 
 /// Services and EndpointSlices with either label are not ours (kube-proxy's selector).

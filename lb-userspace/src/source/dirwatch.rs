@@ -1,6 +1,6 @@
-//! Wake-ups when a directory's entries change (inotify), for the `manifests` source: a file
-//! written, renamed in or out, created or deleted wakes the agent at once instead of at its
-//! next 200 ms poll. The poll stays, as the fallback (and for what inotify cannot see: changes
+//! Wake-ups when a directory's entries change (inotify), for the `manifests` source
+//! ([`super::manifests`]): a file written, renamed in or out, created or deleted wakes the agent
+//! at once instead of at its next 200 ms poll. The poll stays, as the fallback (and for what inotify cannot see: changes
 //! behind a symlinked file, a directory that does not exist yet).
 //!
 //! One thread per watch blocks in `poll()` on the inotify descriptor (and an eventfd that
@@ -8,8 +8,9 @@
 //! worth a rescan:
 //! - `IN_MOVED_TO`, `IN_MOVED_FROM`, `IN_DELETE`: always (a manifest renamed in or away, or a
 //!   ConfigMap-style `..data` symlink swapped);
-//! - `IN_CLOSE_WRITE`: for manifest names only (`*.yaml`/`*.yml`, not hidden, as
-//!   `manifests.rs` reads them): a hidden temp file only counts when it is renamed in;
+//! - `IN_CLOSE_WRITE`: for the names the watch's owner reads only (its name rule, given to
+//!   [`DirWatch::start`]; the manifests source passes its own: `*.yaml`/`*.yml`, not hidden):
+//!   a hidden temp file only counts when it is renamed in;
 //! - `IN_CREATE`: unless the new entry is a regular file with one link, i.e. being written:
 //!   its `IN_CLOSE_WRITE` follows, and a rescan now would read it half-written (links,
 //!   symlinks and directories have no `IN_CLOSE_WRITE`);
@@ -17,7 +18,6 @@
 //!
 //! The thread also wakes the agent whenever the watch starts: at first, and after the directory
 //! went away (`IN_IGNORED`) or could not be watched, which it tries again every second.
-use crate::manifests::is_manifest_name;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -45,9 +45,14 @@ pub struct DirWatch {
 }
 
 impl DirWatch {
-    /// Watches `dir` and calls `notify.notify_one()` when its entries change. Fails only when
-    /// inotify itself is unavailable; a directory that is missing is watched once it exists.
-    pub fn start(dir: &Path, notify: Arc<Notify>) -> io::Result<DirWatch> {
+    /// Watches `dir` and calls `notify.notify_one()` when its entries change; a file written
+    /// in place counts only when `wanted(name)`. Fails only when inotify itself is
+    /// unavailable; a directory that is missing is watched once it exists.
+    pub fn start(
+        dir: &Path,
+        wanted: fn(&OsStr) -> bool,
+        notify: Arc<Notify>,
+    ) -> io::Result<DirWatch> {
         let fd = cvt(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })?;
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let stop = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
@@ -59,6 +64,7 @@ impl DirWatch {
             stop: stop.try_clone()?,
             dir: dir.to_path_buf(),
             path,
+            wanted,
             notify,
         };
         let thread = thread::Builder::new()
@@ -86,6 +92,8 @@ struct Watcher {
     stop: OwnedFd,
     dir: PathBuf,
     path: CString,
+    /// The names whose `IN_CLOSE_WRITE` counts.
+    wanted: fn(&OsStr) -> bool,
     notify: Arc<Notify>,
 }
 
@@ -174,7 +182,7 @@ impl Watcher {
         if mask & (libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE) != 0 {
             return true;
         }
-        if mask & libc::IN_CLOSE_WRITE != 0 && is_manifest_name(name) {
+        if mask & libc::IN_CLOSE_WRITE != 0 && (self.wanted)(name) {
             return true;
         }
         if mask & libc::IN_CREATE != 0 {
@@ -218,6 +226,7 @@ fn cvt(r: i32) -> io::Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::manifests::is_manifest_name;
     use super::*;
     use std::fs;
     use std::time::Duration;
@@ -238,13 +247,11 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let notify = Arc::new(Notify::new());
         // The directory does not exist yet: watched (and a wake-up) once it does.
-        let watch = DirWatch::start(&dir, notify.clone()).unwrap();
+        let watch = DirWatch::start(&dir, is_manifest_name, notify.clone()).unwrap();
         fs::create_dir_all(&dir).unwrap();
         let long = Duration::from_secs(10);
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up when the directory appeared"
-        );
+        let wakes = |what: &str| assert!(woken(&rt, &notify, long), "no wake-up {what}");
+        wakes("when the directory appeared");
         // A hidden temp file written: no wake-up (a short wait, so this check can pass
         // wrongly on a slow machine, never fail wrongly).
         fs::write(dir.join(".a.yaml.tmp"), "x").unwrap();
@@ -254,36 +261,24 @@ mod tests {
         );
         // Renamed in: woken.
         fs::rename(dir.join(".a.yaml.tmp"), dir.join("a.yaml")).unwrap();
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up on a rename into the directory"
-        );
+        wakes("on a rename into the directory");
         // Written in place (create, write, close): woken (by the close).
         fs::write(dir.join("b.yml"), "y").unwrap();
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up on a file written in place"
-        );
+        wakes("on a file written in place");
         fs::write(dir.join("b.yml"), "z").unwrap();
-        assert!(woken(&rt, &notify, long), "no wake-up on a file rewritten");
+        wakes("on a file rewritten");
         // A symlink created: woken.
         std::os::unix::fs::symlink(dir.join("a.yaml"), dir.join("c.yaml")).unwrap();
-        assert!(woken(&rt, &notify, long), "no wake-up on a symlink");
+        wakes("on a symlink");
         fs::remove_file(dir.join("a.yaml")).unwrap();
-        assert!(woken(&rt, &notify, long), "no wake-up on a deletion");
+        wakes("on a deletion");
         // The directory removed and made again: watched again.
         fs::remove_dir_all(&dir).unwrap();
         let _ = woken(&rt, &notify, Duration::from_millis(100));
         fs::create_dir_all(&dir).unwrap();
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up when the directory came back"
-        );
+        wakes("when the directory came back");
         fs::write(dir.join("d.yaml"), "w").unwrap();
-        assert!(
-            woken(&rt, &notify, long),
-            "no wake-up after the directory came back"
-        );
+        wakes("after the directory came back");
         drop(watch);
         let _ = fs::remove_dir_all(&dir);
     }

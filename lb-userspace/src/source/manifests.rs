@@ -1,10 +1,12 @@
-//! The `manifests` source: Kubernetes objects read from the YAML files of one directory.
+//! The `manifests` source: Kubernetes objects read from the YAML files of one directory
+//! ([`ManifestDir`], [`parse_manifest`]), and [`ManifestSource`], the [`Source`] over it.
 //!
 //! File I/O and parsing only; `model` interprets the objects. A file is accepted or rejected
 //! whole: a rejected version leaves the file's last good objects in effect.
 
+use super::dirwatch::DirWatch;
+use super::{ChangedKeys, Objects, Source, Update};
 use crate::objects::{ServiceObj, SliceObj};
-use crate::source::Delta;
 use crate::types::{parse_ip_of, Family, Proto};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -12,75 +14,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Objects {
-    pub services: Vec<Arc<ServiceObj>>,
-    pub slices: Vec<Arc<SliceObj>>,
-    pub nodes: Vec<Arc<Node>>,
-}
-
-impl Objects {
-    fn append(&mut self, other: &Objects) {
-        self.services.extend_from_slice(&other.services);
-        self.slices.extend_from_slice(&other.slices);
-        self.nodes.extend_from_slice(&other.nodes);
-    }
-
-    /// The keys ("namespace/name") of every object.
-    fn keys(&self, into: &mut ChangedKeys) {
-        into.services.extend(self.services.iter().map(|s| s.key()));
-        into.slices.extend(self.slices.iter().map(|s| s.key()));
-        into.nodes |= !self.nodes.is_empty();
-    }
-
-    /// The objects with the changed keys, in order (an empty list for a key that is gone).
-    pub fn select(&self, keys: &ChangedKeys) -> Delta {
-        let mut delta = Delta::default();
-        for k in &keys.services {
-            delta.services.insert(k.clone(), Vec::new());
-        }
-        for k in &keys.slices {
-            delta.slices.insert(k.clone(), Vec::new());
-        }
-        for s in &self.services {
-            if let Some(v) = delta.services.get_mut(&s.key()) {
-                v.push(s.clone());
-            }
-        }
-        for s in &self.slices {
-            if let Some(v) = delta.slices.get_mut(&s.key()) {
-                v.push(s.clone());
-            }
-        }
-        if keys.nodes {
-            delta.nodes = Some(self.nodes.clone());
-        }
-        delta
-    }
-}
-
-/// The keys of the objects that may have changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ChangedKeys {
-    pub services: BTreeSet<String>,
-    pub slices: BTreeSet<String>,
-    /// Any Node.
-    pub nodes: bool,
-}
-
-impl ChangedKeys {
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.slices.is_empty() && !self.nodes
-    }
-}
+use std::time::Instant;
+use tokio::sync::Notify;
 
 /// Identifies a file version without reading it: (mtime s, mtime ns, size, inode).
 type Stamp = (i64, i64, u64, u64);
@@ -296,6 +238,78 @@ fn typed<T: DeserializeOwned>(
     Ok((obj, id))
 }
 
+/// The `manifests` source as a [`Source`]: rescans the directory on every poll and logs
+/// rejected files and an unreadable directory (once per distinct error). The objects of a
+/// file that changed count as changed. An inotify watch on the directory
+/// ([`super::dirwatch`]) wakes the agent when a file is written, renamed, created or deleted;
+/// the agent's periodic poll stays as the fallback.
+pub struct ManifestSource {
+    path: PathBuf,
+    dir: ManifestDir,
+    first: bool,
+    dir_error: Option<String>,
+    notify: Arc<Notify>,
+    _watch: Option<DirWatch>,
+}
+
+impl ManifestSource {
+    pub fn new(path: &Path) -> Self {
+        let notify = Arc::new(Notify::new());
+        let watch = DirWatch::start(path, is_manifest_name, notify.clone())
+            .map_err(|e| tracing::warn!(dir = %path.display(), "no inotify, polling only: {e}"))
+            .ok();
+        ManifestSource {
+            path: path.to_path_buf(),
+            dir: ManifestDir::new(path),
+            first: true,
+            dir_error: None,
+            notify,
+            _watch: watch,
+        }
+    }
+}
+
+impl Source for ManifestSource {
+    fn poll(&mut self) -> Option<Update> {
+        let report = match self.dir.rescan() {
+            Ok(r) => {
+                self.dir_error = None;
+                r
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.dir_error.as_ref() != Some(&e) {
+                    tracing::error!(dir = %self.path.display(), "cannot read manifests directory: {e}");
+                    self.dir_error = Some(e);
+                }
+                return None;
+            }
+        };
+        for e in &report.errors {
+            tracing::error!("rejected manifest, keeping its last good state: {e}");
+        }
+        if !(report.changed || self.first) {
+            return None;
+        }
+        let delta = match std::mem::take(&mut self.first) {
+            true => None,
+            false => Some(self.dir.current().select(&report.keys)),
+        };
+        Some(Update {
+            events: vec![Instant::now()],
+            delta,
+        })
+    }
+
+    fn objects(&self) -> Objects {
+        self.dir.objects()
+    }
+
+    fn notify(&self) -> Option<Arc<Notify>> {
+        Some(self.notify.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +362,12 @@ mod tests {
                 .map(|n| format!("node {}", n.metadata.name.as_deref().unwrap())),
         );
         v
+    }
+
+    /// The clusterIP of the `i`th Service (which has a spec).
+    fn cluster_ip(m: &ManifestDir, i: usize) -> Option<String> {
+        let spec = m.objects().services[i].spec.clone().unwrap();
+        spec.cluster_ip
     }
 
     fn scan(m: &mut ManifestDir) -> (bool, Vec<String>) {
@@ -522,15 +542,7 @@ metadata: {name: d}
             )]
         );
         assert_eq!(names(&m.objects()), ["svc default/a", "svc default/web"]);
-        assert_eq!(
-            m.objects().services[1]
-                .spec
-                .as_ref()
-                .unwrap()
-                .cluster_ip
-                .as_deref(),
-            Some("10.96.0.2")
-        );
+        assert_eq!(cluster_ip(&m, 1).as_deref(), Some("10.96.0.2"));
         assert_eq!(scan(&mut m), (false, vec![]));
 
         // Another bad version is reported again.
@@ -546,15 +558,7 @@ metadata: {name: d}
         // Fixing it applies.
         d.write("web.yaml", &svc("web", "10.96.0.200"));
         assert_eq!(scan(&mut m), (true, vec![]));
-        assert_eq!(
-            m.objects().services[1]
-                .spec
-                .as_ref()
-                .unwrap()
-                .cluster_ip
-                .as_deref(),
-            Some("10.96.0.200")
-        );
+        assert_eq!(cluster_ip(&m, 1).as_deref(), Some("10.96.0.200"));
 
         // A file that never parsed contributes nothing; removing it changes nothing.
         d.write("new.yaml", "{");

@@ -1,0 +1,73 @@
+//! Desired datapath state, IPv4 and IPv6, computed from Kubernetes objects.
+//!
+//! Pure functions, no I/O. The rules are kube-proxy's (kube-proxy-contract.md points 1-10,
+//! 13-16, 19, 21, 24 and 25): which Services and EndpointSlices count, how slice ports are matched
+//! to Service ports, which frontends every Service type gets (ClusterIP, NodePort, externalIPs,
+//! LoadBalancer ingress), and which endpoints become the backends of each frontend.
+//!
+//! Dual-stack (point 8) works the way kube-proxy's per-family proxiers do: a Service has the
+//! families of its ClusterIPs (`spec.ipFamilies` paired with `spec.clusterIPs`), and each family
+//! is programmed on its own. A frontend's backends come only from EndpointSlices of its family;
+//! NodePorts are served on the node addresses of the Service's families; externalIPs and
+//! LoadBalancer ingress IPs of a family the Service does not have are ignored.
+//!
+//! The parts: [`build`] computes the state from scratch (`full`), [`Incremental`] maintains it
+//! object by object (`incremental`); both take each Service's frontends from `frontends`, which
+//! takes the endpoints of each port from `endpoints`. This module holds what they produce.
+mod endpoints;
+mod frontends;
+mod full;
+mod incremental;
+#[cfg(test)]
+mod tests;
+
+pub use full::build;
+pub use incremental::{Changes, Incremental};
+
+use crate::types::{BackendAddr, FrontendAddr, FrontendKind};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendSpec {
+    /// "namespace/name:portname", or "namespace/name" when the port has no name.
+    pub name: String,
+    pub kind: FrontendKind,
+    /// Masquerade (SNAT to the node address) every new flow: externally reachable frontends
+    /// (NodePort, ExternalIp, LoadBalancer) with externalTrafficPolicy Cluster (contract point 13).
+    pub snat: bool,
+    /// With no backends: drop silently (true: iTP=Local / eTP=Local with no local endpoints,
+    /// points 14-15) instead of rejecting (false: point 16).
+    pub drop_when_empty: bool,
+    /// Sorted and deduplicated, all of the frontend's family; empty when the Service has no
+    /// usable endpoints of that family.
+    pub backends: Vec<BackendAddr>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub frontends: BTreeMap<FrontendAddr, FrontendSpec>,
+    /// Every programmed ClusterIP, of both families: traffic to one of these on a port that is
+    /// not a frontend is rejected (point 24).
+    pub cluster_ips: BTreeSet<IpAddr>,
+    /// The addresses NodePorts are served on, of both families, in order (point 21 and DESIGN:
+    /// the Node object's InternalIP and ExternalIP addresses, else
+    /// NodeInfo.fallback_addresses). Never loopback, unspecified or IPv6 link-local. The first
+    /// address of each family is that family's SNAT address.
+    pub node_addresses: Vec<IpAddr>,
+}
+
+pub struct NodeInfo {
+    /// This node's name: the Node object to read addresses from, and endpoints whose `nodeName`
+    /// is this name are local.
+    pub name: String,
+    /// Where NodePorts are served when the Node object is missing or has no usable address
+    /// (the external interfaces' addresses, both families).
+    pub fallback_addresses: Vec<IpAddr>,
+}
+
+pub struct Built {
+    pub state: DesiredState,
+    /// One line per skipped malformed object, address or frontend, naming its object.
+    pub warnings: Vec<String>,
+}
