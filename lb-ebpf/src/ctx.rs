@@ -8,10 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{Addr, PROTO_UDP};
 
-use crate::{
-    csum,
-    parse::{Packet, IP_CSUM_OFF},
-};
+use crate::{addr::v4, consts::IP_CSUM_OFF, csum, parse::Packet};
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;
@@ -37,12 +34,6 @@ pub trait Ctx {
         old: [u8; N],
         new: [u8; N],
     ) -> Result<(), i64>;
-}
-
-/// The first four bytes of an address (an IPv4 address).
-#[inline(always)]
-pub fn v4(a: &Addr) -> [u8; 4] {
-    [a[0], a[1], a[2], a[3]]
 }
 
 /// Word `i` (0..4) of an address as the value the checksum helpers take.
@@ -216,6 +207,16 @@ impl Ctx for XdpContext {
     ) -> Result<(), i64> {
         update_csum(self, csum_off, &old, &new, false)
     }
+}
+
+/// Returns a pointer to a `T` at `off` if the whole `T` lies inside the packet.
+#[inline(always)]
+pub fn ptr_at<C: Ctx, T>(ctx: &C, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    if start + off + core::mem::size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + off) as *const T)
 }
 
 /// A mutable reference to a `T` at `off` in an XDP packet, if it fits.

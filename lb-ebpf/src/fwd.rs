@@ -10,9 +10,10 @@ use aya_ebpf::{
 };
 
 use crate::{
+    consts::{ETH_HLEN, IP6_HLEN, IP_HLEN},
     csum,
     ctx::slot,
-    parse::{Packet, ETH_HLEN, IP6_HLEN},
+    parse::Packet,
 };
 
 const AF_INET: u8 = 2;
@@ -84,7 +85,7 @@ fn try_forward6(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 
 #[inline(never)]
 fn try_forward(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
-    let ip = *slot::<[u8; 20]>(ctx, ETH_HLEN).ok()?;
+    let ip = *slot::<[u8; IP_HLEN]>(ctx, ETH_HLEN).ok()?;
     if ip[8] <= 1 {
         return None; // the stack sends "time exceeded"
     }
@@ -103,7 +104,7 @@ fn try_forward(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         return None;
     }
     // TTL - 1, and the IPv4 checksum with it (the TTL shares a word with the protocol).
-    let hdr = slot::<[u8; 20]>(ctx, ETH_HLEN).ok()?;
+    let hdr = slot::<[u8; IP_HLEN]>(ctx, ETH_HLEN).ok()?;
     let old = [hdr[8], hdr[9]];
     hdr[8] -= 1;
     let c = csum::replace([hdr[10], hdr[11]], &old, &[hdr[8], hdr[9]]);

@@ -21,36 +21,33 @@ use lb_common::{
 };
 
 use crate::{
+    addr::{addr_eq, copy_addr, read_addr, v4},
+    consts::*,
     csum,
-    ctx::{v4, Ctx},
-    lb::Verdict,
+    ctx::{ptr_at, Ctx},
     maps::CONNTRACK,
-    parse::{
-        addr_eq, copy_addr, eth_proto, ptr_at, read_addr, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
-        IP6_DST_OFF, IP6_HLEN, IP6_SRC_OFF, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF,
-    },
+    parse::eth_proto,
+    pipeline::Verdict,
 };
 
-const IPPROTO_ICMP: u8 = 1;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 /// The ICMP header, then the quoted IPv4 header (no options) and 8 bytes of its L4 header.
-const ICMP_OFF: usize = ETH_HLEN + 20;
+const ICMP_OFF: usize = ETH_HLEN + IP_HLEN;
 const ICMP_CSUM_OFF: usize = ICMP_OFF + 2;
-const IN_IP: usize = ICMP_OFF + 8;
+const IN_IP: usize = ICMP_OFF + ICMP_HLEN;
 const IN_CSUM: usize = IN_IP + 10;
 const IN_SRC: usize = IN_IP + 12;
 const IN_DST: usize = IN_IP + 16;
-const IN_L4: usize = IN_IP + 20;
+const IN_L4: usize = IN_IP + IP_HLEN;
 
-const IPPROTO_ICMPV6: u8 = 58;
 const ICMP6_DEST_UNREACH: u8 = 1;
 const ICMP6_PACKET_TOO_BIG: u8 = 2;
 const ICMP6_TIME_EXCEEDED: u8 = 3;
 /// The ICMPv6 header, then the quoted IPv6 header and 8 bytes of its L4 header.
 const ICMP6_OFF: usize = ETH_HLEN + IP6_HLEN;
 const ICMP6_CSUM_OFF: usize = ICMP6_OFF + 2;
-const IN6_IP: usize = ICMP6_OFF + 8;
+const IN6_IP: usize = ICMP6_OFF + ICMP_HLEN;
 const IN6_SRC: usize = IN6_IP + 8;
 const IN6_DST: usize = IN6_IP + 24;
 const IN6_L4: usize = IN6_IP + IP6_HLEN;
@@ -121,7 +118,7 @@ fn reverse_entry(
 
 #[inline(always)]
 fn try_translate4<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
-    let ip = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
+    let ip = unsafe { *ptr_at::<C, [u8; IP_HLEN]>(ctx, ETH_HLEN)? };
     // Outer and quoted headers without options; not a fragment.
     if ip[0] != 0x45 || ip[9] != IPPROTO_ICMP || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
         return None;
@@ -134,7 +131,7 @@ fn try_translate4<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
     if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
         return None;
     }
-    let inner = unsafe { *ptr_at::<C, [u8; 20]>(ctx, IN_IP)? };
+    let inner = unsafe { *ptr_at::<C, [u8; IP_HLEN]>(ctx, IN_IP)? };
     let ports = unsafe { *ptr_at::<C, [u8; 4]>(ctx, IN_L4)? };
     let proto = inner[9];
     if inner[0] != 0x45 || !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
@@ -164,7 +161,7 @@ fn try_translate4<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
 #[inline(always)]
 fn rewrite_reply<C: Ctx>(
     ctx: &C,
-    ip: &[u8; 20],
+    ip: &[u8; IP_HLEN],
     e: &CtEntry,
     in_src: [u8; 4],
     in_dst: [u8; 4],
@@ -187,7 +184,7 @@ fn rewrite_reply<C: Ctx>(
 #[inline(always)]
 fn rewrite<C: Ctx>(
     ctx: &C,
-    ip: &[u8; 20],
+    ip: &[u8; IP_HLEN],
     e: &CtEntry,
     in_src: [u8; 4],
     in_dst: [u8; 4],

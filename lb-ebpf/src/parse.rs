@@ -3,17 +3,11 @@
 //! never taken for packet data.
 use lb_common::{Addr, CtKey, FAMILY_V4, FAMILY_V6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
-use crate::ctx::Ctx;
-
-pub const ETH_HLEN: usize = 14;
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86DD;
-pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
-pub const IP_SRC_OFF: usize = ETH_HLEN + 12;
-pub const IP_DST_OFF: usize = ETH_HLEN + 16;
-pub const IP6_HLEN: usize = 40;
-pub const IP6_SRC_OFF: usize = ETH_HLEN + 8;
-pub const IP6_DST_OFF: usize = ETH_HLEN + 24;
+use crate::{
+    addr::{copy_addr, read_addr},
+    consts::*,
+    ctx::{ptr_at, Ctx},
+};
 
 /// What the parser extracts from an IPv4 or IPv6 TCP/UDP/SCTP packet. Ports are in host order;
 /// an IPv4 address fills the first four bytes of its `Addr`. Aligned so addresses are copied
@@ -88,78 +82,10 @@ impl Packet {
     }
 }
 
-/// Copies an address as four words. Both must be 4-byte aligned, as every `Addr` in a
-/// `lb-common` struct (`align(4)`) and in `Packet` is; plain `[u8; 16]` copies go byte by byte
-/// in BPF and spill every byte across helper calls.
-#[inline(always)]
-pub fn copy_addr(dst: &mut Addr, src: &Addr) {
-    unsafe { *(dst as *mut Addr as *mut [u32; 4]) = *(src as *const Addr as *const [u32; 4]) }
-}
-
-/// Whether two addresses are equal, compared as four words (no `bcmp` call in BPF). Both must
-/// be 4-byte aligned, as for `copy_addr`.
-#[inline(always)]
-pub fn addr_eq(a: &Addr, b: &Addr) -> bool {
-    let (a, b) = unsafe {
-        (
-            &*(a as *const Addr as *const [u32; 4]),
-            &*(b as *const Addr as *const [u32; 4]),
-        )
-    };
-    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
-}
-
-/// Whether an (aligned) address is all zeros (unset).
-#[inline(always)]
-pub fn addr_is_zero(a: &Addr) -> bool {
-    let a = unsafe { &*(a as *const Addr as *const [u32; 4]) };
-    a[0] | a[1] | a[2] | a[3] == 0
-}
-
-/// Sets an (aligned) address: an IPv4 address (first word) or all zeros.
-#[inline(always)]
-pub fn set_addr4(dst: &mut Addr, v4: [u8; 4]) {
-    unsafe { *(dst as *mut Addr as *mut [u32; 4]) = [u32::from_ne_bytes(v4), 0, 0, 0] }
-}
-
-/// Returns a pointer to a `T` at `off` if the whole `T` lies inside the packet.
-#[inline(always)]
-pub fn ptr_at<C: Ctx, T>(ctx: &C, off: usize) -> Option<*const T> {
-    let start = ctx.data();
-    if start + off + core::mem::size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + off) as *const T)
-}
-
 /// The EtherType of the frame.
 #[inline(always)]
 pub fn eth_proto<C: Ctx>(ctx: &C) -> Option<u16> {
     Some(u16::from_be(unsafe { *ptr_at::<C, u16>(ctx, 12)? }))
-}
-
-/// Reads the 4-byte word at `off` of a header that has been bounds-checked. Packet data is
-/// only 2-byte aligned; BPF (without strict alignment) and the JITs take such loads, and one
-/// word load beats four byte loads whose results the compiler spills across helper calls.
-#[inline(always)]
-fn word_at(base: usize, off: usize) -> u32 {
-    unsafe { *((base + off) as *const u32) }
-}
-
-/// Copies the address at `off` (4 or 16 bytes, bounds-checked by the caller) into `dst`.
-#[inline(always)]
-pub fn read_addr(dst: &mut Addr, base: usize, off: usize, v6: bool) {
-    let w = unsafe { &mut *(dst as *mut Addr as *mut [u32; 4]) };
-    w[0] = word_at(base, off);
-    if v6 {
-        w[1] = word_at(base, off + 4);
-        w[2] = word_at(base, off + 8);
-        w[3] = word_at(base, off + 12);
-    } else {
-        w[1] = 0;
-        w[2] = 0;
-        w[3] = 0;
-    }
 }
 
 impl Packet {
@@ -192,7 +118,7 @@ pub fn parse<C: Ctx>(ctx: &C, pkt: &mut Packet) -> bool {
 
 #[inline(always)]
 fn parse4<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
-    let hdr = ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)?;
+    let hdr = ptr_at::<C, [u8; IP_HLEN]>(ctx, ETH_HLEN)?;
     let ip = unsafe { &*hdr };
     let version = ip[0] >> 4;
     let ihl = (ip[0] & 0x0f) as usize;
@@ -225,7 +151,7 @@ fn parse4<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
 
 #[inline(always)]
 fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
-    let hdr = ptr_at::<C, [u8; 40]>(ctx, ETH_HLEN)?;
+    let hdr = ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)?;
     let ip = unsafe { &*hdr };
     if ip[0] >> 4 != 6 {
         return None;
@@ -254,9 +180,9 @@ fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
 #[inline(always)]
 fn ports<C: Ctx>(ctx: &C, proto: u8, l4_off: usize, l4_len: usize) -> Option<([u16; 2], u8)> {
     let need = match proto {
-        PROTO_TCP => 20,
-        PROTO_UDP => 8,
-        PROTO_SCTP => 12,
+        PROTO_TCP => TCP_HLEN,
+        PROTO_UDP => UDP_HLEN,
+        PROTO_SCTP => SCTP_HLEN,
         _ => return None,
     };
     if l4_len < need {

@@ -14,22 +14,19 @@ use aya_ebpf::{
 use lb_common::PROTO_TCP;
 
 use crate::{
+    consts::*,
     csum::{fold, sum},
-    ctx::{slot, Ctx},
+    ctx::{ptr_at, slot, Ctx},
     maps::{scratch, SCRATCH_BUF},
-    parse::{ptr_at, Packet, ETH_HLEN, IP6_HLEN},
+    parse::Packet,
 };
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-const RST_LEN: usize = ETH_HLEN + 20 + 20;
-const ICMP_LEN: usize = ETH_HLEN + 20 + 8 + 20 + 8;
-const RST6_LEN: usize = ETH_HLEN + IP6_HLEN + 20;
-const ICMP6_LEN: usize = ETH_HLEN + IP6_HLEN + 8 + IP6_HLEN + 8;
+/// The replies: a TCP RST without options; an ICMP error quoting the IP header (IPv4 without
+/// options) and the first 8 bytes of the L4 header.
+const RST_LEN: usize = ETH_HLEN + IP_HLEN + TCP_HLEN;
+const ICMP_LEN: usize = ETH_HLEN + IP_HLEN + ICMP_HLEN + IP_HLEN + 8;
+const RST6_LEN: usize = ETH_HLEN + IP6_HLEN + TCP_HLEN;
+const ICMP6_LEN: usize = ETH_HLEN + IP6_HLEN + ICMP_HLEN + IP6_HLEN + 8;
 
 /// Which reply `build` left in the scratch buffer.
 #[derive(Clone, Copy)]
@@ -60,17 +57,17 @@ fn build<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<B
 
 #[inline(always)]
 fn build4<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
-    if pkt.l4_off != ETH_HLEN + 20 {
+    if pkt.l4_off != ETH_HLEN + IP_HLEN {
         return None;
     }
-    let eth = unsafe { *ptr_at::<C, [u8; 14]>(ctx, 0)? };
-    let ip = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
+    let eth = unsafe { *ptr_at::<C, [u8; ETH_HLEN]>(ctx, 0)? };
+    let ip = unsafe { *ptr_at::<C, [u8; IP_HLEN]>(ctx, ETH_HLEN)? };
     if pkt.proto == PROTO_TCP {
-        let tcp = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN + 20)? };
+        let tcp = unsafe { *ptr_at::<C, [u8; TCP_HLEN]>(ctx, ETH_HLEN + IP_HLEN)? };
         tcp_rst(sub(buf), &eth, &ip, &tcp).map(|_| Built::Rst)
     } else {
         // UDP and SCTP: ICMP port unreachable quoting the first 8 bytes of the L4 header.
-        let l4 = unsafe { *ptr_at::<C, [u8; 8]>(ctx, ETH_HLEN + 20)? };
+        let l4 = unsafe { *ptr_at::<C, [u8; 8]>(ctx, ETH_HLEN + IP_HLEN)? };
         icmp_unreachable(sub(buf), &eth, &ip, &l4);
         Some(Built::Icmp)
     }
@@ -138,12 +135,18 @@ fn xdp_write<const N: usize>(ctx: &XdpContext, buf: &mut [u8; SCRATCH_BUF]) -> O
 /// Ethernet header with the addresses swapped, and an IPv4 header (no options) from the
 /// original's destination back to its source.
 #[inline(always)]
-fn headers(buf: &mut [u8], orig_eth: &[u8; 14], orig_ip: &[u8; 20], proto: u8, tot_len: u16) {
+fn headers(
+    buf: &mut [u8],
+    orig_eth: &[u8; ETH_HLEN],
+    orig_ip: &[u8; IP_HLEN],
+    proto: u8,
+    tot_len: u16,
+) {
     buf[0..6].copy_from_slice(&orig_eth[6..12]);
     buf[6..12].copy_from_slice(&orig_eth[0..6]);
     buf[12] = 0x08;
     buf[13] = 0x00;
-    let ip = &mut buf[ETH_HLEN..ETH_HLEN + 20];
+    let ip = &mut buf[ETH_HLEN..ETH_HLEN + IP_HLEN];
     ip[0] = 0x45;
     ip[1] = 0;
     ip[2..4].copy_from_slice(&tot_len.to_be_bytes());
@@ -159,20 +162,32 @@ fn headers(buf: &mut [u8], orig_eth: &[u8; 14], orig_ip: &[u8; 20], proto: u8, t
 }
 
 #[inline(always)]
-fn tcp_rst(buf: &mut [u8; RST_LEN], eth: &[u8; 14], ip: &[u8; 20], tcp: &[u8; 20]) -> Option<()> {
+fn tcp_rst(
+    buf: &mut [u8; RST_LEN],
+    eth: &[u8; ETH_HLEN],
+    ip: &[u8; IP_HLEN],
+    tcp: &[u8; TCP_HLEN],
+) -> Option<()> {
     let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as u32;
     buf.fill(0);
-    headers(buf, eth, ip, PROTO_TCP, 40);
-    rst_segment(&mut buf[ETH_HLEN + 20..], tcp, tot_len.saturating_sub(20))?;
-    let c = fold(sum(&buf[ETH_HLEN + 20..], pseudo(buf, PROTO_TCP, 20)));
-    buf[ETH_HLEN + 20 + 16..ETH_HLEN + 20 + 18].copy_from_slice(&c.to_be_bytes());
+    headers(buf, eth, ip, PROTO_TCP, (IP_HLEN + TCP_HLEN) as u16);
+    rst_segment(
+        &mut buf[ETH_HLEN + IP_HLEN..],
+        tcp,
+        tot_len.saturating_sub(IP_HLEN as u32),
+    )?;
+    let c = fold(sum(
+        &buf[ETH_HLEN + IP_HLEN..],
+        pseudo(buf, PROTO_TCP, TCP_HLEN as u16),
+    ));
+    buf[ETH_HLEN + IP_HLEN + 16..ETH_HLEN + IP_HLEN + 18].copy_from_slice(&c.to_be_bytes());
     Some(())
 }
 
 /// Fills `t` with the RST answering the TCP segment `tcp` (`l4_len` bytes with its header),
 /// without the checksum. `None` for a segment that is itself a reset.
 #[inline(always)]
-fn rst_segment(t: &mut [u8], tcp: &[u8; 20], l4_len: u32) -> Option<()> {
+fn rst_segment(t: &mut [u8], tcp: &[u8; TCP_HLEN], l4_len: u32) -> Option<()> {
     let flags = tcp[13];
     if flags & TCP_RST != 0 {
         return None; // never answer a reset
@@ -197,10 +212,15 @@ fn rst_segment(t: &mut [u8], tcp: &[u8; 20], l4_len: u32) -> Option<()> {
 }
 
 #[inline(always)]
-fn icmp_unreachable(buf: &mut [u8; ICMP_LEN], eth: &[u8; 14], ip: &[u8; 20], udp: &[u8; 8]) {
+fn icmp_unreachable(
+    buf: &mut [u8; ICMP_LEN],
+    eth: &[u8; ETH_HLEN],
+    ip: &[u8; IP_HLEN],
+    udp: &[u8; 8],
+) {
     buf.fill(0);
     headers(buf, eth, ip, IPPROTO_ICMP, (ICMP_LEN - ETH_HLEN) as u16);
-    let icmp = &mut buf[ETH_HLEN + 20..];
+    let icmp = &mut buf[ETH_HLEN + IP_HLEN..];
     icmp[0] = 3; // destination unreachable
     icmp[1] = 3; // port unreachable
     icmp[8..28].copy_from_slice(ip);
@@ -212,16 +232,16 @@ fn icmp_unreachable(buf: &mut [u8; ICMP_LEN], eth: &[u8; 14], ip: &[u8; 20], udp
 /// Pseudo-header sum for the L4 checksum of the reply in `buf`.
 #[inline(always)]
 fn pseudo(buf: &[u8], proto: u8, l4_len: u16) -> u32 {
-    let ip = &buf[ETH_HLEN..ETH_HLEN + 20];
+    let ip = &buf[ETH_HLEN..ETH_HLEN + IP_HLEN];
     sum(&ip[12..20], proto as u32 + l4_len as u32)
 }
 
 #[inline(always)]
 fn build6<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
-    let eth = unsafe { *ptr_at::<C, [u8; 14]>(ctx, 0)? };
+    let eth = unsafe { *ptr_at::<C, [u8; ETH_HLEN]>(ctx, 0)? };
     let ip = unsafe { &*ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)? };
     if pkt.proto == PROTO_TCP {
-        let tcp = unsafe { *ptr_at::<C, [u8; 20]>(ctx, pkt.l4_off)? };
+        let tcp = unsafe { *ptr_at::<C, [u8; TCP_HLEN]>(ctx, pkt.l4_off)? };
         tcp_rst6(sub(buf), &eth, ip, &tcp, pkt.l4_len as u32).map(|_| Built::Rst6)
     } else {
         let l4 = unsafe { *ptr_at::<C, [u8; 8]>(ctx, pkt.l4_off)? };
@@ -235,7 +255,7 @@ fn build6<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<
 #[inline(always)]
 fn headers6(
     buf: &mut [u8],
-    orig_eth: &[u8; 14],
+    orig_eth: &[u8; ETH_HLEN],
     orig_ip: &[u8; IP6_HLEN],
     next: u8,
     payload_len: u16,
@@ -265,17 +285,17 @@ fn pseudo6(buf: &[u8], next: u8, l4_len: u16) -> u32 {
 #[inline(always)]
 fn tcp_rst6(
     buf: &mut [u8; RST6_LEN],
-    eth: &[u8; 14],
+    eth: &[u8; ETH_HLEN],
     ip: &[u8; IP6_HLEN],
-    tcp: &[u8; 20],
+    tcp: &[u8; TCP_HLEN],
     l4_len: u32,
 ) -> Option<()> {
     buf.fill(0);
-    headers6(buf, eth, ip, PROTO_TCP, 20);
+    headers6(buf, eth, ip, PROTO_TCP, TCP_HLEN as u16);
     rst_segment(&mut buf[ETH_HLEN + IP6_HLEN..], tcp, l4_len)?;
     let c = fold(sum(
         &buf[ETH_HLEN + IP6_HLEN..],
-        pseudo6(buf, PROTO_TCP, 20),
+        pseudo6(buf, PROTO_TCP, TCP_HLEN as u16),
     ));
     buf[ETH_HLEN + IP6_HLEN + 16..ETH_HLEN + IP6_HLEN + 18].copy_from_slice(&c.to_be_bytes());
     Some(())
@@ -284,7 +304,12 @@ fn tcp_rst6(
 /// ICMPv6 destination unreachable, port unreachable (type 1, code 4), quoting the IPv6 header
 /// and the first 8 bytes of the L4 header.
 #[inline(always)]
-fn icmp6_unreachable(buf: &mut [u8; ICMP6_LEN], eth: &[u8; 14], ip: &[u8; IP6_HLEN], l4: &[u8; 8]) {
+fn icmp6_unreachable(
+    buf: &mut [u8; ICMP6_LEN],
+    eth: &[u8; ETH_HLEN],
+    ip: &[u8; IP6_HLEN],
+    l4: &[u8; 8],
+) {
     const LEN: u16 = (ICMP6_LEN - ETH_HLEN - IP6_HLEN) as u16;
     buf.fill(0);
     headers6(buf, eth, ip, IPPROTO_ICMPV6, LEN);
