@@ -4,68 +4,37 @@
 //! packet whose ports changed gets its CRC32c recomputed once, after all rewrites.
 use lb_common::*;
 
-use crate::{addr::addr_eq, ctx::Ctx, maps::count_event, parse::Packet, pipeline::Verdict, sctp};
+use crate::{
+    addr::addr_eq,
+    ctx::Ctx,
+    maps::count_event,
+    parse::{Packet, Side},
+    pipeline::Verdict,
+    sctp,
+};
 
 /// Traffic to a frontend: the destination becomes the flow's backend, and a masqueraded flow's
 /// source becomes the node address and allocated port.
 #[inline(always)]
 pub fn forward<C: Ctx>(ctx: &C, pkt: &Packet, e: &CtEntry) -> Verdict {
-    let mut r = rewrite(
-        ctx,
-        pkt,
-        pkt.dst_off(),
-        2,
-        &pkt.daddr,
-        pkt.dport,
-        &e.nat_addr,
-        e.nat_port,
-    );
-    if r.is_ok() && e.flags & CT_SNAT != 0 {
-        r = rewrite(
-            ctx,
-            pkt,
-            pkt.src_off(),
-            0,
-            &pkt.saddr,
-            pkt.sport,
-            &e.snat_addr,
-            e.snat_port,
-        );
-    }
-    finish(r)
+    apply(ctx, pkt, e, pkt.dst(), pkt.src())
 }
 
 /// A reply from a backend of a NATed flow: the source becomes the VIP and Service port again,
 /// and a masqueraded flow's destination becomes the original client again.
 #[inline(always)]
 pub fn reverse<C: Ctx>(ctx: &C, pkt: &Packet, e: &CtEntry) -> Verdict {
-    let mut r = rewrite(
-        ctx,
-        pkt,
-        pkt.src_off(),
-        0,
-        &pkt.saddr,
-        pkt.sport,
-        &e.nat_addr,
-        e.nat_port,
-    );
-    if r.is_ok() && e.flags & CT_SNAT != 0 {
-        r = rewrite(
-            ctx,
-            pkt,
-            pkt.dst_off(),
-            2,
-            &pkt.daddr,
-            pkt.dport,
-            &e.snat_addr,
-            e.snat_port,
-        );
-    }
-    finish(r)
+    apply(ctx, pkt, e, pkt.src(), pkt.dst())
 }
 
+/// Rewrites side `nat` of the packet to the entry's `nat_*`, and with `CT_SNAT` side `snat`
+/// to its `snat_*`.
 #[inline(always)]
-fn finish(r: Result<(), i64>) -> Verdict {
+fn apply<C: Ctx>(ctx: &C, pkt: &Packet, e: &CtEntry, nat: Side, snat: Side) -> Verdict {
+    let mut r = rewrite(ctx, pkt, &nat, &e.nat_addr, e.nat_port);
+    if r.is_ok() && e.flags & CT_SNAT != 0 {
+        r = rewrite(ctx, pkt, &snat, &e.snat_addr, e.snat_port);
+    }
     match r {
         Ok(()) => Verdict::Nat,
         Err(_) => {
@@ -75,24 +44,20 @@ fn finish(r: Result<(), i64>) -> Verdict {
     }
 }
 
-/// Rewrites one address (at `ip_off`) and one port (at `l4_off + port_off`).
+/// Rewrites one side of the packet (its address and port) unless it already holds them.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn rewrite<C: Ctx>(
     ctx: &C,
     pkt: &Packet,
-    ip_off: usize,
-    port_off: usize,
-    old_addr: &Addr,
-    old_port: u16,
+    side: &Side,
     new_addr: &Addr,
     new_port: u16,
 ) -> Result<(), i64> {
-    if !addr_eq(old_addr, new_addr) {
-        ctx.set_addr(pkt, ip_off, old_addr, new_addr)?;
+    if !addr_eq(side.addr, new_addr) {
+        ctx.set_addr(pkt, side.addr_off, side.addr, new_addr)?;
     }
-    if old_port != new_port {
-        ctx.set_port(pkt, pkt.l4_off + port_off, old_port, new_port)?;
+    if side.port != new_port {
+        ctx.set_port(pkt, side.port_off, side.port, new_port)?;
     }
     Ok(())
 }

@@ -28,6 +28,15 @@ pub struct Packet {
     pub tcp_flags: u8,
 }
 
+/// One end of a packet's flow, as NAT rewrites it: the address and port the packet holds, and
+/// where they are (offsets in the frame).
+pub struct Side<'a> {
+    pub addr: &'a Addr,
+    pub addr_off: usize,
+    pub port: u16,
+    pub port_off: usize,
+}
+
 impl Packet {
     /// Offset of the TCP/UDP checksum (SCTP's CRC32c is handled apart, see `sctp.rs`).
     pub fn csum_off(&self) -> usize {
@@ -41,28 +50,38 @@ impl Packet {
     }
 
     pub fn family(&self) -> u8 {
+        self.by_family(FAMILY_V4, FAMILY_V6)
+    }
+
+    /// The value for this packet's family: `v4` or `v6`.
+    #[inline(always)]
+    pub fn by_family<T>(&self, v4: T, v6: T) -> T {
         if self.v6 {
-            FAMILY_V6
+            v6
         } else {
-            FAMILY_V4
+            v4
         }
     }
 
-    /// Offset of the source address in the IP header.
-    pub fn src_off(&self) -> usize {
-        if self.v6 {
-            IP6_SRC_OFF
-        } else {
-            IP_SRC_OFF
+    /// The source side: address and port, and their offsets.
+    #[inline(always)]
+    pub fn src(&self) -> Side<'_> {
+        Side {
+            addr: &self.saddr,
+            addr_off: self.by_family(IP_SRC_OFF, IP6_SRC_OFF),
+            port: self.sport,
+            port_off: self.l4_off,
         }
     }
 
-    /// Offset of the destination address in the IP header.
-    pub fn dst_off(&self) -> usize {
-        if self.v6 {
-            IP6_DST_OFF
-        } else {
-            IP_DST_OFF
+    /// The destination side.
+    #[inline(always)]
+    pub fn dst(&self) -> Side<'_> {
+        Side {
+            addr: &self.daddr,
+            addr_off: self.by_family(IP_DST_OFF, IP6_DST_OFF),
+            port: self.dport,
+            port_off: self.l4_off + 2,
         }
     }
 
@@ -134,19 +153,16 @@ fn parse4<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     if tot_len < ip_len {
         return None;
     }
-    let proto = ip[9];
-    let l4_off = ETH_HLEN + ip_len;
-    let (ports, tcp_flags) = ports(ctx, proto, l4_off, tot_len - ip_len)?;
-    read_addr(&mut pkt.saddr, hdr as usize, 12, false);
-    read_addr(&mut pkt.daddr, hdr as usize, 16, false);
-    pkt.sport = u16::from_be(ports[0]);
-    pkt.dport = u16::from_be(ports[1]);
-    pkt.proto = proto;
-    pkt.l4_off = l4_off;
-    pkt.l4_len = tot_len - ip_len;
-    pkt.v6 = false;
-    pkt.tcp_flags = tcp_flags;
-    Some(())
+    let l3 = Ip {
+        hdr: hdr as usize,
+        src_off: 12,
+        dst_off: 16,
+        proto: ip[9],
+        l4_off: ETH_HLEN + ip_len,
+        l4_len: tot_len - ip_len,
+        v6: false,
+    };
+    parse_l4(ctx, pkt, &l3)
 }
 
 #[inline(always)]
@@ -159,17 +175,42 @@ fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     let payload_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
     // The next header must be the L4 header itself: extension headers (fragments among them)
     // are left to the stack.
-    let proto = ip[6];
-    let l4_off = ETH_HLEN + IP6_HLEN;
-    let (ports, tcp_flags) = ports(ctx, proto, l4_off, payload_len)?;
-    read_addr(&mut pkt.saddr, hdr as usize, 8, true);
-    read_addr(&mut pkt.daddr, hdr as usize, 24, true);
+    let l3 = Ip {
+        hdr: hdr as usize,
+        src_off: 8,
+        dst_off: 24,
+        proto: ip[6],
+        l4_off: ETH_HLEN + IP6_HLEN,
+        l4_len: payload_len,
+        v6: true,
+    };
+    parse_l4(ctx, pkt, &l3)
+}
+
+/// What the IPv4 or IPv6 header says about the packet: where it is and where its addresses are
+/// in it, and the L4 protocol, offset and length.
+struct Ip {
+    hdr: usize,
+    src_off: usize,
+    dst_off: usize,
+    proto: u8,
+    l4_off: usize,
+    l4_len: usize,
+    v6: bool,
+}
+
+/// Reads the ports (and TCP flags) of the L4 header `ip` announces and fills `pkt`.
+#[inline(always)]
+fn parse_l4<C: Ctx>(ctx: &C, pkt: &mut Packet, ip: &Ip) -> Option<()> {
+    let (ports, tcp_flags) = ports(ctx, ip.proto, ip.l4_off, ip.l4_len)?;
+    read_addr(&mut pkt.saddr, ip.hdr, ip.src_off, ip.v6);
+    read_addr(&mut pkt.daddr, ip.hdr, ip.dst_off, ip.v6);
     pkt.sport = u16::from_be(ports[0]);
     pkt.dport = u16::from_be(ports[1]);
-    pkt.proto = proto;
-    pkt.l4_off = l4_off;
-    pkt.l4_len = payload_len;
-    pkt.v6 = true;
+    pkt.proto = ip.proto;
+    pkt.l4_off = ip.l4_off;
+    pkt.l4_len = ip.l4_len;
+    pkt.v6 = ip.v6;
     pkt.tcp_flags = tcp_flags;
     Some(())
 }
