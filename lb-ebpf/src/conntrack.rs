@@ -57,22 +57,9 @@ fn backend_alive(e: &CtEntry) -> bool {
 /// the reply entry (back to the frontend) and the reply's key, all without SNAT.
 #[inline(always)]
 pub fn prepare(s: &mut Scratch, pkt: &Packet, fe: &Frontend, b: &Backend, backend_id: u32) {
-    let fwd = &mut s.fwd;
-    copy_addr(&mut fwd.nat_addr, &b.addr);
-    fwd.nat_port = b.port;
-    set_addr4(&mut fwd.snat_addr, [0; 4]);
-    fwd.snat_port = 0;
-    fwd.flags = CT_FORWARD;
-    fwd.svc_id = fe.svc_id;
-    fwd.backend_id = backend_id;
-    let reply = &mut s.reply;
-    copy_addr(&mut reply.nat_addr, &pkt.daddr);
-    reply.nat_port = pkt.dport;
-    set_addr4(&mut reply.snat_addr, [0; 4]);
-    reply.snat_port = 0;
-    reply.flags = CT_REPLY;
-    reply.svc_id = fe.svc_id;
-    reply.backend_id = backend_id;
+    let (svc, id) = (fe.svc_id, backend_id);
+    init_entry(&mut s.fwd, &b.addr, b.port, CT_FORWARD, svc, id);
+    init_entry(&mut s.reply, &pkt.daddr, pkt.dport, CT_REPLY, svc, id);
     let rk = &mut s.reply_key;
     copy_addr(&mut rk.saddr, &b.addr);
     copy_addr(&mut rk.daddr, &pkt.saddr);
@@ -81,6 +68,18 @@ pub fn prepare(s: &mut Scratch, pkt: &Packet, fe: &Frontend, b: &Backend, backen
     rk.proto = pkt.proto;
     rk.family = pkt.family();
     rk.pad = [0; 2];
+}
+
+/// An entry that rewrites to `nat_addr`:`nat_port`, without SNAT.
+#[inline(always)]
+fn init_entry(e: &mut CtEntry, nat_addr: &Addr, nat_port: u16, flags: u32, svc: u32, id: u32) {
+    copy_addr(&mut e.nat_addr, nat_addr);
+    e.nat_port = nat_port;
+    set_addr4(&mut e.snat_addr, [0; 4]);
+    e.snat_port = 0;
+    e.flags = flags;
+    e.svc_id = svc;
+    e.backend_id = id;
 }
 
 /// Stores the new flow built in `s`: the forward entry under `key`, and the reply entry unless
