@@ -193,17 +193,19 @@ impl Ctx for XdpContext {
 #[inline(always)]
 pub fn ptr_at<C: Ctx, T>(ctx: &C, off: usize) -> Option<*const T> {
     let start = ctx.data();
-    if start + off + core::mem::size_of::<T>() > ctx.data_end() {
+    if start + off + size_of::<T>() > ctx.data_end() {
         return None;
     }
     Some((start + off) as *const T)
 }
 
-/// A mutable reference to a `T` at `off` in an XDP packet, if it fits.
+/// A mutable reference to a `T` at `off` in an XDP packet, if it fits. The packet is
+/// writable through the (shared) context: that is how XDP rewrites it.
 #[inline(always)]
+#[allow(clippy::mut_from_ref)]
 pub fn slot<T>(ctx: &XdpContext, off: usize) -> Result<&mut T, i64> {
     let start = XdpContext::data(ctx);
-    if start + off + core::mem::size_of::<T>() > XdpContext::data_end(ctx) {
+    if start + off + size_of::<T>() > XdpContext::data_end(ctx) {
         return Err(-1);
     }
     Ok(unsafe { &mut *((start + off) as *mut T) })

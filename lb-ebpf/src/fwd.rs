@@ -34,14 +34,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
 fn lookup(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> bool {
     let ingress = ctx.ingress_ifindex() as u32;
     fib.ifindex = ingress;
-    let rc = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            fib,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let rc = unsafe { fib_lookup(ctx.as_ptr(), fib, size_of::<bpf_fib_lookup>() as i32, 0) };
     rc == BPF_FIB_LKUP_RET_SUCCESS as i64 && fib.ifindex == ingress
 }
 
