@@ -8,18 +8,28 @@ use aya_ebpf::{
 };
 use lb_common::{Addr, PROTO_UDP};
 
-use crate::{
-    csum,
-    parse::{Packet, IP_CSUM_OFF},
-};
+use crate::{addr::v4, consts::IP_CSUM_OFF, csum, parse::Packet};
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;
 
 pub trait Ctx {
-    fn data(&self) -> usize;
-    fn data_end(&self) -> usize;
-    fn len(&self) -> u32;
+    /// Where the packet data starts and ends (the linear part, for TC).
+    fn bounds(&self) -> (usize, usize);
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.bounds().0
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.bounds().1
+    }
+    /// The packet's length (all of it, for TC).
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        let (data, end) = self.bounds();
+        (end - data) as u32
+    }
     /// Replaces the address at `off` (`old` -> `new`; four bytes of them for IPv4), fixing the
     /// IPv4 checksum and the L4 checksum's pseudo-header.
     fn set_addr(&self, pkt: &Packet, off: usize, old: &Addr, new: &Addr) -> Result<(), i64>;
@@ -29,20 +39,9 @@ pub trait Ctx {
     fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64>;
     /// Writes `N` bytes at `off`, no checksum update.
     fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64>;
-    /// Updates the Internet checksum at `csum_off` (no pseudo-header) for `N` (2 or 4) bytes
+    /// Updates the Internet checksum at `off` (no pseudo-header) for `N` (2 or 4) bytes
     /// changing from `old` to `new`.
-    fn fix_csum<const N: usize>(
-        &self,
-        csum_off: usize,
-        old: [u8; N],
-        new: [u8; N],
-    ) -> Result<(), i64>;
-}
-
-/// The first four bytes of an address (an IPv4 address).
-#[inline(always)]
-pub fn v4(a: &Addr) -> [u8; 4] {
-    [a[0], a[1], a[2], a[3]]
+    fn fix_csum<const N: usize>(&self, off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64>;
 }
 
 /// Word `i` (0..4) of an address as the value the checksum helpers take.
@@ -63,6 +62,16 @@ fn raw<const N: usize>(b: [u8; N]) -> u64 {
     }
 }
 
+/// A helper's return code as a result: 0 is success.
+#[inline(always)]
+fn helper_result(rc: i64) -> Result<(), i64> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(rc)
+    }
+}
+
 /// UDP may carry a zero ("none") checksum, which must stay zero.
 fn l4_flags(pkt: &Packet) -> u64 {
     if pkt.proto == PROTO_UDP {
@@ -74,12 +83,8 @@ fn l4_flags(pkt: &Packet) -> u64 {
 
 impl Ctx for TcContext {
     #[inline(always)]
-    fn data(&self) -> usize {
-        TcContext::data(self)
-    }
-    #[inline(always)]
-    fn data_end(&self) -> usize {
-        TcContext::data_end(self)
+    fn bounds(&self) -> (usize, usize) {
+        (TcContext::data(self), TcContext::data_end(self))
     }
     #[inline(always)]
     fn len(&self) -> u32 {
@@ -124,47 +129,23 @@ impl Ctx for TcContext {
     }
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64> {
-        let rc = unsafe {
-            bpf_skb_load_bytes(
-                self.skb.skb.cast(),
-                off as u32,
-                buf.as_mut_ptr().cast(),
-                N as u32,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(rc)
-        }
+        let (skb, to) = (self.skb.skb.cast(), buf.as_mut_ptr().cast());
+        helper_result(unsafe { bpf_skb_load_bytes(skb, off as u32, to, N as u32) })
     }
     #[inline(always)]
     fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64> {
         self.store(off, &v, 0)
     }
     #[inline(always)]
-    fn fix_csum<const N: usize>(
-        &self,
-        csum_off: usize,
-        old: [u8; N],
-        new: [u8; N],
-    ) -> Result<(), i64> {
-        self.l3_csum_replace(csum_off, raw(old), raw(new), N as u64)
+    fn fix_csum<const N: usize>(&self, off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64> {
+        self.l3_csum_replace(off, raw(old), raw(new), N as u64)
     }
 }
 
 impl Ctx for XdpContext {
     #[inline(always)]
-    fn data(&self) -> usize {
-        XdpContext::data(self)
-    }
-    #[inline(always)]
-    fn data_end(&self) -> usize {
-        XdpContext::data_end(self)
-    }
-    #[inline(always)]
-    fn len(&self) -> u32 {
-        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    fn bounds(&self) -> (usize, usize) {
+        (XdpContext::data(self), XdpContext::data_end(self))
     }
     #[inline(always)]
     fn set_addr(&self, pkt: &Packet, off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
@@ -194,13 +175,8 @@ impl Ctx for XdpContext {
     }
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Result<(), i64> {
-        let rc =
-            unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, buf.as_mut_ptr().cast(), N as u32) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(rc)
-        }
+        let to = buf.as_mut_ptr().cast();
+        helper_result(unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, to, N as u32) })
     }
     #[inline(always)]
     fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> Result<(), i64> {
@@ -208,21 +184,28 @@ impl Ctx for XdpContext {
         Ok(())
     }
     #[inline(always)]
-    fn fix_csum<const N: usize>(
-        &self,
-        csum_off: usize,
-        old: [u8; N],
-        new: [u8; N],
-    ) -> Result<(), i64> {
-        update_csum(self, csum_off, &old, &new, false)
+    fn fix_csum<const N: usize>(&self, off: usize, old: [u8; N], new: [u8; N]) -> Result<(), i64> {
+        update_csum(self, off, &old, &new, false)
     }
 }
 
-/// A mutable reference to a `T` at `off` in an XDP packet, if it fits.
+/// Returns a pointer to a `T` at `off` if the whole `T` lies inside the packet.
 #[inline(always)]
+pub fn ptr_at<C: Ctx, T>(ctx: &C, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    if start + off + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+/// A mutable reference to a `T` at `off` in an XDP packet, if it fits. The packet is
+/// writable through the (shared) context: that is how XDP rewrites it.
+#[inline(always)]
+#[allow(clippy::mut_from_ref)]
 pub fn slot<T>(ctx: &XdpContext, off: usize) -> Result<&mut T, i64> {
     let start = XdpContext::data(ctx);
-    if start + off + core::mem::size_of::<T>() > XdpContext::data_end(ctx) {
+    if start + off + size_of::<T>() > XdpContext::data_end(ctx) {
         return Err(-1);
     }
     Ok(unsafe { &mut *((start + off) as *mut T) })

@@ -1,7 +1,8 @@
-//! XDP forwarding of a NATed packet: when the route leads back out of the interface it came in
-//! on (a backend on another node behind the same uplink), rewrite the MACs, decrement the TTL and
-//! transmit it from XDP (IPv4 TTL or IPv6 hop limit). Otherwise (a local pod behind a veth, an unresolved neighbour, an
-//! expiring TTL) pass it to the kernel stack, which routes it.
+//! Step 8 (XDP only): forwarding of a NATed packet. When the route leads back out of the
+//! interface it came in on (a backend on another node behind the same uplink), the MACs are
+//! rewritten, the TTL (IPv4) or hop limit (IPv6) decremented, and the packet transmitted from
+//! XDP. Otherwise (a local pod behind a veth, an unresolved neighbour, an expiring TTL) it goes
+//! on to the kernel stack, which routes it.
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
     helpers::bpf_fib_lookup as fib_lookup,
@@ -10,9 +11,10 @@ use aya_ebpf::{
 };
 
 use crate::{
+    consts::{ETH_HLEN, IP6_HLEN, IP_HLEN},
     csum,
     ctx::slot,
-    parse::{Packet, ETH_HLEN, IP6_HLEN},
+    parse::Packet,
 };
 
 const AF_INET: u8 = 2;
@@ -32,23 +34,29 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
 fn lookup(ctx: &XdpContext, fib: &mut bpf_fib_lookup) -> bool {
     let ingress = ctx.ingress_ifindex() as u32;
     fib.ifindex = ingress;
-    let rc = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            fib,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let rc = unsafe { fib_lookup(ctx.as_ptr(), fib, size_of::<bpf_fib_lookup>() as i32, 0) };
     rc == BPF_FIB_LKUP_RET_SUCCESS as i64 && fib.ifindex == ingress
 }
 
+/// Fills the route query for the packet in `fib` (zeroed): family, protocol, ports (network order,
+/// after NAT: for multipath hashing) and IP length; the caller adds the addresses.
 #[inline(always)]
-fn set_macs(ctx: &XdpContext, fib: &bpf_fib_lookup) -> Option<()> {
+fn query(fib: &mut bpf_fib_lookup, family: u8, proto: u8, ports: [u16; 2], tot_len: u16) {
+    fib.family = family;
+    fib.l4_protocol = proto;
+    fib.sport = ports[0];
+    fib.dport = ports[1];
+    fib.__bindgen_anon_1.tot_len = tot_len;
+}
+
+/// Sends the packet back out towards the route's next hop (`lookup` succeeded and the TTL is
+/// decremented): its MACs become the route's.
+#[inline(always)]
+fn transmit(ctx: &XdpContext, fib: &bpf_fib_lookup) -> Option<u32> {
     let eth = slot::<[u8; 12]>(ctx, 0).ok()?;
     eth[0..6].copy_from_slice(&fib.dmac);
     eth[6..12].copy_from_slice(&fib.smac);
-    Some(())
+    Some(xdp_action::XDP_TX)
 }
 
 #[inline(never)]
@@ -60,11 +68,8 @@ fn try_forward6(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     }
     let ports = *slot::<[u16; 2]>(ctx, pkt.l4_off).ok()?;
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET6;
-    fib.l4_protocol = ip[6];
-    fib.sport = ports[0];
-    fib.dport = ports[1];
-    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[4], ip[5]]) + IP6_HLEN as u16;
+    let len = u16::from_be_bytes([ip[4], ip[5]]) + IP6_HLEN as u16;
+    query(&mut fib, AF_INET6, ip[6], ports, len);
     // Traffic class and flow label (the version nibble masked off); addresses as words.
     let words = hdr as *const u32;
     unsafe {
@@ -78,24 +83,28 @@ fn try_forward6(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         return None;
     }
     slot::<[u8; IP6_HLEN]>(ctx, ETH_HLEN).ok()?[7] -= 1;
-    set_macs(ctx, &fib)?;
-    Some(xdp_action::XDP_TX)
+    transmit(ctx, &fib)
 }
 
 #[inline(never)]
 fn try_forward(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
-    let ip = *slot::<[u8; 20]>(ctx, ETH_HLEN).ok()?;
+    let ip = *slot::<[u8; IP_HLEN]>(ctx, ETH_HLEN).ok()?;
     if ip[8] <= 1 {
         return None; // the stack sends "time exceeded"
     }
-    // The ports after NAT, for multipath hashing.
     let ports = *slot::<[u8; 4]>(ctx, pkt.l4_off).ok()?;
+    let ports = [
+        u16::from_ne_bytes([ports[0], ports[1]]),
+        u16::from_ne_bytes([ports[2], ports[3]]),
+    ];
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
-    fib.l4_protocol = ip[9];
-    fib.sport = u16::from_ne_bytes([ports[0], ports[1]]);
-    fib.dport = u16::from_ne_bytes([ports[2], ports[3]]);
-    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    query(
+        &mut fib,
+        AF_INET,
+        ip[9],
+        ports,
+        u16::from_be_bytes([ip[2], ip[3]]),
+    );
     fib.__bindgen_anon_2.tos = ip[1];
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
@@ -103,11 +112,10 @@ fn try_forward(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         return None;
     }
     // TTL - 1, and the IPv4 checksum with it (the TTL shares a word with the protocol).
-    let hdr = slot::<[u8; 20]>(ctx, ETH_HLEN).ok()?;
+    let hdr = slot::<[u8; IP_HLEN]>(ctx, ETH_HLEN).ok()?;
     let old = [hdr[8], hdr[9]];
     hdr[8] -= 1;
     let c = csum::replace([hdr[10], hdr[11]], &old, &[hdr[8], hdr[9]]);
     hdr[10..12].copy_from_slice(&c);
-    set_macs(ctx, &fib)?;
-    Some(xdp_action::XDP_TX)
+    transmit(ctx, &fib)
 }

@@ -21,39 +21,56 @@ use lb_common::{
 };
 
 use crate::{
+    addr::{addr_eq, copy_addr, read_addr, v4, words},
+    consts::*,
     csum,
-    ctx::{v4, Ctx},
-    lb::Verdict,
+    ctx::{ptr_at, Ctx},
     maps::CONNTRACK,
-    parse::{
-        addr_eq, copy_addr, eth_proto, ptr_at, read_addr, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
-        IP6_DST_OFF, IP6_HLEN, IP6_SRC_OFF, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF,
-    },
+    parse::eth_proto,
+    pipeline::Verdict,
 };
 
-const IPPROTO_ICMP: u8 = 1;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
-/// The ICMP header, then the quoted IPv4 header (no options) and 8 bytes of its L4 header.
-const ICMP_OFF: usize = ETH_HLEN + 20;
-const ICMP_CSUM_OFF: usize = ICMP_OFF + 2;
-const IN_IP: usize = ICMP_OFF + 8;
-const IN_CSUM: usize = IN_IP + 10;
-const IN_SRC: usize = IN_IP + 12;
-const IN_DST: usize = IN_IP + 16;
-const IN_L4: usize = IN_IP + 20;
-
-const IPPROTO_ICMPV6: u8 = 58;
 const ICMP6_DEST_UNREACH: u8 = 1;
 const ICMP6_PACKET_TOO_BIG: u8 = 2;
 const ICMP6_TIME_EXCEEDED: u8 = 3;
-/// The ICMPv6 header, then the quoted IPv6 header and 8 bytes of its L4 header.
-const ICMP6_OFF: usize = ETH_HLEN + IP6_HLEN;
-const ICMP6_CSUM_OFF: usize = ICMP6_OFF + 2;
-const IN6_IP: usize = ICMP6_OFF + 8;
-const IN6_SRC: usize = IN6_IP + 8;
-const IN6_DST: usize = IN6_IP + 24;
-const IN6_L4: usize = IN6_IP + IP6_HLEN;
+
+/// Where the parts of an ICMP or ICMPv6 error are in the frame: the outer addresses, the ICMP
+/// header (after an outer IP header without options) and its checksum, then the quoted IP
+/// header (the same length), its addresses, and 8 bytes of its L4 header.
+struct Layout {
+    src: usize,
+    dst: usize,
+    icmp: usize,
+    csum: usize,
+    in_ip: usize,
+    in_src: usize,
+    in_dst: usize,
+    in_l4: usize,
+}
+
+/// The layout for an IP header of `ip_hlen` bytes with its addresses at `src` and `dst` in the
+/// frame.
+const fn layout(ip_hlen: usize, src: usize, dst: usize) -> Layout {
+    let icmp = ETH_HLEN + ip_hlen;
+    let in_ip = icmp + ICMP_HLEN;
+    Layout {
+        src,
+        dst,
+        icmp,
+        csum: icmp + 2,
+        in_ip,
+        in_src: in_ip + src - ETH_HLEN,
+        in_dst: in_ip + dst - ETH_HLEN,
+        in_l4: in_ip + ip_hlen,
+    }
+}
+
+const V4: Layout = layout(IP_HLEN, IP_SRC_OFF, IP_DST_OFF);
+const V6: Layout = layout(IP6_HLEN, IP6_SRC_OFF, IP6_DST_OFF);
+/// The quoted IPv4 header's checksum.
+const IN_CSUM: usize = V4.in_ip + 10;
 
 /// Which ICMP errors a hook translates.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -97,6 +114,207 @@ fn verdict(r: Option<Result<(), i64>>) -> Verdict {
     }
 }
 
+/// The addresses of an ICMP error (`[u8; 4]` for IPv4, `Addr` for IPv6), outer and of the
+/// quoted packet, and the quoted ports (network order). Aligned, so IPv6 addresses are read,
+/// compared and written as words.
+#[repr(C, align(8))]
+struct Quote<A> {
+    outer_src: A,
+    outer_dst: A,
+    in_src: A,
+    in_dst: A,
+    ports: [u8; 4],
+}
+
+/// One end of the quoted packet, or one outer address.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Src,
+    Dst,
+}
+
+impl<A: Family> Quote<A> {
+    /// Where the quoted address at `end` is, and its value.
+    #[inline(always)]
+    fn quoted(&self, end: End) -> (usize, &A) {
+        match end {
+            End::Src => (A::AT.in_src, &self.in_src),
+            End::Dst => (A::AT.in_dst, &self.in_dst),
+        }
+    }
+
+    /// Where the outer address at `end` is, and its value.
+    #[inline(always)]
+    fn outer(&self, end: End) -> (usize, &A) {
+        match end {
+            End::Src => (A::AT.src, &self.outer_src),
+            End::Dst => (A::AT.dst, &self.outer_dst),
+        }
+    }
+
+    /// Rewrites the quoted address and port at `end`.
+    #[inline(always)]
+    fn rewrite_quoted<C: Ctx>(&self, ctx: &C, end: End, addr: &Addr, port: u16) -> Result<(), i64> {
+        let (off, old) = self.quoted(end);
+        A::rewrite_quoted(ctx, off, old, addr)?;
+        let p = self.ports;
+        let (off, old) = match end {
+            End::Src => (A::AT.in_l4, [p[0], p[1]]),
+            End::Dst => (A::AT.in_l4 + 2, [p[2], p[3]]),
+        };
+        covered(ctx, A::AT.csum, off, old, port.to_be_bytes())
+    }
+
+    /// Rewrites the outer address at `end`.
+    #[inline(always)]
+    fn rewrite_outer<C: Ctx>(&self, ctx: &C, end: End, addr: &Addr) -> Result<(), i64> {
+        let (off, old) = self.outer(end);
+        A::rewrite_outer(ctx, off, old, addr)
+    }
+}
+
+/// What differs between an ICMP and an ICMPv6 error: the layout, and the checksums an address
+/// change touches.
+trait Family: Sized {
+    const AT: Layout;
+    fn same(a: &Self, b: &Self) -> bool;
+    fn rewrite_quoted<C: Ctx>(ctx: &C, off: usize, old: &Self, new: &Addr) -> Result<(), i64>;
+    fn rewrite_outer<C: Ctx>(ctx: &C, off: usize, old: &Self, new: &Addr) -> Result<(), i64>;
+}
+
+impl Family for [u8; 4] {
+    const AT: Layout = V4;
+    #[inline(always)]
+    fn same(a: &Self, b: &Self) -> bool {
+        a == b
+    }
+    /// A quoted IPv4 address also changes the quoted IPv4 checksum (itself covered by the ICMP
+    /// checksum).
+    #[inline(always)]
+    fn rewrite_quoted<C: Ctx>(ctx: &C, off: usize, old: &Self, new: &Addr) -> Result<(), i64> {
+        let (old, new) = (*old, v4(new));
+        if old == new {
+            return Ok(());
+        }
+        let c_old = unsafe { *ptr_at::<C, [u8; 2]>(ctx, IN_CSUM).ok_or(-1i64)? };
+        let c_new = csum::replace(c_old, &old, &new);
+        covered(ctx, V4.csum, IN_CSUM, c_old, c_new)?;
+        covered(ctx, V4.csum, off, old, new)
+    }
+    /// The IPv4 checksum only: ICMP has no pseudo-header.
+    #[inline(always)]
+    fn rewrite_outer<C: Ctx>(ctx: &C, off: usize, old: &Self, new: &Addr) -> Result<(), i64> {
+        let new = v4(new);
+        ctx.fix_csum(IP_CSUM_OFF, *old, new)?;
+        ctx.write(off, new)
+    }
+}
+
+impl Family for Addr {
+    const AT: Layout = V6;
+    #[inline(always)]
+    fn same(a: &Self, b: &Self) -> bool {
+        addr_eq(a, b)
+    }
+    #[inline(always)]
+    fn rewrite_quoted<C: Ctx>(ctx: &C, off: usize, old: &Self, new: &Addr) -> Result<(), i64> {
+        addr6(ctx, off, old, new)
+    }
+    /// The ICMPv6 checksum covers the outer addresses too (a pseudo-header).
+    #[inline(always)]
+    fn rewrite_outer<C: Ctx>(ctx: &C, off: usize, old: &Self, new: &Addr) -> Result<(), i64> {
+        addr6(ctx, off, old, new)
+    }
+}
+
+/// Rewrites a field the ICMP (or ICMPv6) checksum at `csum_off` covers, fixing that checksum.
+#[inline(always)]
+fn covered<C: Ctx, const N: usize>(
+    ctx: &C,
+    csum_off: usize,
+    off: usize,
+    old: [u8; N],
+    new: [u8; N],
+) -> Result<(), i64> {
+    if old == new {
+        return Ok(());
+    }
+    ctx.fix_csum(csum_off, old, new)?;
+    ctx.write(off, new)
+}
+
+/// Rewrites an (aligned) IPv6 address in an ICMPv6 error, outer or quoted, a word at a time,
+/// fixing the ICMPv6 checksum.
+#[inline(always)]
+fn addr6<C: Ctx>(ctx: &C, off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
+    let (o, n) = (words(old), words(new));
+    for i in 0..4 {
+        covered(
+            ctx,
+            V6.csum,
+            off + 4 * i,
+            o[i].to_ne_bytes(),
+            n[i].to_ne_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Which way the packet quoted in an error went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoted {
+    /// client -> backend (or node:port -> backend when masqueraded), as NAT made it. It becomes
+    /// client -> VIP again, and the error goes to the client.
+    Request,
+    /// VIP -> client (-> node:port), a reply as reverse NAT made it. It becomes backend ->
+    /// client (-> node:port) again, and the error, sent to the VIP, goes to the backend.
+    Reply,
+}
+
+/// Translates the error about a flow whose conntrack entry `e` is the quoted packet's reverse
+/// direction: a reply entry when the quoted packet went client -> backend, a forward entry
+/// when it is a reply as the client got it (VIP -> client; only with `both`). `None` for
+/// anything else.
+#[inline(always)]
+fn translate_flow<C: Ctx, A: Family>(
+    ctx: &C,
+    q: &Quote<A>,
+    e: &CtEntry,
+    both: bool,
+) -> Option<Result<(), i64>> {
+    if e.flags & CT_REPLY != 0 {
+        Some(rewrite(ctx, q, e, Quoted::Request))
+    } else if both && e.flags & CT_FORWARD != 0 {
+        Some(rewrite(ctx, q, e, Quoted::Reply))
+    } else {
+        None
+    }
+}
+
+/// The translation itself. The end of the quoted packet that NAT rewrote becomes the entry's
+/// `nat_*` again, and so does the outer address naming it: a request's error came from the
+/// backend (outer source), a reply's went to the VIP (outer destination). With `CT_SNAT` the
+/// other end becomes the entry's `snat_*` again, and an error about a request is addressed to
+/// the client.
+#[inline(always)]
+fn rewrite<C: Ctx, A: Family>(ctx: &C, q: &Quote<A>, e: &CtEntry, dir: Quoted) -> Result<(), i64> {
+    let (nat, other) = match dir {
+        Quoted::Request => (End::Dst, End::Src),
+        Quoted::Reply => (End::Src, End::Dst),
+    };
+    q.rewrite_quoted(ctx, nat, &e.nat_addr, e.nat_port)?;
+    if A::same(q.outer(other).1, q.quoted(nat).1) {
+        q.rewrite_outer(ctx, other, &e.nat_addr)?;
+    }
+    if e.flags & CT_SNAT != 0 {
+        q.rewrite_quoted(ctx, other, &e.snat_addr, e.snat_port)?;
+        if dir == Quoted::Request {
+            q.rewrite_outer(ctx, End::Dst, &e.snat_addr)?;
+        }
+    }
+    Ok(())
+}
+
 /// The conntrack entry of the quoted packet's reverse direction: a reply entry when the quoted
 /// packet went client -> backend, a forward entry when it was a reply (VIP -> client).
 #[inline(always)]
@@ -121,137 +339,34 @@ fn reverse_entry(
 
 #[inline(always)]
 fn try_translate4<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
-    let ip = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
+    let ip = unsafe { *ptr_at::<C, [u8; IP_HLEN]>(ctx, ETH_HLEN)? };
     // Outer and quoted headers without options; not a fragment.
     if ip[0] != 0x45 || ip[9] != IPPROTO_ICMP || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
         return None;
     }
     // The quoted header and ports must lie inside the datagram, not in trailing padding.
-    if (u16::from_be_bytes([ip[2], ip[3]]) as usize) < IN_L4 + 4 - ETH_HLEN {
+    if (u16::from_be_bytes([ip[2], ip[3]]) as usize) < V4.in_l4 + 4 - ETH_HLEN {
         return None;
     }
-    let icmp_type = unsafe { *ptr_at::<C, u8>(ctx, ICMP_OFF)? };
+    let icmp_type = unsafe { *ptr_at::<C, u8>(ctx, V4.icmp)? };
     if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
         return None;
     }
-    let inner = unsafe { *ptr_at::<C, [u8; 20]>(ctx, IN_IP)? };
-    let ports = unsafe { *ptr_at::<C, [u8; 4]>(ctx, IN_L4)? };
+    let inner = unsafe { *ptr_at::<C, [u8; IP_HLEN]>(ctx, V4.in_ip)? };
+    let ports = unsafe { *ptr_at::<C, [u8; 4]>(ctx, V4.in_l4)? };
     let proto = inner[9];
     if inner[0] != 0x45 || !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
         return None;
     }
-    let (in_src, in_dst) = (
-        [inner[12], inner[13], inner[14], inner[15]],
-        [inner[16], inner[17], inner[18], inner[19]],
-    );
-    let (in_sport, in_dport) = ([ports[0], ports[1]], [ports[2], ports[3]]);
-    let e = reverse_entry(addr4(in_src), addr4(in_dst), ports, proto, FAMILY_V4)?;
-    if e.flags & CT_REPLY != 0 {
-        // The quoted packet went client -> backend.
-        Some(rewrite(ctx, &ip, &e, in_src, in_dst, in_sport, in_dport))
-    } else if both && e.flags & CT_FORWARD != 0 {
-        // The quoted packet is a reply as the client got it (VIP -> client).
-        Some(rewrite_reply(
-            ctx, &ip, &e, in_src, in_dst, in_sport, in_dport,
-        ))
-    } else {
-        None
-    }
-}
-
-/// An error about a reply, addressed to the VIP: the quoted packet becomes backend -> client
-/// (-> node:port when masqueraded) again, and the error goes to the backend.
-#[inline(always)]
-fn rewrite_reply<C: Ctx>(
-    ctx: &C,
-    ip: &[u8; 20],
-    e: &CtEntry,
-    in_src: [u8; 4],
-    in_dst: [u8; 4],
-    in_sport: [u8; 2],
-    in_dport: [u8; 2],
-) -> Result<(), i64> {
-    quoted(ctx, IN_SRC, in_src, v4(&e.nat_addr))?;
-    quoted(ctx, IN_L4, in_sport, e.nat_port.to_be_bytes())?;
-    let outer_dst = [ip[16], ip[17], ip[18], ip[19]];
-    if outer_dst == in_src {
-        outer(ctx, IP_DST_OFF, outer_dst, v4(&e.nat_addr))?;
-    }
-    if e.flags & CT_SNAT != 0 {
-        quoted(ctx, IN_DST, in_dst, v4(&e.snat_addr))?;
-        quoted(ctx, IN_L4 + 2, in_dport, e.snat_port.to_be_bytes())?;
-    }
-    Ok(())
-}
-
-#[inline(always)]
-fn rewrite<C: Ctx>(
-    ctx: &C,
-    ip: &[u8; 20],
-    e: &CtEntry,
-    in_src: [u8; 4],
-    in_dst: [u8; 4],
-    in_sport: [u8; 2],
-    in_dport: [u8; 2],
-) -> Result<(), i64> {
-    // Quoted destination: backend -> VIP and Service port.
-    quoted(ctx, IN_DST, in_dst, v4(&e.nat_addr))?;
-    quoted(ctx, IN_L4 + 2, in_dport, e.nat_port.to_be_bytes())?;
-    let outer_src = [ip[12], ip[13], ip[14], ip[15]];
-    if outer_src == in_dst {
-        outer(ctx, IP_SRC_OFF, outer_src, v4(&e.nat_addr))?;
-    }
-    if e.flags & CT_SNAT != 0 {
-        // Masqueraded: quoted source node:port -> client, and the error goes to the client.
-        quoted(ctx, IN_SRC, in_src, v4(&e.snat_addr))?;
-        quoted(ctx, IN_L4, in_sport, e.snat_port.to_be_bytes())?;
-        outer(
-            ctx,
-            IP_DST_OFF,
-            [ip[16], ip[17], ip[18], ip[19]],
-            v4(&e.snat_addr),
-        )?;
-    }
-    Ok(())
-}
-
-/// Rewrites an outer IPv4 address (the IPv4 checksum only: ICMP has no pseudo-header).
-#[inline(always)]
-fn outer<C: Ctx>(ctx: &C, off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), i64> {
-    ctx.fix_csum(IP_CSUM_OFF, old, new)?;
-    ctx.write(off, new)
-}
-
-/// Rewrites a field of the quoted packet: the ICMP checksum covers it, and an address also
-/// changes the quoted IPv4 checksum (itself covered by the ICMP checksum).
-#[inline(always)]
-fn quoted<C: Ctx, const N: usize>(
-    ctx: &C,
-    off: usize,
-    old: [u8; N],
-    new: [u8; N],
-) -> Result<(), i64> {
-    if old == new {
-        return Ok(());
-    }
-    if N == 4 {
-        let c_old = unsafe { *ptr_at::<C, [u8; 2]>(ctx, IN_CSUM).ok_or(-1i64)? };
-        let c_new = csum::replace(c_old, &old, &new);
-        ctx.fix_csum(ICMP_CSUM_OFF, c_old, c_new)?;
-        ctx.write(IN_CSUM, c_new)?;
-    }
-    ctx.fix_csum(ICMP_CSUM_OFF, old, new)?;
-    ctx.write(off, new)
-}
-
-/// The addresses of an ICMPv6 error: outer, and of the quoted packet. Aligned, so they are
-/// read, compared and written as words.
-#[repr(C, align(8))]
-struct Addrs6 {
-    outer_src: Addr,
-    outer_dst: Addr,
-    in_src: Addr,
-    in_dst: Addr,
+    let q = Quote {
+        outer_src: [ip[12], ip[13], ip[14], ip[15]],
+        outer_dst: [ip[16], ip[17], ip[18], ip[19]],
+        in_src: [inner[12], inner[13], inner[14], inner[15]],
+        in_dst: [inner[16], inner[17], inner[18], inner[19]],
+        ports,
+    };
+    let e = reverse_entry(addr4(q.in_src), addr4(q.in_dst), ports, proto, FAMILY_V4)?;
+    translate_flow(ctx, &q, &e, both)
 }
 
 #[inline(always)]
@@ -262,33 +377,34 @@ fn try_translate6<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
         return None;
     }
     // The quoted header and ports must lie inside the datagram, not in trailing padding.
-    if (u16::from_be_bytes([ip[4], ip[5]]) as usize) < IN6_L4 + 4 - ICMP6_OFF {
+    if (u16::from_be_bytes([ip[4], ip[5]]) as usize) < V6.in_l4 + 4 - V6.icmp {
         return None;
     }
-    let icmp_type = unsafe { *ptr_at::<C, u8>(ctx, ICMP6_OFF)? };
+    let icmp_type = unsafe { *ptr_at::<C, u8>(ctx, V6.icmp)? };
     if !matches!(
         icmp_type,
         ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED
     ) {
         return None;
     }
-    let inner_hdr = ptr_at::<C, [u8; IP6_HLEN]>(ctx, IN6_IP)?;
+    let inner_hdr = ptr_at::<C, [u8; IP6_HLEN]>(ctx, V6.in_ip)?;
     let inner = unsafe { &*inner_hdr };
-    let ports = unsafe { *ptr_at::<C, [u8; 4]>(ctx, IN6_L4)? };
+    let ports = unsafe { *ptr_at::<C, [u8; 4]>(ctx, V6.in_l4)? };
     let proto = inner[6];
     if inner[0] >> 4 != 6 || !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
         return None;
     }
-    let mut a = Addrs6 {
+    let mut q: Quote<Addr> = Quote {
         outer_src: [0; 16],
         outer_dst: [0; 16],
         in_src: [0; 16],
         in_dst: [0; 16],
+        ports,
     };
-    read_addr(&mut a.outer_src, hdr as usize, 8, true);
-    read_addr(&mut a.outer_dst, hdr as usize, 24, true);
-    read_addr(&mut a.in_src, inner_hdr as usize, 8, true);
-    read_addr(&mut a.in_dst, inner_hdr as usize, 24, true);
+    read_addr(&mut q.outer_src, hdr as usize, 8, true);
+    read_addr(&mut q.outer_dst, hdr as usize, 24, true);
+    read_addr(&mut q.in_src, inner_hdr as usize, 8, true);
+    read_addr(&mut q.in_dst, inner_hdr as usize, 24, true);
     // The quoted packet went client -> backend; its reply direction names the flow.
     let mut key = CtKey {
         saddr: [0; 16],
@@ -299,84 +415,8 @@ fn try_translate6<C: Ctx>(ctx: &C, both: bool) -> Option<Result<(), i64>> {
         family: FAMILY_V6,
         pad: [0; 2],
     };
-    copy_addr(&mut key.saddr, &a.in_dst);
-    copy_addr(&mut key.daddr, &a.in_src);
+    copy_addr(&mut key.saddr, &q.in_dst);
+    copy_addr(&mut key.daddr, &q.in_src);
     let e = unsafe { &*CONNTRACK.get_ptr(&key)? };
-    if e.flags & CT_REPLY != 0 {
-        Some(rewrite6(ctx, &a, e, ports))
-    } else if both && e.flags & CT_FORWARD != 0 {
-        Some(rewrite6_reply(ctx, &a, e, ports))
-    } else {
-        None
-    }
-}
-
-/// `rewrite_reply` for ICMPv6.
-#[inline(always)]
-fn rewrite6_reply<C: Ctx>(ctx: &C, a: &Addrs6, e: &CtEntry, ports: [u8; 4]) -> Result<(), i64> {
-    field6(ctx, IN6_SRC, &a.in_src, &e.nat_addr)?;
-    port6(ctx, IN6_L4, [ports[0], ports[1]], e.nat_port.to_be_bytes())?;
-    if addr_eq(&a.outer_dst, &a.in_src) {
-        field6(ctx, IP6_DST_OFF, &a.outer_dst, &e.nat_addr)?;
-    }
-    if e.flags & CT_SNAT != 0 {
-        field6(ctx, IN6_DST, &a.in_dst, &e.snat_addr)?;
-        port6(
-            ctx,
-            IN6_L4 + 2,
-            [ports[2], ports[3]],
-            e.snat_port.to_be_bytes(),
-        )?;
-    }
-    Ok(())
-}
-
-#[inline(always)]
-fn rewrite6<C: Ctx>(ctx: &C, a: &Addrs6, e: &CtEntry, ports: [u8; 4]) -> Result<(), i64> {
-    // Every change is covered by the ICMPv6 checksum (outer addresses via the pseudo-header).
-    field6(ctx, IN6_DST, &a.in_dst, &e.nat_addr)?;
-    port6(
-        ctx,
-        IN6_L4 + 2,
-        [ports[2], ports[3]],
-        e.nat_port.to_be_bytes(),
-    )?;
-    if addr_eq(&a.outer_src, &a.in_dst) {
-        field6(ctx, IP6_SRC_OFF, &a.outer_src, &e.nat_addr)?;
-    }
-    if e.flags & CT_SNAT != 0 {
-        field6(ctx, IN6_SRC, &a.in_src, &e.snat_addr)?;
-        port6(ctx, IN6_L4, [ports[0], ports[1]], e.snat_port.to_be_bytes())?;
-        field6(ctx, IP6_DST_OFF, &a.outer_dst, &e.snat_addr)?;
-    }
-    Ok(())
-}
-
-/// Rewrites an (aligned) IPv6 address in an ICMPv6 error, outer or quoted, a word at a time,
-/// fixing the ICMPv6 checksum.
-#[inline(always)]
-fn field6<C: Ctx>(ctx: &C, off: usize, old: &Addr, new: &Addr) -> Result<(), i64> {
-    let (o, n) = unsafe {
-        (
-            &*(old as *const Addr as *const [u32; 4]),
-            &*(new as *const Addr as *const [u32; 4]),
-        )
-    };
-    for i in 0..4 {
-        if o[i] != n[i] {
-            ctx.fix_csum(ICMP6_CSUM_OFF, o[i].to_ne_bytes(), n[i].to_ne_bytes())?;
-            ctx.write(off + 4 * i, n[i].to_ne_bytes())?;
-        }
-    }
-    Ok(())
-}
-
-/// Rewrites a quoted port in an ICMPv6 error, fixing the ICMPv6 checksum.
-#[inline(always)]
-fn port6<C: Ctx>(ctx: &C, off: usize, old: [u8; 2], new: [u8; 2]) -> Result<(), i64> {
-    if old == new {
-        return Ok(());
-    }
-    ctx.fix_csum(ICMP6_CSUM_OFF, old, new)?;
-    ctx.write(off, new)
+    translate_flow(ctx, &q, e, both)
 }

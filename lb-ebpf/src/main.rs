@@ -6,33 +6,47 @@
 //!   reverse NAT of replies), and on external interfaces where XDP cannot finish a packet.
 //! - `podlb_tc_egress`: TC egress on the same interfaces, for ICMP errors the node generates.
 //!
-//! Per packet (one function per step):
-//! 1. `parse::parse`: Ethernet, IPv4 (with options) and L4 ports, all bounds-checked;
-//! 2. `lb::process`: a Service frontend gets conntrack or a new backend (with SNAT where the
-//!    frontend or a hairpin needs it) and is DNATed; a reply of a NATed flow is reverse-NATed;
-//!    a ClusterIP on a port it does not expose is rejected; anything else is left untouched;
-//! 3. `reject`: answers rejected connections with a TCP RST or ICMP unreachable;
-//! 4. `fwd::forward` (XDP): transmits NATed packets whose route leads back out of the same
-//!    interface, and passes the rest to the kernel stack;
-//! - `icmp::translate`: ICMP errors about NATed flows (PMTU "fragmentation needed", port
-//!   unreachable from a backend) are translated back so the client recognises them, and errors
-//!   about replies (sent to the VIP) are passed on to the backend.
+//! A packet walks through one file per step (`pipeline.rs` says in which order):
+//! 1. `parse`: Ethernet, IPv4 (with options) or IPv6, and L4 ports, all bounds-checked;
+//! 2. `frontend`: is it addressed to a Service frontend (or to a ClusterIP on a port it does
+//!    not expose, which is rejected)?
+//! 3. `conntrack`: the flow's backend, if the packet keeps it, or a reply of a NATed flow;
+//! 4. `backend`: a new flow's backend;
+//! 5. `snat`: masquerade (frontend policy or hairpin) with source port allocation;
+//! 6. `nat`: the DNAT/SNAT rewrite, or the reverse NAT of a reply;
+//! 7. `reject`: answers rejected connections with a TCP RST or ICMP unreachable;
+//! 8. `fwd` (XDP): transmits NATed packets whose route leads back out of the same interface,
+//!    and passes the rest to the kernel stack;
+//! - `icmp`: ICMP errors about NATed flows (PMTU "fragmentation needed", port unreachable from
+//!   a backend) are translated back so the client recognises them, and errors about replies
+//!   (sent to the VIP) are passed on to the backend.
+//!
+//! Helpers: `consts` (packet constants), `addr` (addresses as words), `ctx` (the TC and XDP
+//! contexts: packet access and checksummed writes), `csum` (Internet checksum arithmetic),
+//! `sctp` (CRC32c), `maps` (the maps, scratch space and counters), `handoff` (XDP -> TC mark).
 //!
 //! Every TC verdict that is not a drop or a reject is `TC_NEXT`, so programs attached after
 //! ours (a CNI's, say) still run.
 #![no_std]
 #![no_main]
 
+mod addr;
+mod backend;
+mod conntrack;
+mod consts;
 mod csum;
 mod ctx;
+mod frontend;
 mod fwd;
 mod handoff;
 mod icmp;
-mod lb;
 mod maps;
+mod nat;
 mod parse;
+mod pipeline;
 mod reject;
 mod sctp;
+mod snat;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT},
@@ -40,7 +54,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
-use crate::lb::Verdict;
+use crate::pipeline::{process, Verdict};
 
 /// Continue with the next program (TCX_NEXT / TC_ACT_UNSPEC); passes when we are the last.
 const TC_NEXT: i32 = -1;
@@ -57,7 +71,7 @@ pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
             _ => TC_NEXT,
         };
     }
-    match lb::process(&ctx, &pkt) {
+    match process(&ctx, &pkt) {
         Verdict::Pass | Verdict::Nat => TC_NEXT,
         Verdict::Drop => TC_ACT_SHOT,
         Verdict::Reject => reject::reject_tc(&ctx, &pkt),
@@ -83,7 +97,7 @@ pub fn podlb_xdp_ext(ctx: XdpContext) -> u32 {
             Verdict::Drop => xdp_action::XDP_DROP,
             _ => xdp_action::XDP_PASS,
         },
-        true => match lb::process(&ctx, &pkt) {
+        true => match process(&ctx, &pkt) {
             Verdict::Pass => xdp_action::XDP_PASS,
             Verdict::Nat => fwd::forward(&ctx, &pkt),
             Verdict::Drop => xdp_action::XDP_DROP,

@@ -3,17 +3,11 @@
 //! never taken for packet data.
 use lb_common::{Addr, CtKey, FAMILY_V4, FAMILY_V6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
-use crate::ctx::Ctx;
-
-pub const ETH_HLEN: usize = 14;
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86DD;
-pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
-pub const IP_SRC_OFF: usize = ETH_HLEN + 12;
-pub const IP_DST_OFF: usize = ETH_HLEN + 16;
-pub const IP6_HLEN: usize = 40;
-pub const IP6_SRC_OFF: usize = ETH_HLEN + 8;
-pub const IP6_DST_OFF: usize = ETH_HLEN + 24;
+use crate::{
+    addr::{copy_addr, read_addr},
+    consts::*,
+    ctx::{ptr_at, Ctx},
+};
 
 /// What the parser extracts from an IPv4 or IPv6 TCP/UDP/SCTP packet. Ports are in host order;
 /// an IPv4 address fills the first four bytes of its `Addr`. Aligned so addresses are copied
@@ -34,6 +28,15 @@ pub struct Packet {
     pub tcp_flags: u8,
 }
 
+/// One end of a packet's flow, as NAT rewrites it: the address and port the packet holds, and
+/// where they are (offsets in the frame).
+pub struct Side<'a> {
+    pub addr: &'a Addr,
+    pub addr_off: usize,
+    pub port: u16,
+    pub port_off: usize,
+}
+
 impl Packet {
     /// Offset of the TCP/UDP checksum (SCTP's CRC32c is handled apart, see `sctp.rs`).
     pub fn csum_off(&self) -> usize {
@@ -47,28 +50,38 @@ impl Packet {
     }
 
     pub fn family(&self) -> u8 {
+        self.by_family(FAMILY_V4, FAMILY_V6)
+    }
+
+    /// The value for this packet's family: `v4` or `v6`.
+    #[inline(always)]
+    pub fn by_family<T>(&self, v4: T, v6: T) -> T {
         if self.v6 {
-            FAMILY_V6
+            v6
         } else {
-            FAMILY_V4
+            v4
         }
     }
 
-    /// Offset of the source address in the IP header.
-    pub fn src_off(&self) -> usize {
-        if self.v6 {
-            IP6_SRC_OFF
-        } else {
-            IP_SRC_OFF
+    /// The source side: address and port, and their offsets.
+    #[inline(always)]
+    pub fn src(&self) -> Side<'_> {
+        Side {
+            addr: &self.saddr,
+            addr_off: self.by_family(IP_SRC_OFF, IP6_SRC_OFF),
+            port: self.sport,
+            port_off: self.l4_off,
         }
     }
 
-    /// Offset of the destination address in the IP header.
-    pub fn dst_off(&self) -> usize {
-        if self.v6 {
-            IP6_DST_OFF
-        } else {
-            IP_DST_OFF
+    /// The destination side.
+    #[inline(always)]
+    pub fn dst(&self) -> Side<'_> {
+        Side {
+            addr: &self.daddr,
+            addr_off: self.by_family(IP_DST_OFF, IP6_DST_OFF),
+            port: self.dport,
+            port_off: self.l4_off + 2,
         }
     }
 
@@ -88,78 +101,10 @@ impl Packet {
     }
 }
 
-/// Copies an address as four words. Both must be 4-byte aligned, as every `Addr` in a
-/// `lb-common` struct (`align(4)`) and in `Packet` is; plain `[u8; 16]` copies go byte by byte
-/// in BPF and spill every byte across helper calls.
-#[inline(always)]
-pub fn copy_addr(dst: &mut Addr, src: &Addr) {
-    unsafe { *(dst as *mut Addr as *mut [u32; 4]) = *(src as *const Addr as *const [u32; 4]) }
-}
-
-/// Whether two addresses are equal, compared as four words (no `bcmp` call in BPF). Both must
-/// be 4-byte aligned, as for `copy_addr`.
-#[inline(always)]
-pub fn addr_eq(a: &Addr, b: &Addr) -> bool {
-    let (a, b) = unsafe {
-        (
-            &*(a as *const Addr as *const [u32; 4]),
-            &*(b as *const Addr as *const [u32; 4]),
-        )
-    };
-    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
-}
-
-/// Whether an (aligned) address is all zeros (unset).
-#[inline(always)]
-pub fn addr_is_zero(a: &Addr) -> bool {
-    let a = unsafe { &*(a as *const Addr as *const [u32; 4]) };
-    a[0] | a[1] | a[2] | a[3] == 0
-}
-
-/// Sets an (aligned) address: an IPv4 address (first word) or all zeros.
-#[inline(always)]
-pub fn set_addr4(dst: &mut Addr, v4: [u8; 4]) {
-    unsafe { *(dst as *mut Addr as *mut [u32; 4]) = [u32::from_ne_bytes(v4), 0, 0, 0] }
-}
-
-/// Returns a pointer to a `T` at `off` if the whole `T` lies inside the packet.
-#[inline(always)]
-pub fn ptr_at<C: Ctx, T>(ctx: &C, off: usize) -> Option<*const T> {
-    let start = ctx.data();
-    if start + off + core::mem::size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + off) as *const T)
-}
-
 /// The EtherType of the frame.
 #[inline(always)]
 pub fn eth_proto<C: Ctx>(ctx: &C) -> Option<u16> {
     Some(u16::from_be(unsafe { *ptr_at::<C, u16>(ctx, 12)? }))
-}
-
-/// Reads the 4-byte word at `off` of a header that has been bounds-checked. Packet data is
-/// only 2-byte aligned; BPF (without strict alignment) and the JITs take such loads, and one
-/// word load beats four byte loads whose results the compiler spills across helper calls.
-#[inline(always)]
-fn word_at(base: usize, off: usize) -> u32 {
-    unsafe { *((base + off) as *const u32) }
-}
-
-/// Copies the address at `off` (4 or 16 bytes, bounds-checked by the caller) into `dst`.
-#[inline(always)]
-pub fn read_addr(dst: &mut Addr, base: usize, off: usize, v6: bool) {
-    let w = unsafe { &mut *(dst as *mut Addr as *mut [u32; 4]) };
-    w[0] = word_at(base, off);
-    if v6 {
-        w[1] = word_at(base, off + 4);
-        w[2] = word_at(base, off + 8);
-        w[3] = word_at(base, off + 12);
-    } else {
-        w[1] = 0;
-        w[2] = 0;
-        w[3] = 0;
-    }
 }
 
 impl Packet {
@@ -192,7 +137,7 @@ pub fn parse<C: Ctx>(ctx: &C, pkt: &mut Packet) -> bool {
 
 #[inline(always)]
 fn parse4<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
-    let hdr = ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)?;
+    let hdr = ptr_at::<C, [u8; IP_HLEN]>(ctx, ETH_HLEN)?;
     let ip = unsafe { &*hdr };
     let version = ip[0] >> 4;
     let ihl = (ip[0] & 0x0f) as usize;
@@ -208,24 +153,21 @@ fn parse4<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     if tot_len < ip_len {
         return None;
     }
-    let proto = ip[9];
-    let l4_off = ETH_HLEN + ip_len;
-    let (ports, tcp_flags) = ports(ctx, proto, l4_off, tot_len - ip_len)?;
-    read_addr(&mut pkt.saddr, hdr as usize, 12, false);
-    read_addr(&mut pkt.daddr, hdr as usize, 16, false);
-    pkt.sport = u16::from_be(ports[0]);
-    pkt.dport = u16::from_be(ports[1]);
-    pkt.proto = proto;
-    pkt.l4_off = l4_off;
-    pkt.l4_len = tot_len - ip_len;
-    pkt.v6 = false;
-    pkt.tcp_flags = tcp_flags;
-    Some(())
+    let l3 = Ip {
+        hdr: hdr as usize,
+        src_off: 12,
+        dst_off: 16,
+        proto: ip[9],
+        l4_off: ETH_HLEN + ip_len,
+        l4_len: tot_len - ip_len,
+        v6: false,
+    };
+    parse_l4(ctx, pkt, &l3)
 }
 
 #[inline(always)]
 fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
-    let hdr = ptr_at::<C, [u8; 40]>(ctx, ETH_HLEN)?;
+    let hdr = ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)?;
     let ip = unsafe { &*hdr };
     if ip[0] >> 4 != 6 {
         return None;
@@ -233,17 +175,42 @@ fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     let payload_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
     // The next header must be the L4 header itself: extension headers (fragments among them)
     // are left to the stack.
-    let proto = ip[6];
-    let l4_off = ETH_HLEN + IP6_HLEN;
-    let (ports, tcp_flags) = ports(ctx, proto, l4_off, payload_len)?;
-    read_addr(&mut pkt.saddr, hdr as usize, 8, true);
-    read_addr(&mut pkt.daddr, hdr as usize, 24, true);
+    let l3 = Ip {
+        hdr: hdr as usize,
+        src_off: 8,
+        dst_off: 24,
+        proto: ip[6],
+        l4_off: ETH_HLEN + IP6_HLEN,
+        l4_len: payload_len,
+        v6: true,
+    };
+    parse_l4(ctx, pkt, &l3)
+}
+
+/// What the IPv4 or IPv6 header says about the packet: where it is and where its addresses are
+/// in it, and the L4 protocol, offset and length.
+struct Ip {
+    hdr: usize,
+    src_off: usize,
+    dst_off: usize,
+    proto: u8,
+    l4_off: usize,
+    l4_len: usize,
+    v6: bool,
+}
+
+/// Reads the ports (and TCP flags) of the L4 header `ip` announces and fills `pkt`.
+#[inline(always)]
+fn parse_l4<C: Ctx>(ctx: &C, pkt: &mut Packet, ip: &Ip) -> Option<()> {
+    let (ports, tcp_flags) = ports(ctx, ip.proto, ip.l4_off, ip.l4_len)?;
+    read_addr(&mut pkt.saddr, ip.hdr, ip.src_off, ip.v6);
+    read_addr(&mut pkt.daddr, ip.hdr, ip.dst_off, ip.v6);
     pkt.sport = u16::from_be(ports[0]);
     pkt.dport = u16::from_be(ports[1]);
-    pkt.proto = proto;
-    pkt.l4_off = l4_off;
-    pkt.l4_len = payload_len;
-    pkt.v6 = true;
+    pkt.proto = ip.proto;
+    pkt.l4_off = ip.l4_off;
+    pkt.l4_len = ip.l4_len;
+    pkt.v6 = ip.v6;
     pkt.tcp_flags = tcp_flags;
     Some(())
 }
@@ -254,9 +221,9 @@ fn parse6<C: Ctx>(ctx: &C, pkt: &mut Packet) -> Option<()> {
 #[inline(always)]
 fn ports<C: Ctx>(ctx: &C, proto: u8, l4_off: usize, l4_len: usize) -> Option<([u16; 2], u8)> {
     let need = match proto {
-        PROTO_TCP => 20,
-        PROTO_UDP => 8,
-        PROTO_SCTP => 12,
+        PROTO_TCP => TCP_HLEN,
+        PROTO_UDP => UDP_HLEN,
+        PROTO_SCTP => SCTP_HLEN,
         _ => return None,
     };
     if l4_len < need {

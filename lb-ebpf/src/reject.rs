@@ -1,10 +1,11 @@
-//! Rejecting a connection the way kube-proxy does (REJECT): a TCP RST, or an ICMP port
-//! unreachable for UDP and SCTP, sent back out of the interface the packet came in on. The client sees
-//! "connection refused" at once instead of a timeout.
+//! Step 7: rejecting a connection the way kube-proxy does (REJECT): a TCP RST, or an ICMP port
+//! unreachable for UDP and SCTP, sent back out of the interface the packet came in on. The
+//! client sees "connection refused" at once instead of a timeout.
 //!
-//! The reply is built whole in a stack buffer from fields read before the packet is resized,
-//! then written in one go. IPv4 gets ICMP type 3 code 3, IPv6 ICMPv6 type 1 code 4. Packets
-//! with IPv4 options are dropped instead (rare, and the client still gets no connection).
+//! The reply is built whole in this CPU's scratch buffer from fields read before the packet is
+//! resized, then written in one go. IPv4 gets ICMP type 3 code 3, IPv6 ICMPv6 type 1 code 4.
+//! Packets with IPv4 options are dropped instead (rare, and the client still gets no
+//! connection).
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail},
@@ -14,22 +15,19 @@ use aya_ebpf::{
 use lb_common::PROTO_TCP;
 
 use crate::{
+    consts::*,
     csum::{fold, sum},
-    ctx::{slot, Ctx},
+    ctx::{ptr_at, slot, Ctx},
     maps::{scratch, SCRATCH_BUF},
-    parse::{ptr_at, Packet, ETH_HLEN, IP6_HLEN},
+    parse::Packet,
 };
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-const RST_LEN: usize = ETH_HLEN + 20 + 20;
-const ICMP_LEN: usize = ETH_HLEN + 20 + 8 + 20 + 8;
-const RST6_LEN: usize = ETH_HLEN + IP6_HLEN + 20;
-const ICMP6_LEN: usize = ETH_HLEN + IP6_HLEN + 8 + IP6_HLEN + 8;
+/// The replies: a TCP RST without options; an ICMP error quoting the IP header (IPv4 without
+/// options) and the first 8 bytes of the L4 header.
+const RST_LEN: usize = ETH_HLEN + IP_HLEN + TCP_HLEN;
+const ICMP_LEN: usize = ETH_HLEN + IP_HLEN + ICMP_HLEN + IP_HLEN + 8;
+const RST6_LEN: usize = ETH_HLEN + IP6_HLEN + TCP_HLEN;
+const ICMP6_LEN: usize = ETH_HLEN + IP6_HLEN + ICMP_HLEN + IP6_HLEN + 8;
 
 /// Which reply `build` left in the scratch buffer.
 #[derive(Clone, Copy)]
@@ -58,21 +56,42 @@ fn build<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<B
     }
 }
 
-#[inline(always)]
-fn build4<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
-    if pkt.l4_off != ETH_HLEN + 20 {
-        return None;
+/// A hook's way to replace the packet with the first `N` bytes of the scratch buffer.
+trait Replace {
+    fn replace<const N: usize>(&self, buf: &mut [u8; SCRATCH_BUF]) -> Option<()>;
+}
+
+impl Replace for TcContext {
+    #[inline(always)]
+    fn replace<const N: usize>(&self, buf: &mut [u8; SCRATCH_BUF]) -> Option<()> {
+        if unsafe { bpf_skb_change_tail(self.skb.skb, N as u32, 0) } != 0 {
+            return None;
+        }
+        self.store(0, sub::<N>(buf), 0).ok()
     }
-    let eth = unsafe { *ptr_at::<C, [u8; 14]>(ctx, 0)? };
-    let ip = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN)? };
-    if pkt.proto == PROTO_TCP {
-        let tcp = unsafe { *ptr_at::<C, [u8; 20]>(ctx, ETH_HLEN + 20)? };
-        tcp_rst(sub(buf), &eth, &ip, &tcp).map(|_| Built::Rst)
-    } else {
-        // UDP and SCTP: ICMP port unreachable quoting the first 8 bytes of the L4 header.
-        let l4 = unsafe { *ptr_at::<C, [u8; 8]>(ctx, ETH_HLEN + 20)? };
-        icmp_unreachable(sub(buf), &eth, &ip, &l4);
-        Some(Built::Icmp)
+}
+
+impl Replace for XdpContext {
+    #[inline(always)]
+    fn replace<const N: usize>(&self, buf: &mut [u8; SCRATCH_BUF]) -> Option<()> {
+        let delta = N as i32 - (self.data_end() - self.data()) as i32;
+        if unsafe { bpf_xdp_adjust_tail(self.as_ptr().cast(), delta) } != 0 {
+            return None;
+        }
+        *slot::<[u8; N]>(self, 0).ok()? = *sub::<N>(buf);
+        Some(())
+    }
+}
+
+/// Replaces the packet with the reply `built` in `buf`; `None` when the packet could not be
+/// resized.
+#[inline(always)]
+fn send<C: Replace>(ctx: &C, built: Built, buf: &mut [u8; SCRATCH_BUF]) -> Option<()> {
+    match built {
+        Built::Rst => ctx.replace::<RST_LEN>(buf),
+        Built::Icmp => ctx.replace::<ICMP_LEN>(buf),
+        Built::Rst6 => ctx.replace::<RST6_LEN>(buf),
+        Built::Icmp6 => ctx.replace::<ICMP6_LEN>(buf),
     }
 }
 
@@ -84,24 +103,13 @@ pub fn reject_tc(ctx: &TcContext, pkt: &Packet) -> i32 {
         return TC_ACT_SHOT;
     };
     let done = match build(ctx, pkt, &mut s.buf) {
-        Some(Built::Rst) => tc_write::<RST_LEN>(ctx, &mut s.buf),
-        Some(Built::Icmp) => tc_write::<ICMP_LEN>(ctx, &mut s.buf),
-        Some(Built::Rst6) => tc_write::<RST6_LEN>(ctx, &mut s.buf),
-        Some(Built::Icmp6) => tc_write::<ICMP6_LEN>(ctx, &mut s.buf),
+        Some(built) => send(ctx, built, &mut s.buf),
         None => None,
     };
     match done {
         Some(()) => unsafe { bpf_redirect(ifindex, 0) as i32 },
         None => TC_ACT_SHOT,
     }
-}
-
-#[inline(always)]
-fn tc_write<const N: usize>(ctx: &TcContext, buf: &mut [u8; SCRATCH_BUF]) -> Option<()> {
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, N as u32, 0) } != 0 {
-        return None;
-    }
-    ctx.store(0, sub::<N>(buf), 0).ok()
 }
 
 /// XDP: rewrites the packet into its reject and transmits it back; returns the verdict. When
@@ -112,41 +120,84 @@ pub fn reject_xdp(ctx: &XdpContext, pkt: &Packet) -> u32 {
     let Some(s) = scratch() else {
         return xdp_action::XDP_DROP;
     };
-    let done = match build(ctx, pkt, &mut s.buf) {
-        Some(Built::Rst) => xdp_write::<RST_LEN>(ctx, &mut s.buf),
-        Some(Built::Icmp) => xdp_write::<ICMP_LEN>(ctx, &mut s.buf),
-        Some(Built::Rst6) => xdp_write::<RST6_LEN>(ctx, &mut s.buf),
-        Some(Built::Icmp6) => xdp_write::<ICMP6_LEN>(ctx, &mut s.buf),
-        None => return xdp_action::XDP_DROP,
+    let Some(built) = build(ctx, pkt, &mut s.buf) else {
+        return xdp_action::XDP_DROP;
     };
-    match done {
+    match send(ctx, built, &mut s.buf) {
         Some(()) => xdp_action::XDP_TX,
         None => xdp_action::XDP_PASS,
     }
 }
 
 #[inline(always)]
-fn xdp_write<const N: usize>(ctx: &XdpContext, buf: &mut [u8; SCRATCH_BUF]) -> Option<()> {
-    let delta = N as i32 - (ctx.data_end() - ctx.data()) as i32;
-    if unsafe { bpf_xdp_adjust_tail(ctx.as_ptr().cast(), delta) } != 0 {
+fn build4<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
+    if pkt.l4_off != ETH_HLEN + IP_HLEN {
         return None;
     }
-    *slot::<[u8; N]>(ctx, 0).ok()? = *sub::<N>(buf);
-    Some(())
+    let eth = unsafe { *ptr_at::<C, [u8; ETH_HLEN]>(ctx, 0)? };
+    let ip = unsafe { *ptr_at::<C, [u8; IP_HLEN]>(ctx, ETH_HLEN)? };
+    if pkt.proto == PROTO_TCP {
+        let tcp = unsafe { *ptr_at::<C, [u8; TCP_HLEN]>(ctx, ETH_HLEN + IP_HLEN)? };
+        let buf = sub::<RST_LEN>(buf);
+        let l4_len = (u16::from_be_bytes([ip[2], ip[3]]) as u32).saturating_sub(IP_HLEN as u32);
+        buf.fill(0);
+        headers(buf, &eth, &ip, PROTO_TCP, (IP_HLEN + TCP_HLEN) as u16);
+        let pseudo = |b: &[u8]| pseudo(b, PROTO_TCP, TCP_HLEN as u16);
+        rst(buf, ETH_HLEN + IP_HLEN, &tcp, l4_len, pseudo).map(|_| Built::Rst)
+    } else {
+        // UDP and SCTP: ICMP port unreachable quoting the first 8 bytes of the L4 header.
+        let l4 = unsafe { *ptr_at::<C, [u8; 8]>(ctx, ETH_HLEN + IP_HLEN)? };
+        let buf = sub::<ICMP_LEN>(buf);
+        buf.fill(0);
+        headers(buf, &eth, &ip, IPPROTO_ICMP, (ICMP_LEN - ETH_HLEN) as u16);
+        // Destination unreachable, port unreachable; no pseudo-header.
+        unreachable(buf, ETH_HLEN + IP_HLEN, [3, 3], &ip, &l4, |_| 0);
+        Some(Built::Icmp)
+    }
+}
+
+#[inline(always)]
+fn build6<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
+    let eth = unsafe { *ptr_at::<C, [u8; ETH_HLEN]>(ctx, 0)? };
+    let ip = unsafe { &*ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)? };
+    if pkt.proto == PROTO_TCP {
+        let tcp = unsafe { *ptr_at::<C, [u8; TCP_HLEN]>(ctx, pkt.l4_off)? };
+        let buf = sub::<RST6_LEN>(buf);
+        buf.fill(0);
+        headers6(buf, &eth, ip, PROTO_TCP, TCP_HLEN as u16);
+        let pseudo = |b: &[u8]| pseudo6(b, PROTO_TCP, TCP_HLEN as u16);
+        let l4_len = pkt.l4_len as u32;
+        rst(buf, ETH_HLEN + IP6_HLEN, &tcp, l4_len, pseudo).map(|_| Built::Rst6)
+    } else {
+        const LEN: u16 = (ICMP6_LEN - ETH_HLEN - IP6_HLEN) as u16;
+        let l4 = unsafe { *ptr_at::<C, [u8; 8]>(ctx, pkt.l4_off)? };
+        let buf = sub::<ICMP6_LEN>(buf);
+        buf.fill(0);
+        headers6(buf, &eth, ip, IPPROTO_ICMPV6, LEN);
+        let pseudo = |b: &[u8]| pseudo6(b, IPPROTO_ICMPV6, LEN);
+        // Destination unreachable, port unreachable (type 1, code 4).
+        unreachable(buf, ETH_HLEN + IP6_HLEN, [1, 4], ip, &l4, pseudo);
+        Some(Built::Icmp6)
+    }
+}
+
+/// The Ethernet header of a reply: the original's addresses swapped, and `ethertype`.
+#[inline(always)]
+fn eth_reply(buf: &mut [u8], orig_eth: &[u8; ETH_HLEN], ethertype: u16) {
+    buf[0..6].copy_from_slice(&orig_eth[6..12]);
+    buf[6..12].copy_from_slice(&orig_eth[0..6]);
+    buf[12..14].copy_from_slice(&ethertype.to_be_bytes());
 }
 
 /// Ethernet header with the addresses swapped, and an IPv4 header (no options) from the
 /// original's destination back to its source.
 #[inline(always)]
-fn headers(buf: &mut [u8], orig_eth: &[u8; 14], orig_ip: &[u8; 20], proto: u8, tot_len: u16) {
-    buf[0..6].copy_from_slice(&orig_eth[6..12]);
-    buf[6..12].copy_from_slice(&orig_eth[0..6]);
-    buf[12] = 0x08;
-    buf[13] = 0x00;
-    let ip = &mut buf[ETH_HLEN..ETH_HLEN + 20];
+fn headers(buf: &mut [u8], eth: &[u8; ETH_HLEN], orig_ip: &[u8; IP_HLEN], proto: u8, len: u16) {
+    eth_reply(buf, eth, ETH_P_IP);
+    let ip = &mut buf[ETH_HLEN..ETH_HLEN + IP_HLEN];
     ip[0] = 0x45;
     ip[1] = 0;
-    ip[2..4].copy_from_slice(&tot_len.to_be_bytes());
+    ip[2..4].copy_from_slice(&len.to_be_bytes());
     ip[4..6].copy_from_slice(&[0, 0]);
     ip[6..8].copy_from_slice(&[0x40, 0]); // DF
     ip[8] = 64;
@@ -158,95 +209,21 @@ fn headers(buf: &mut [u8], orig_eth: &[u8; 14], orig_ip: &[u8; 20], proto: u8, t
     ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
-#[inline(always)]
-fn tcp_rst(buf: &mut [u8; RST_LEN], eth: &[u8; 14], ip: &[u8; 20], tcp: &[u8; 20]) -> Option<()> {
-    let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as u32;
-    buf.fill(0);
-    headers(buf, eth, ip, PROTO_TCP, 40);
-    rst_segment(&mut buf[ETH_HLEN + 20..], tcp, tot_len.saturating_sub(20))?;
-    let c = fold(sum(&buf[ETH_HLEN + 20..], pseudo(buf, PROTO_TCP, 20)));
-    buf[ETH_HLEN + 20 + 16..ETH_HLEN + 20 + 18].copy_from_slice(&c.to_be_bytes());
-    Some(())
-}
-
-/// Fills `t` with the RST answering the TCP segment `tcp` (`l4_len` bytes with its header),
-/// without the checksum. `None` for a segment that is itself a reset.
-#[inline(always)]
-fn rst_segment(t: &mut [u8], tcp: &[u8; 20], l4_len: u32) -> Option<()> {
-    let flags = tcp[13];
-    if flags & TCP_RST != 0 {
-        return None; // never answer a reset
-    }
-    let doff = ((tcp[12] >> 4) as u32) * 4;
-    let seg_len =
-        l4_len.saturating_sub(doff) + (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32;
-    t[0..2].copy_from_slice(&tcp[2..4]);
-    t[2..4].copy_from_slice(&tcp[0..2]);
-    if flags & TCP_ACK != 0 {
-        // RFC 793: <SEQ=SEG.ACK><CTL=RST>
-        t[4..8].copy_from_slice(&tcp[8..12]);
-        t[13] = TCP_RST;
-    } else {
-        // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
-        let ack = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]).wrapping_add(seg_len);
-        t[8..12].copy_from_slice(&ack.to_be_bytes());
-        t[13] = TCP_RST | TCP_ACK;
-    }
-    t[12] = 5 << 4;
-    Some(())
-}
-
-#[inline(always)]
-fn icmp_unreachable(buf: &mut [u8; ICMP_LEN], eth: &[u8; 14], ip: &[u8; 20], udp: &[u8; 8]) {
-    buf.fill(0);
-    headers(buf, eth, ip, IPPROTO_ICMP, (ICMP_LEN - ETH_HLEN) as u16);
-    let icmp = &mut buf[ETH_HLEN + 20..];
-    icmp[0] = 3; // destination unreachable
-    icmp[1] = 3; // port unreachable
-    icmp[8..28].copy_from_slice(ip);
-    icmp[28..36].copy_from_slice(udp);
-    let c = fold(sum(icmp, 0));
-    buf[ETH_HLEN + 22..ETH_HLEN + 24].copy_from_slice(&c.to_be_bytes());
-}
-
 /// Pseudo-header sum for the L4 checksum of the reply in `buf`.
 #[inline(always)]
 fn pseudo(buf: &[u8], proto: u8, l4_len: u16) -> u32 {
-    let ip = &buf[ETH_HLEN..ETH_HLEN + 20];
+    let ip = &buf[ETH_HLEN..ETH_HLEN + IP_HLEN];
     sum(&ip[12..20], proto as u32 + l4_len as u32)
-}
-
-#[inline(always)]
-fn build6<C: Ctx>(ctx: &C, pkt: &Packet, buf: &mut [u8; SCRATCH_BUF]) -> Option<Built> {
-    let eth = unsafe { *ptr_at::<C, [u8; 14]>(ctx, 0)? };
-    let ip = unsafe { &*ptr_at::<C, [u8; IP6_HLEN]>(ctx, ETH_HLEN)? };
-    if pkt.proto == PROTO_TCP {
-        let tcp = unsafe { *ptr_at::<C, [u8; 20]>(ctx, pkt.l4_off)? };
-        tcp_rst6(sub(buf), &eth, ip, &tcp, pkt.l4_len as u32).map(|_| Built::Rst6)
-    } else {
-        let l4 = unsafe { *ptr_at::<C, [u8; 8]>(ctx, pkt.l4_off)? };
-        icmp6_unreachable(sub(buf), &eth, ip, &l4);
-        Some(Built::Icmp6)
-    }
 }
 
 /// Ethernet header with the addresses swapped, and an IPv6 header from the original's
 /// destination back to its source.
 #[inline(always)]
-fn headers6(
-    buf: &mut [u8],
-    orig_eth: &[u8; 14],
-    orig_ip: &[u8; IP6_HLEN],
-    next: u8,
-    payload_len: u16,
-) {
-    buf[0..6].copy_from_slice(&orig_eth[6..12]);
-    buf[6..12].copy_from_slice(&orig_eth[0..6]);
-    buf[12] = 0x86;
-    buf[13] = 0xdd;
+fn headers6(buf: &mut [u8], eth: &[u8; ETH_HLEN], orig_ip: &[u8; IP6_HLEN], next: u8, len: u16) {
+    eth_reply(buf, eth, ETH_P_IPV6);
     let ip = &mut buf[ETH_HLEN..ETH_HLEN + IP6_HLEN];
     ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-    ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
+    ip[4..6].copy_from_slice(&len.to_be_bytes());
     ip[6] = next;
     ip[7] = 64;
     ip[8..24].copy_from_slice(&orig_ip[24..40]);
@@ -262,40 +239,59 @@ fn pseudo6(buf: &[u8], next: u8, l4_len: u16) -> u32 {
     )
 }
 
+/// Fills the TCP header at `l4` of the reply in `buf` (which ends with it) with the RST
+/// answering the segment `tcp` (`l4_len` bytes with its header), checksum included (`pseudo`:
+/// the pseudo-header's sum). `None` for a segment that is itself a reset.
 #[inline(always)]
-fn tcp_rst6(
-    buf: &mut [u8; RST6_LEN],
-    eth: &[u8; 14],
-    ip: &[u8; IP6_HLEN],
-    tcp: &[u8; 20],
+fn rst<P: Fn(&[u8]) -> u32>(
+    buf: &mut [u8],
+    l4: usize,
+    tcp: &[u8; TCP_HLEN],
     l4_len: u32,
+    pseudo: P,
 ) -> Option<()> {
-    buf.fill(0);
-    headers6(buf, eth, ip, PROTO_TCP, 20);
-    rst_segment(&mut buf[ETH_HLEN + IP6_HLEN..], tcp, l4_len)?;
-    let c = fold(sum(
-        &buf[ETH_HLEN + IP6_HLEN..],
-        pseudo6(buf, PROTO_TCP, 20),
-    ));
-    buf[ETH_HLEN + IP6_HLEN + 16..ETH_HLEN + IP6_HLEN + 18].copy_from_slice(&c.to_be_bytes());
+    let flags = tcp[13];
+    if flags & TCP_RST != 0 {
+        return None; // never answer a reset
+    }
+    let doff = ((tcp[12] >> 4) as u32) * 4;
+    let seg_len =
+        l4_len.saturating_sub(doff) + (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32;
+    let t = &mut buf[l4..];
+    t[0..2].copy_from_slice(&tcp[2..4]);
+    t[2..4].copy_from_slice(&tcp[0..2]);
+    if flags & TCP_ACK != 0 {
+        // RFC 793: <SEQ=SEG.ACK><CTL=RST>
+        t[4..8].copy_from_slice(&tcp[8..12]);
+        t[13] = TCP_RST;
+    } else {
+        // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
+        let ack = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]).wrapping_add(seg_len);
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[13] = TCP_RST | TCP_ACK;
+    }
+    t[12] = 5 << 4;
+    let c = fold(sum(&buf[l4..], pseudo(buf)));
+    buf[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
     Some(())
 }
 
-/// ICMPv6 destination unreachable, port unreachable (type 1, code 4), quoting the IPv6 header
-/// and the first 8 bytes of the L4 header.
+/// Fills the ICMP (or ICMPv6) header at `icmp` of the reply in `buf` (which ends with it):
+/// `type_code`, then the quoted IP header `ip` and first 8 bytes `l4` of the L4 header, and
+/// the checksum (`pseudo`: the pseudo-header's sum, 0 for ICMP).
 #[inline(always)]
-fn icmp6_unreachable(buf: &mut [u8; ICMP6_LEN], eth: &[u8; 14], ip: &[u8; IP6_HLEN], l4: &[u8; 8]) {
-    const LEN: u16 = (ICMP6_LEN - ETH_HLEN - IP6_HLEN) as u16;
-    buf.fill(0);
-    headers6(buf, eth, ip, IPPROTO_ICMPV6, LEN);
-    let icmp = &mut buf[ETH_HLEN + IP6_HLEN..];
-    icmp[0] = 1; // destination unreachable
-    icmp[1] = 4; // port unreachable
-    icmp[8..8 + IP6_HLEN].copy_from_slice(ip);
-    icmp[8 + IP6_HLEN..16 + IP6_HLEN].copy_from_slice(l4);
-    let c = fold(sum(
-        &buf[ETH_HLEN + IP6_HLEN..],
-        pseudo6(buf, IPPROTO_ICMPV6, LEN),
-    ));
-    buf[ETH_HLEN + IP6_HLEN + 2..ETH_HLEN + IP6_HLEN + 4].copy_from_slice(&c.to_be_bytes());
+fn unreachable<const IPL: usize, P: Fn(&[u8]) -> u32>(
+    buf: &mut [u8],
+    at: usize,
+    type_code: [u8; 2],
+    ip: &[u8; IPL],
+    l4: &[u8; 8],
+    pseudo: P,
+) {
+    let icmp = &mut buf[at..];
+    icmp[0..2].copy_from_slice(&type_code);
+    icmp[8..8 + IPL].copy_from_slice(ip);
+    icmp[8 + IPL..16 + IPL].copy_from_slice(l4);
+    let c = fold(sum(&buf[at..], pseudo(buf)));
+    buf[at + 2..at + 4].copy_from_slice(&c.to_be_bytes());
 }

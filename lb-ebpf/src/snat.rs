@@ -1,0 +1,81 @@
+//! Step 5: SNAT (masquerade) of a new flow, with source port allocation. A flow is masqueraded
+//! to the node address (`lb_config`) when its frontend asks for it (`FE_SNAT`) or when the
+//! backend is the client itself (hairpin); its source port is one that no other flow to the
+//! same backend holds.
+use aya_ebpf::helpers::bpf_get_prandom_u32;
+use lb_common::*;
+
+use crate::{
+    addr::{addr_eq, addr_is_zero, copy_addr, set_addr4},
+    maps::{count_event, Scratch, CONFIG, CONNTRACK},
+    parse::Packet,
+    pipeline::Verdict,
+};
+
+/// `bpf_map_update_elem`: only insert a key that is not there yet.
+const BPF_NOEXIST: u64 = 1;
+/// Attempts at a free SNAT source port before giving up on the flow.
+const SNAT_TRIES: u32 = 16;
+
+/// Masquerades the new flow to backend `b` built in `s` (see `conntrack::prepare`) if it needs
+/// it and the node has an address of the family: both entries get `CT_SNAT`, and the reply
+/// entry is inserted with the claimed port. `Ok(true)` when masqueraded; `Drop` when no source
+/// port was free.
+#[inline(always)]
+pub fn masquerade(
+    pkt: &Packet,
+    fe: &Frontend,
+    b: &Backend,
+    s: &mut Scratch,
+) -> Result<bool, Verdict> {
+    let hairpin = addr_eq(&b.addr, &pkt.saddr);
+    // The config is read only for flows that masquerade.
+    let cfg = if fe.flags & FE_SNAT != 0 || hairpin {
+        CONFIG.get(0)
+    } else {
+        None
+    };
+    // The SNAT address goes straight into the scratch entry; all zeros disables SNAT.
+    match cfg {
+        Some(c) if pkt.v6 => copy_addr(&mut s.fwd.snat_addr, &c.snat_addr6),
+        Some(c) => set_addr4(&mut s.fwd.snat_addr, c.snat_addr),
+        None => {}
+    }
+    match cfg {
+        Some(cfg) if !addr_is_zero(&s.fwd.snat_addr) => {
+            s.fwd.flags |= CT_SNAT;
+            s.reply.flags |= CT_SNAT;
+            copy_addr(&mut s.reply.snat_addr, &pkt.saddr);
+            s.reply.snat_port = pkt.sport;
+            copy_addr(&mut s.reply_key.daddr, &s.fwd.snat_addr);
+            let port = alloc_port(cfg, s);
+            if port == 0 {
+                count_event(CNT_SNAT_NO_PORT);
+                return Err(Verdict::Drop);
+            }
+            s.fwd.snat_port = port;
+            count_event(if hairpin { CNT_HAIRPIN } else { CNT_SNAT });
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Claims a free source port for a masqueraded flow: the reply 5-tuple (backend -> node
+/// address:port) is inserted only if no other flow holds it, so two clients that use the same
+/// source port towards the same backend never collide. Returns 0 when every try failed.
+#[inline(never)]
+fn alloc_port(cfg: &Config, s: &mut Scratch) -> u16 {
+    let range = (cfg.snat_port_max as u32).saturating_sub(cfg.snat_port_min as u32) + 1;
+    for _ in 0..SNAT_TRIES {
+        let port = cfg.snat_port_min as u32 + unsafe { bpf_get_prandom_u32() } % range;
+        s.reply_key.dport = port as u16;
+        if CONNTRACK
+            .insert(&s.reply_key, &s.reply, BPF_NOEXIST)
+            .is_ok()
+        {
+            return port as u16;
+        }
+    }
+    0
+}
