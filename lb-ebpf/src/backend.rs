@@ -6,7 +6,7 @@ use lb_common::*;
 
 use crate::{
     maps::{count_event, BACKENDS, SLOTS},
-    pipeline::Verdict,
+    verdict::Verdict,
 };
 
 /// The backend id for a new flow to `fe` (of the packet's `family`), or what to do with the

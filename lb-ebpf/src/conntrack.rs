@@ -9,7 +9,7 @@ use crate::{
     addr::{addr_eq, copy_addr, set_addr4},
     consts::TCP_SYN,
     maps::{Scratch, BACKENDS, CONNTRACK},
-    parse::Packet,
+    packet::Packet,
 };
 
 /// The forward entry of the packet's flow (`key` is the packet's 5-tuple), if the packet goes

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{Addr, PROTO_UDP};
 
-use crate::{addr::v4, consts::IP_CSUM_OFF, csum, parse::Packet};
+use crate::{addr::v4, consts::IP_CSUM_OFF, csum, packet::Packet};
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;

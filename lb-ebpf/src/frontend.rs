@@ -6,7 +6,7 @@ use lb_common::{Frontend, FrontendKey, VipKey};
 use crate::{
     addr::copy_addr,
     maps::{FRONTENDS, VIPS},
-    parse::Packet,
+    packet::Packet,
 };
 
 /// The frontend the packet is addressed to. The entry is copied at once: the agent may update

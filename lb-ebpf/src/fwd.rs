@@ -14,7 +14,7 @@ use crate::{
     consts::{ETH_HLEN, IP6_HLEN, IP_HLEN},
     csum,
     ctx::slot,
-    parse::Packet,
+    packet::Packet,
 };
 
 const AF_INET: u8 = 2;

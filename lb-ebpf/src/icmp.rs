@@ -27,7 +27,7 @@ use crate::{
     ctx::{ptr_at, Ctx},
     maps::CONNTRACK,
     parse::eth_proto,
-    pipeline::Verdict,
+    verdict::Verdict,
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;

@@ -21,7 +21,8 @@
 //!   a backend) are translated back so the client recognises them, and errors about replies
 //!   (sent to the VIP) are passed on to the backend.
 //!
-//! Helpers: `consts` (packet constants), `addr` (addresses as words), `ctx` (the TC and XDP
+//! Shared by the steps: `packet` (the parsed packet), `verdict` (what a step tells the entry
+//! point). Helpers: `consts` (packet constants), `addr` (addresses as words), `ctx` (the TC and XDP
 //! contexts: packet access and checksummed writes), `csum` (Internet checksum arithmetic),
 //! `sctp` (CRC32c), `maps` (the maps, scratch space and counters), `handoff` (XDP -> TC mark).
 //!
@@ -42,11 +43,13 @@ mod handoff;
 mod icmp;
 mod maps;
 mod nat;
+mod packet;
 mod parse;
 mod pipeline;
 mod reject;
 mod sctp;
 mod snat;
+mod verdict;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT},
@@ -54,7 +57,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
-use crate::pipeline::{process, Verdict};
+use crate::{pipeline::process, verdict::Verdict};
 
 /// Continue with the next program (TCX_NEXT / TC_ACT_UNSPEC); passes when we are the last.
 const TC_NEXT: i32 = -1;
@@ -64,7 +67,7 @@ pub fn podlb_tc_pod(ctx: TcContext) -> i32 {
     if handoff::done_by_xdp(&ctx) {
         return TC_NEXT;
     }
-    let mut pkt = parse::Packet::EMPTY;
+    let mut pkt = packet::Packet::EMPTY;
     if !parse::parse(&ctx, &mut pkt) {
         return match icmp::translate(&ctx, icmp::Errors::Both) {
             Verdict::Drop => TC_ACT_SHOT,
@@ -91,7 +94,7 @@ pub fn podlb_tc_egress(ctx: TcContext) -> i32 {
 
 #[xdp]
 pub fn podlb_xdp_ext(ctx: XdpContext) -> u32 {
-    let mut pkt = parse::Packet::EMPTY;
+    let mut pkt = packet::Packet::EMPTY;
     let verdict = match parse::parse(&ctx, &mut pkt) {
         false => match icmp::translate(&ctx, icmp::Errors::Both) {
             Verdict::Drop => xdp_action::XDP_DROP,

@@ -8,8 +8,8 @@ use crate::{
     addr::addr_eq,
     ctx::Ctx,
     maps::count_event,
-    parse::{Packet, Side},
-    pipeline::Verdict,
+    packet::{Packet, Side},
+    verdict::Verdict,
     sctp,
 };
 

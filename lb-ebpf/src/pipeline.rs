@@ -10,20 +10,11 @@ use crate::{
     frontend,
     maps::{count_event, count_service, scratch, Scratch, BACKENDS},
     nat,
-    parse::Packet,
+    packet::Packet,
     snat,
+    verdict::Verdict,
 };
 
-/// What the hook should do with the packet.
-pub enum Verdict {
-    /// Not service traffic: continue untouched.
-    Pass,
-    /// NATed: continue (XDP may forward it itself).
-    Nat,
-    Drop,
-    /// Answer the client: TCP RST or ICMP port unreachable.
-    Reject,
-}
 
 /// Handles one parsed packet. A BPF-to-BPF call, so that its stack frame is gone before the
 /// caller rejects or forwards the packet.

@@ -19,7 +19,7 @@ use crate::{
     csum::{fold, sum},
     ctx::{ptr_at, slot, Ctx},
     maps::{scratch, SCRATCH_BUF},
-    parse::Packet,
+    packet::Packet,
 };
 
 /// The replies: a TCP RST without options; an ICMP error quoting the IP header (IPv4 without

@@ -6,7 +6,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_loop;
 
-use crate::{ctx::Ctx, parse::Packet};
+use crate::{ctx::Ctx, packet::Packet};
 
 /// Longest SCTP packet whose CRC is recomputed (a 1500-byte MTU gives at most 1480).
 const MAX_SCTP_LEN: usize = 2048;

@@ -8,8 +8,8 @@ use lb_common::*;
 use crate::{
     addr::{addr_eq, addr_is_zero, copy_addr, set_addr4},
     maps::{count_event, Scratch, CONFIG, CONNTRACK},
-    parse::Packet,
-    pipeline::Verdict,
+    packet::Packet,
+    verdict::Verdict,
 };
 
 /// `bpf_map_update_elem`: only insert a key that is not there yet.
