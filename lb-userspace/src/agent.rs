@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, Notify};
 
 use crate::{
-    datapath::{accept_local, interface_addresses, Datapath, Maps},
+    datapath::{accept_local, interface_addresses, Datapath, Maps, WriteError},
     metrics::{self, METRICS},
     model::{Changes, DesiredState, Incremental, NodeInfo},
     reconcile::{self, MapState, Op, Planner, ReadBack, Touched},
@@ -377,19 +377,11 @@ fn write(maps: &mut Maps, ops: &[Op], touched: Option<&mut Touched>) -> usize {
     }
     for (i, op) in ops.iter().enumerate() {
         if let Err(e) = maps.apply(op) {
-            let full = e
-                .chain()
-                .any(|c| match c.downcast_ref::<aya::maps::MapError>() {
-                    Some(aya::maps::MapError::SyscallError(e)) => {
-                        matches!(e.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC))
-                    }
-                    _ => false,
-                });
-            match full {
-                true => METRICS.map_full_errors.inc(),
-                false => METRICS.map_write_errors.inc(),
+            match e {
+                WriteError::Full(..) => METRICS.map_full_errors.inc(),
+                WriteError::Failed(..) | WriteError::Cpus(_) => METRICS.map_write_errors.inc(),
             }
-            tracing::error!("{e:#}");
+            tracing::error!("{:#}", anyhow::Error::from(e));
             return i;
         }
     }
