@@ -13,7 +13,8 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::{
     datapath::{accept_local, interface_addresses, Datapath, Maps, WriteError},
-    metrics::{self, METRICS},
+    http,
+    metrics::METRICS,
     model::{Changes, DesiredState, Incremental, NodeInfo},
     reconcile::{self, MapState, Op, Planner, ReadBack, Touched},
     source::{KubeSource, ManifestSource, Source, Update},
@@ -65,10 +66,10 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     // a loaded machine).
     METRICS.set_health_timeout((cfg.resync_interval * 2).max(Duration::from_secs(10)));
     if let Some(addr) = cfg.healthz_addr {
-        metrics::serve_health(addr).unwrap_or_else(|e| tracing::error!("{e:#}"));
+        http::serve_health(addr).unwrap_or_else(|e| tracing::error!("{e:#}"));
     }
     if let Some(addr) = cfg.metrics_addr {
-        metrics::serve_metrics(addr, cfg.bpf_root.clone())
+        http::serve_metrics(addr, cfg.bpf_root.clone())
             .unwrap_or_else(|e| tracing::error!("{e:#}"));
     }
     let mut src: Box<dyn Source> = match &cfg.source {

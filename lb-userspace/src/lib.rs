@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod datapath;
 pub mod dirwatch;
+pub mod http;
 pub mod kube_source;
 pub mod manifests;
 pub mod metrics;
