@@ -42,6 +42,7 @@ mod repair;
 mod tests;
 
 pub use plan::plan;
+pub(crate) use planner::service_of;
 pub use planner::Planner;
 pub use repair::{repair, stored_name, ReadBack, Touched};
 
