@@ -6,7 +6,7 @@ use super::{be, be6, desired, fe, fe6, step};
 use crate::model::DesiredState;
 use crate::reconcile::plan::place;
 use crate::reconcile::{frontend_key, plan, vip_key, BackendKey, MapState, Op};
-use crate::types::{BackendAddr, Proto};
+use crate::types::{BackendAddr, FrontendAddr, Proto};
 
 #[test]
 fn empty_to_services_and_back() {
@@ -84,18 +84,22 @@ fn shrink_grow_and_replace_never_expose_dead_slots() {
         ],
         vec![be(6, 80)],
     ];
+    walk_backend_sets(web, &sets);
+}
+
+/// Steps one frontend through backend sets in a row ([`step`] checks every op); after each,
+/// its slots name exactly the set.
+fn walk_backend_sets(web: FrontendAddr, sets: &[Vec<BackendAddr>]) {
     let mut s = MapState::default();
-    for set in &sets {
+    for set in sets {
         let (n, _) = step(&s, &desired(&[(web, "web", set.clone())]));
         let got: BTreeSet<BackendKey> = n.frontends[&frontend_key(&web)]
             .slots
             .iter()
             .map(|id| n.backends[id])
             .collect();
-        let want: BTreeSet<BackendKey> = set
-            .iter()
-            .map(|b| BackendKey::new(*b, Proto::Tcp))
-            .collect();
+        let want: BTreeSet<BackendKey> =
+            set.iter().map(|b| BackendKey::new(*b, web.proto)).collect();
         assert_eq!(got, want);
         s = n;
     }
@@ -233,24 +237,13 @@ fn backend_of_the_other_family_is_left_out() {
 #[test]
 fn shrink_grow_and_replace_ipv6() {
     let web = fe6("fd00:96::10", 443, Proto::Sctp);
-    let mut s = MapState::default();
-    for set in [
-        vec![be6(1, 80), be6(2, 80), be6(3, 80)],
-        vec![be6(3, 80)],
-        vec![be6(4, 80), be6(3, 80), be6(5, 80)],
-        vec![],
-    ] {
-        let (n, _) = step(&s, &desired(&[(web, "web", set.clone())]));
-        let got: BTreeSet<BackendKey> = n.frontends[&frontend_key(&web)]
-            .slots
-            .iter()
-            .map(|id| n.backends[id])
-            .collect();
-        let want: BTreeSet<BackendKey> = set
-            .iter()
-            .map(|b| BackendKey::new(*b, Proto::Sctp))
-            .collect();
-        assert_eq!(got, want);
-        s = n;
-    }
+    walk_backend_sets(
+        web,
+        &[
+            vec![be6(1, 80), be6(2, 80), be6(3, 80)],
+            vec![be6(3, 80)],
+            vec![be6(4, 80), be6(3, 80), be6(5, 80)],
+            vec![],
+        ],
+    );
 }
