@@ -30,12 +30,12 @@
 //!   for a full map, E2BIG or ENOSPC; `podlb_map_write_errors_total` for anything else), logs
 //!   it, and re-reads the maps as they are (an empty mirror when that read fails too); the next
 //!   sync plans in full against them, at the latest at the next resync. A resync's read in
-//!   flight is void. The sync does not count: /healthz is not refreshed by it.
+//!   flight is void. The sync does not count, neither in `podlb_syncs_total` nor for /healthz.
 //! - **A resync's read fails** (or its thread cannot be started): logged, nothing is repaired,
-//!   /healthz is refreshed as by a resync that found nothing, and the next interval reads
-//!   again. A repair write that fails is counted and logged as any write; the mirror stays,
-//!   the resync counts as a sync but does not refresh /healthz, and the next resync repairs
-//!   again.
+//!   /healthz is refreshed all the same (the resync does not count in `podlb_syncs_total`),
+//!   and the next interval reads again. A repair write that fails is counted and logged as
+//!   any write; the mirror stays, the resync counts as a sync but does not refresh /healthz,
+//!   and the next resync repairs again.
 //! - **An attach fails.** Logged once per interface and reason, and retried on every poll
 //!   (200 ms) while the interface exists.
 //!
