@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod cli;
 pub mod datapath;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod objects;

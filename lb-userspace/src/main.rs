@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use podlb::{agent, cli, datapath};
+use podlb::{agent, cli};
 
 const DEFAULT_BPF_ROOT: &str = "/sys/fs/bpf/podlb";
 
@@ -103,11 +103,7 @@ fn main() -> Result<()> {
             cmd: ServiceCmd::List(r),
         } => cli::service_list(&r.bpf_root, matches!(r.output, Output::Json)),
         Cmd::Status(r) => cli::status(&r.bpf_root, matches!(r.output, Output::Json)),
-        Cmd::Reset { bpf_root } => {
-            let n = datapath::reset(&bpf_root)?;
-            println!("removed {n} pinned objects from {}", bpf_root.display());
-            Ok(())
-        }
+        Cmd::Reset { bpf_root } => cli::reset(&bpf_root),
     }
 }
 
