@@ -10,9 +10,9 @@
 //! The servers run on their own threads, so they answer (and report staleness) even while the
 //! agent loop is busy or stuck. Per-service counters are read from the pinned maps at scrape time.
 //!
-//! This file holds the server (a small HTTP/1.1 one, one short-lived connection at a time) and
-//! the routes; `health` gives the /healthz answer, `exposition` the /metrics text.
-use std::io::{BufRead, BufReader, Write};
+//! This file holds the server (one short-lived connection at a time, over [`wire`]'s HTTP/1.1)
+//! and the routes; `health` gives the /healthz answer, `exposition` the /metrics text.
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,9 +26,11 @@ mod exposition;
 mod health;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use exposition::render;
 pub use health::{health, rfc3339};
+use wire::Body;
 
 /// Status, content type and body of one answer.
 type Answer = (u16, &'static str, String);
@@ -56,37 +58,18 @@ fn answer(conn: TcpStream, handler: &impl Fn(&str) -> Answer) -> std::io::Result
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     conn.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Skip the headers; requests here have no body.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
-    }
-    let mut parts = request.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let path = target.split('?').next().unwrap_or("/");
-    let (status, ctype, body) = match method {
-        "GET" | "HEAD" => handler(path),
+    let Some(request) = wire::read_request(&mut reader)? else {
+        return Ok(());
+    };
+    let (status, ctype, body) = match request.method.as_str() {
+        "GET" | "HEAD" => handler(&request.path),
         _ => (405, "text/plain", "method not allowed\n".into()),
     };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "",
+    let body = Body::Full {
+        data: body.as_bytes(),
+        head_only: request.method == "HEAD",
     };
-    let mut conn = conn;
-    write!(
-        conn,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if method != "HEAD" {
-        conn.write_all(body.as_bytes())?;
-    }
-    conn.flush()
+    wire::respond(&mut &conn, status, ctype, body, true)
 }
 
 /// Starts the health server (`/healthz`, `/livez`).
