@@ -1183,7 +1183,7 @@ mod tests {
 
     #[test]
     fn paged_lists() {
-        crate::testbed::require_root().unwrap_or_else(|e| {
+        testkit::testbed::require_root().unwrap_or_else(|e| {
             panic!("paged_lists needs root (the stand-in binds in a network namespace): {e:#}")
         });
         let api = ApiServer::start(Path::new("/proc/self/ns/net")).unwrap();

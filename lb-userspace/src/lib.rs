@@ -13,6 +13,5 @@ pub mod model;
 pub mod objects;
 pub mod reconcile;
 pub mod source;
-pub mod testbed;
 pub mod testrun;
 pub mod types;

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use podlb::testbed::{
+use testkit::testbed::{
     manifest, require_root, tcp_request, wait_for, Agent, Node, NodeOptions, PodNetwork, TcpServer,
 };
 

@@ -19,7 +19,7 @@
 //! - family isolation: a single-stack IPv4 Service does not answer on IPv6 (no IPv6 NodePort,
 //!   its IPv6 externalIP and IPv6 EndpointSlices ignored), and vice versa.
 //!
-//! Addresses (see `podlb::testbed`): pods fd00:10:244:k::(10+i), the standalone node's `ext0`
+//! Addresses (see `testkit::testbed`): pods fd00:10:244:k::(10+i), the standalone node's `ext0`
 //! fd00:77::1 and the external client fd00:77::2, cluster nodes fd00:50::(10+k) and clients
 //! fd00:50::(2+n); ClusterIPs fd00:96::x (and 10.96.0.x), externalIPs fd00:78::x, LoadBalancer
 //! ingress fd00:79::x (never assigned to an interface). Standalone nodes have no Node object:
@@ -35,12 +35,13 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use common::e2e::*;
-use podlb::testbed::manifest::{Service, Slice};
-use podlb::testbed::*;
+use podlb::types::Family;
 use serde_json::Value;
+use testkit::testbed::manifest::{Service, Slice};
+use testkit::testbed::*;
 
 const WHO: &str = "ipv6_e2e";
-const V6: IpFamily = IpFamily::V6;
+const V6: Family = Family::V6;
 
 // The tests with an IPv4 twin in `service_e2e.rs`, `service_types_e2e.rs` or `multinode_e2e.rs`
 // share its body (`common::e2e::scenario`), run here with IPv6.
@@ -127,7 +128,7 @@ fn dual_stack_docs(
     let (first, second) = if v6_first { (vip6, vip4) } else { (vip4, vip6) };
     let svc = web_service(name, type_, first, node_ports).cluster_ip(second);
     let mut docs = vec![svc.yaml()];
-    for (family, pods) in [(IpFamily::V4, pods4), (IpFamily::V6, pods6)] {
+    for (family, pods) in [(Family::V4, pods4), (Family::V6, pods6)] {
         let mut slice = web_slice(name, family);
         for &i in pods {
             slice = slice.endpoint(f.ip_of(i, family), true);
@@ -143,7 +144,7 @@ fn dual_stack_docs(
 fn dual_stack_clusterip(network: PodNetwork, v6_first: bool) {
     let mut f = Fixture::new(WHO, network, 4, true);
     f.serve(&[1, 2, 3]);
-    let (vip4, vip6_) = (vip_of(IpFamily::V4, 20), vip_of(V6, 20));
+    let (vip4, vip6_) = (vip_of(Family::V4, 20), vip_of(V6, 20));
     let docs = dual_stack_docs(
         &f,
         "ds",
@@ -171,7 +172,7 @@ fn dual_stack_clusterip(network: PodNetwork, v6_first: bool) {
             let r = row(&rows, sa(ip, port), l4.proto()).unwrap();
             let want: BTreeSet<String> = pods
                 .iter()
-                .map(|&i| be(f.node.pod(i).ip_of(IpFamily::of(ip)), target))
+                .map(|&i| be(f.node.pod(i).ip_of(Family::of(ip)), target))
                 .collect();
             assert_eq!(row_backends(&r), want, "{r}");
         }
@@ -212,13 +213,13 @@ fn dual_stack_nodeport_reachable_from_external_client() {
         "ds",
         "NodePort",
         false,
-        (vip_of(IpFamily::V4, 21), vip_of(V6, 21)),
+        (vip_of(Family::V4, 21), vip_of(V6, 21)),
         Some((30080, 30053)),
         &[1, 2],
         &[2, 3],
     );
     f.apply("ds", &docs);
-    let (node_ip, node_ip6) = (f.node_ip(IpFamily::V4), f.node_ip(V6));
+    let (node_ip, node_ip6) = (f.node_ip(Family::V4), f.node_ip(V6));
     let want: Vec<(SocketAddr, &str, &str)> = [node_ip, node_ip6]
         .into_iter()
         .flat_map(|ip| {
@@ -359,7 +360,7 @@ fn ipv6_nodeport_snat_source_port_collision_external_clients() {
 // node's address of the other family, its externalIP of the other family and its EndpointSlice
 // of the other address type are ignored; requests in the other family reach no backend. The
 // Service's own family works (from a pod and from outside).
-fn single_stack_isolation(family: IpFamily) {
+fn single_stack_isolation(family: Family) {
     let mut f = Fixture::new(WHO, PodNetwork::Routed, 3, true);
     f.serve(&[1, 2]);
     let other = other_family(family);
@@ -386,14 +387,14 @@ fn single_stack_isolation(family: IpFamily) {
         (sa(node_own, 30101), "UDP", "NodePort"),
         (sa(eip_own, 80), "TCP", "ExternalIP"),
     ]);
-    let want_family = family.k8s_name();
+    let want_family = family.name();
     for r in &rows {
         let fe: SocketAddr = r["frontend"].as_str().unwrap().parse().unwrap();
         assert_eq!(
-            IpFamily::of(fe.ip()),
+            Family::of(fe.ip()),
             family,
             "a {} frontend of a single-stack {want_family} Service: {r}",
-            other.k8s_name()
+            other.name()
         );
         let tport = if r["protocol"] == "TCP" {
             TCP_BACKEND_PORT
@@ -447,12 +448,12 @@ fn single_stack_isolation(family: IpFamily) {
 
 #[test]
 fn single_stack_ipv4_service_does_not_answer_on_ipv6() {
-    single_stack_isolation(IpFamily::V4);
+    single_stack_isolation(Family::V4);
 }
 
 #[test]
 fn single_stack_ipv6_service_does_not_answer_on_ipv4() {
-    single_stack_isolation(IpFamily::V6);
+    single_stack_isolation(Family::V6);
 }
 
 // An IPv6 Service whose only EndpointSlice is IPv4 has no endpoints (rejects); an IPv4 Service
@@ -462,8 +463,8 @@ fn ipv6_service_ignores_ipv4_endpointslice() {
     let mut f = Fixture::new(WHO, PodNetwork::Routed, 2, true);
     f.serve(&[1]);
     for (name, cip, fam) in [
-        ("six", vip_of(V6, 110), IpFamily::V4),
-        ("four", vip_of(IpFamily::V4, 110), V6),
+        ("six", vip_of(V6, 110), Family::V4),
+        ("four", vip_of(Family::V4, 110), V6),
     ] {
         let svc = Service::new(name, "ClusterIP").cluster_ip(cip).port(
             "http",
@@ -476,7 +477,7 @@ fn ipv6_service_ignores_ipv4_endpointslice() {
             .endpoint(f.node.pod(1).ip_of(fam), true);
         f.apply(name, &[svc.yaml(), slice.yaml()]);
     }
-    let (d6, d4) = (sa(vip_of(V6, 110), 80), sa(vip_of(IpFamily::V4, 110), 80));
+    let (d6, d4) = (sa(vip_of(V6, 110), 80), sa(vip_of(Family::V4, 110), 80));
     let rows = f.wait_programmed(&[(d6, "TCP", "ClusterIP"), (d4, "TCP", "ClusterIP")]);
     for d in [d6, d4] {
         let r = row(&rows, d, "TCP").unwrap();

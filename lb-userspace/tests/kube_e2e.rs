@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::e2e::*;
 use podlb::apiserver::{http_get, ApiServer, Kind};
-use podlb::testbed::*;
 use serde_json::{json, Value};
+use testkit::testbed::*;
 
 const LABEL_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
 const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";

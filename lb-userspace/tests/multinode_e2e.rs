@@ -1,4 +1,4 @@
-//! Multi-node end-to-end tests with real traffic: a two-node [`Cluster`] (`podlb::testbed`) on a
+//! Multi-node end-to-end tests with real traffic: a two-node [`Cluster`] (`testkit::testbed`) on a
 //! shared underlay 192.168.50.0/24, one real `podlb agent` per node (each with its own bpf root,
 //! `--node-name node-k` and `--external-interface eth0`), all fed the SAME manifests, as every
 //! kube-proxy of a cluster watches the same API objects. EndpointSlice endpoints carry
@@ -23,50 +23,51 @@
 mod common;
 
 use common::e2e::scenario;
-use podlb::testbed::{IpFamily, PodNetwork};
+use podlb::types::Family;
+use testkit::testbed::PodNetwork;
 
 // The bodies are shared with their IPv6 twins in `ipv6_e2e.rs` (`common::e2e::scenario`).
 
 // 1. NodePort on node A with its only endpoint on node B.
 #[test]
 fn nodeport_on_node_a_endpoint_on_node_b_routed() {
-    scenario::nodeport_on_node_a_endpoint_on_node_b(PodNetwork::Routed, IpFamily::V4);
+    scenario::nodeport_on_node_a_endpoint_on_node_b(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn nodeport_on_node_a_endpoint_on_node_b_bridge() {
-    scenario::nodeport_on_node_a_endpoint_on_node_b(PodNetwork::Bridge, IpFamily::V4);
+    scenario::nodeport_on_node_a_endpoint_on_node_b(PodNetwork::Bridge, Family::V4);
 }
 
 // 2. A pod on node A to a ClusterIP whose endpoint is on node B.
 #[test]
 fn clusterip_pod_on_a_to_endpoint_on_b_routed() {
-    scenario::clusterip_pod_on_a_to_endpoint_on_b(PodNetwork::Routed, IpFamily::V4);
+    scenario::clusterip_pod_on_a_to_endpoint_on_b(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn clusterip_pod_on_a_to_endpoint_on_b_bridge() {
-    scenario::clusterip_pod_on_a_to_endpoint_on_b(PodNetwork::Bridge, IpFamily::V4);
+    scenario::clusterip_pod_on_a_to_endpoint_on_b(PodNetwork::Bridge, Family::V4);
 }
 
 // 3. Two external clients with the same source port to A's NodePort at once.
 #[test]
 fn nodeport_two_clients_same_source_port_routed() {
-    scenario::nodeport_two_clients_same_source_port(PodNetwork::Routed, IpFamily::V4);
+    scenario::nodeport_two_clients_same_source_port(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn nodeport_two_clients_same_source_port_bridge() {
-    scenario::nodeport_two_clients_same_source_port(PodNetwork::Bridge, IpFamily::V4);
+    scenario::nodeport_two_clients_same_source_port(PodNetwork::Bridge, Family::V4);
 }
 
 // 4. externalTrafficPolicy: Local.
 #[test]
 fn external_traffic_policy_local_routed() {
-    scenario::external_traffic_policy_local(PodNetwork::Routed, IpFamily::V4);
+    scenario::external_traffic_policy_local(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn external_traffic_policy_local_bridge() {
-    scenario::external_traffic_policy_local(PodNetwork::Bridge, IpFamily::V4);
+    scenario::external_traffic_policy_local(PodNetwork::Bridge, Family::V4);
 }

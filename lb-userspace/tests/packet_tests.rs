@@ -917,7 +917,7 @@ fn read_back_reads_every_entry_in_batches() {
     use podlb::datapath::{meta_name, Datapath, Maps};
     use podlb::reconcile::{vip_key, BackendKey, Op};
     use std::net::{IpAddr, Ipv4Addr};
-    let root = podlb::testbed::BpfRoot::new().expect("a private bpffs");
+    let root = testkit::testbed::BpfRoot::new().expect("a private bpffs");
     let _dp = Datapath::open(root.path()).expect("loading and pinning the datapath");
     let mut maps = Maps::open(root.path()).unwrap();
     let v4 = |n: u32| IpAddr::V4(Ipv4Addr::from(n));

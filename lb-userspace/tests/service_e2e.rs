@@ -1,4 +1,4 @@
-//! End-to-end Service tests with real traffic: a namespace node (`podlb::testbed`), a real
+//! End-to-end Service tests with real traffic: a namespace node (`testkit::testbed`), a real
 //! `podlb agent` with its own manifests directory and bpf root, real servers in pod namespaces
 //! and real clients. Every scenario runs with routed /32 pods and with a Linux bridge.
 //!
@@ -12,8 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::e2e::*;
-use podlb::testbed::*;
+use podlb::types::Family;
 use serde_json::Value;
+use testkit::testbed::*;
 
 const WHO: &str = "service_e2e";
 
@@ -59,45 +60,45 @@ fn write_slice(f: &Fixture, name: &str, l4: L4, eps: &[(Ipv4Addr, bool)]) {
 // no SNAT, and a not-ready endpoint (whose server is up) never answers.
 #[test]
 fn tcp_clusterip_routed() {
-    scenario::clusterip(PodNetwork::Routed, L4::Tcp, IpFamily::V4);
+    scenario::clusterip(PodNetwork::Routed, L4::Tcp, Family::V4);
 }
 
 #[test]
 fn tcp_clusterip_bridge() {
-    scenario::clusterip(PodNetwork::Bridge, L4::Tcp, IpFamily::V4);
+    scenario::clusterip(PodNetwork::Bridge, L4::Tcp, Family::V4);
 }
 
 #[test]
 fn udp_clusterip_routed() {
-    scenario::clusterip(PodNetwork::Routed, L4::Udp, IpFamily::V4);
+    scenario::clusterip(PodNetwork::Routed, L4::Udp, Family::V4);
 }
 
 #[test]
 fn udp_clusterip_bridge() {
-    scenario::clusterip(PodNetwork::Bridge, L4::Udp, IpFamily::V4);
+    scenario::clusterip(PodNetwork::Bridge, L4::Udp, Family::V4);
 }
 
 // 3. Endpoints removed from and added to the EndpointSlice are applied live.
 #[test]
 fn endpoint_changes_routed() {
-    scenario::endpoint_changes(PodNetwork::Routed, IpFamily::V4);
+    scenario::endpoint_changes(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn endpoint_changes_bridge() {
-    scenario::endpoint_changes(PodNetwork::Bridge, IpFamily::V4);
+    scenario::endpoint_changes(PodNetwork::Bridge, Family::V4);
 }
 
 // 4. Pod-to-pod traffic that is not addressed to a VIP passes untouched (with the hooks attached
 // and a Service to the same backend in place).
 #[test]
 fn non_service_traffic_routed() {
-    scenario::non_service_traffic(PodNetwork::Routed, IpFamily::V4);
+    scenario::non_service_traffic(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn non_service_traffic_bridge() {
-    scenario::non_service_traffic(PodNetwork::Bridge, IpFamily::V4);
+    scenario::non_service_traffic(PodNetwork::Bridge, Family::V4);
 }
 
 // 5. kill -9 the agent: open flows and new connections keep working; the restarted agent adopts
@@ -339,24 +340,24 @@ fn new_pod_interface_bridge() {
 // 8. An external client reaches the ClusterIP through ext0.
 #[test]
 fn external_client_routed() {
-    scenario::external_client(PodNetwork::Routed, IpFamily::V4);
+    scenario::external_client(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn external_client_bridge() {
-    scenario::external_client(PodNetwork::Bridge, IpFamily::V4);
+    scenario::external_client(PodNetwork::Bridge, Family::V4);
 }
 
 // 9. The operator CLI: service list (JSON and table), status, and service list with the agent
 // dead.
 #[test]
 fn cli_routed() {
-    scenario::cli(PodNetwork::Routed, IpFamily::V4);
+    scenario::cli(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn cli_bridge() {
-    scenario::cli(PodNetwork::Bridge, IpFamily::V4);
+    scenario::cli(PodNetwork::Bridge, Family::V4);
 }
 
 // 10. Maps carry BTF: bpftool prints field names.

@@ -4,7 +4,7 @@
 //! live port and type changes, deleted and recreated Services, the skip labels, hairpin, REJECT
 //! without endpoints or on an unexposed ClusterIP port, and SNAT source-port collisions.
 //!
-//! Every test builds its own namespace node (`podlb::testbed`) with an external client
+//! Every test builds its own namespace node (`testkit::testbed`) with an external client
 //! (192.168.77.2 behind the node's `ext0`, 192.168.77.1), runs a real `podlb agent` on it and
 //! writes hand-written Service / EndpointSlice YAML into the agent's manifests directory. Without
 //! a Node object, NodePorts are served on, and masquerading uses, the `ext0` address 192.168.77.1.
@@ -20,8 +20,9 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use common::e2e::*;
-use podlb::testbed::manifest::{Service, Slice};
-use podlb::testbed::*;
+use podlb::types::Family;
+use testkit::testbed::manifest::{Service, Slice};
+use testkit::testbed::*;
 
 const WHO: &str = "service_types_e2e";
 /// The address NodePorts are served on and SNAT uses: `ext0` of the node.
@@ -36,7 +37,7 @@ fn slice_yaml(
     ips: &[Ipv4Addr],
     labels: &[(&str, &str)],
 ) -> String {
-    let mut s = Slice::new(service, slice, IpFamily::V4);
+    let mut s = Slice::new(service, slice, Family::V4);
     for &(name, port, proto) in ports {
         s = s.port(name, port, proto);
     }
@@ -57,31 +58,31 @@ fn slice_yaml(
 // backends see the masquerade address (eTP=Cluster, contract point 13), not the client.
 #[test]
 fn nodeport_reachable_from_external_client() {
-    scenario::nodeport_external(PodNetwork::Routed, IpFamily::V4);
+    scenario::nodeport_external(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn nodeport_reachable_from_external_client_bridge() {
-    scenario::nodeport_external(PodNetwork::Bridge, IpFamily::V4);
+    scenario::nodeport_external(PodNetwork::Bridge, Family::V4);
 }
 
 // 2. The same NodePort from a pod (pod0, not an endpoint): works, masqueraded as well (the
 // destination is external; kube-proxy's external chain masquerades with eTP=Cluster).
 #[test]
 fn nodeport_reachable_from_pod() {
-    scenario::nodeport_pod(PodNetwork::Routed, IpFamily::V4);
+    scenario::nodeport_pod(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn nodeport_reachable_from_pod_bridge() {
-    scenario::nodeport_pod(PodNetwork::Bridge, IpFamily::V4);
+    scenario::nodeport_pod(PodNetwork::Bridge, Family::V4);
 }
 
 // 3. "should be possible to connect to a service via ExternalIP when the external IP is not
 // assigned to a node" (contract point 19).
 #[test]
 fn externalip_not_assigned_to_node() {
-    scenario::externalip_not_assigned_to_node(IpFamily::V4);
+    scenario::externalip_not_assigned_to_node(Family::V4);
 }
 
 // 4. LoadBalancer ingress IPs are programmed when ipMode is unset or VIP; with ipMode Proxy
@@ -89,7 +90,7 @@ fn externalip_not_assigned_to_node() {
 // still work.
 #[test]
 fn loadbalancer_ingress_ip() {
-    scenario::loadbalancer_ingress_ip(IpFamily::V4);
+    scenario::loadbalancer_ingress_ip(Family::V4);
 }
 
 // 5. "should serve multiport endpoints from pods" with named targetPorts: each slice resolves
@@ -550,24 +551,24 @@ fn skip_labels() {
 // 11. "should allow pods to hairpin back to themselves through services" (contract point 17).
 #[test]
 fn hairpin() {
-    scenario::hairpin(PodNetwork::Routed, IpFamily::V4);
+    scenario::hairpin(PodNetwork::Routed, Family::V4);
 }
 
 #[test]
 fn hairpin_bridge() {
-    scenario::hairpin(PodNetwork::Bridge, IpFamily::V4);
+    scenario::hairpin(PodNetwork::Bridge, Family::V4);
 }
 
 // 12. "should be rejected when no endpoints exist" (contract point 16), on every frontend kind.
 #[test]
 fn rejected_when_no_endpoints() {
-    scenario::rejected_when_no_endpoints(IpFamily::V4);
+    scenario::rejected_when_no_endpoints(Family::V4);
 }
 
 // 13. A ClusterIP on a port it does not expose is rejected (contract point 24).
 #[test]
 fn clusterip_unexposed_port_rejected() {
-    scenario::clusterip_unexposed_port_rejected(IpFamily::V4);
+    scenario::clusterip_unexposed_port_rejected(Family::V4);
 }
 
 // 14. Two clients with the same source port to the same NodePort at the same time: SNAT maps
@@ -576,10 +577,10 @@ fn clusterip_unexposed_port_rejected() {
 // then two real external clients of a one-node `Cluster`.
 #[test]
 fn nodeport_snat_source_port_collision() {
-    scenario::nodeport_snat_source_port_collision(IpFamily::V4);
+    scenario::nodeport_snat_source_port_collision(Family::V4);
 }
 
 #[test]
 fn nodeport_snat_source_port_collision_external_clients() {
-    scenario::nodeport_snat_source_port_collision_external_clients(IpFamily::V4);
+    scenario::nodeport_snat_source_port_collision_external_clients(Family::V4);
 }

@@ -1,11 +1,12 @@
-//! Self tests of the namespace test bed (`podlb::testbed`). They need root and fail (never skip)
+//! Self tests of the namespace test bed (`testkit::testbed`). They need root and fail (never skip)
 //! without it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use podlb::testbed::*;
+use podlb::types::Family;
+use testkit::testbed::*;
 
 const T: Duration = Duration::from_secs(3);
 
@@ -932,9 +933,9 @@ fn address_helpers_v6() {
     assert_eq!(EXT_NODE_IP6, ip6("fd00:77::1"));
     assert_eq!(EXT_CLIENT_IP6, ip6("fd00:77::2"));
     assert_eq!(ROUTED_GATEWAY6, ip6("fe80::ecee:eeff:feee:eeee"));
-    assert_eq!(IpFamily::of(ip("10.0.0.1")), IpFamily::V4);
-    assert_eq!(IpFamily::of(ip6("fd00::1")), IpFamily::V6);
-    assert_eq!(IpFamily::V6.k8s_name(), "IPv6");
+    assert_eq!(Family::of(ip("10.0.0.1").into()), Family::V4);
+    assert_eq!(Family::of(ip6("fd00::1").into()), Family::V6);
+    assert_eq!(Family::V6.name(), "IPv6");
 }
 
 /// pod0 -> pod1 over IPv6 TCP and UDP: the right server answers and sees pod0's IPv6 address;
@@ -945,8 +946,8 @@ fn pod_to_pod_v6(network: PodNetwork) {
     let (p0, p1) = (node.pod(0), node.pod(1));
     assert_eq!(p0.ip6(), ip6("fd00:10:244::10"));
     assert_eq!(p1.ip6(), ip6("fd00:10:244::11"));
-    assert_eq!(p1.ip_of(IpFamily::V6), IpAddr::V6(p1.ip6()));
-    assert_eq!(p1.ip_of(IpFamily::V4), IpAddr::V4(p1.ip()));
+    assert_eq!(p1.ip_of(Family::V6), IpAddr::V6(p1.ip6()));
+    assert_eq!(p1.ip_of(Family::V4), IpAddr::V4(p1.ip()));
     let tcp = TcpServer::start(p1.ns(), 8080, "pod1");
     let udp = UdpServer::start(p1.ns(), 5353, "pod1");
     let dst = sa6(p1.ip6(), 8080);
@@ -1016,8 +1017,8 @@ fn ext_to_pod_v6(network: PodNetwork) {
     let node = mk_node(2, network, true);
     assert_eq!(node.ext_ip6(), Some(EXT_CLIENT_IP6));
     assert_eq!(node.node_ip6(), Some(EXT_NODE_IP6));
-    assert_eq!(node.node_ip_of(IpFamily::V6), Some(EXT_NODE_IP6.into()));
-    assert_eq!(node.ext_ip_of(IpFamily::V4), Some(EXT_CLIENT_IP.into()));
+    assert_eq!(node.node_ip_of(Family::V6), Some(EXT_NODE_IP6.into()));
+    assert_eq!(node.ext_ip_of(Family::V4), Some(EXT_CLIENT_IP.into()));
     let ext = node.ext().unwrap();
     let _s = TcpServer::start(node.pod(1).ns(), 80, "pod1");
     let _u = UdpServer::start(node.pod(1).ns(), 53, "pod1");
@@ -1169,7 +1170,7 @@ fn cross_node_pod_to_pod_v6(network: PodNetwork) {
     assert_eq!(cluster.node_ip6(1), ip6("fd00:50::11"));
     assert_eq!(n1.node_ip6(), Some(ip6("fd00:50::11")));
     assert_eq!(
-        cluster.node_ip_of(0, IpFamily::V6),
+        cluster.node_ip_of(0, Family::V6),
         IpAddr::V6(ip6("fd00:50::10"))
     );
     let (a, b) = (n0.pod(1), n1.pod(1));
@@ -1239,7 +1240,7 @@ fn client_to_nodes_v6(network: PodNetwork) {
     assert_eq!(cluster.add_client().unwrap(), 1);
     assert_eq!(cluster.client_ip6(), Some(CLUSTER_CLIENT_IP6));
     assert_eq!(
-        cluster.client_ip_of(1, IpFamily::V6),
+        cluster.client_ip_of(1, Family::V6),
         IpAddr::V6(ip6("fd00:50::3"))
     );
     let client = cluster.client().expect("client");
@@ -1394,7 +1395,7 @@ fn manifest_builders() {
         slice.endpoints[1].conditions.as_ref().unwrap().ready,
         Some(false)
     );
-    let yaml = Slice::new("web6", "web6-2", IpFamily::V6)
+    let yaml = Slice::new("web6", "web6-2", Family::V6)
         .port("http", 8080, "TCP")
         .endpoint_on(pod_ip6_on(1, 0), "node-1")
         .label("foo", "bar")
@@ -1410,7 +1411,7 @@ fn manifest_builders() {
             .map(String::as_str),
         Some("web6")
     );
-    let yaml = Slice::new("empty", "empty-1", IpFamily::V6)
+    let yaml = Slice::new("empty", "empty-1", Family::V6)
         .port("http", 8080, "TCP")
         .yaml();
     let slice: EndpointSlice = serde_yaml::from_str(&yaml).unwrap();

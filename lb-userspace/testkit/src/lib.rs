@@ -1,6 +1,10 @@
 //! podlb's test kit, for the tests, the bench and the demo; never part of the product.
 //!
+//! - [`testbed`]: Kubernetes nodes and clusters built from network namespaces, with real
+//!   servers and clients, and the `podlb agent` process wrapper; [`testbed::manifest`] writes
+//!   the YAML they are fed.
 //! - [`rng`]: the one seeded pseudo-random generator of the tests and the bench.
 pub mod rng;
+pub mod testbed;
 
 pub use rng::Rng;

@@ -12,13 +12,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use podlb::testbed::manifest::{self, Service, Slice};
-use podlb::testbed::{
+use podlb::types::Family;
+use serde_json::Value;
+use testkit::testbed::manifest::{self, Service, Slice};
+use testkit::testbed::{
     cluster_node_ip, cluster_node_ip6, require_root, wait_for, wait_until, Agent, Cluster,
-    ClusterOptions, IpFamily, Netns, Node, NodeOptions, Pod, PodNetwork, Reply, TcpServer,
+    ClusterOptions, FamilyExt, Netns, Node, NodeOptions, Pod, PodNetwork, Reply, TcpServer,
     TcpSession, UdpServer,
 };
-use serde_json::Value;
 
 /// Timeout of one request that must succeed.
 pub const T: Duration = Duration::from_secs(3);
@@ -49,41 +50,41 @@ pub fn vip6(last: u16) -> Ipv6Addr {
 }
 
 /// `prefix4.last` or `prefix6::last` (the digits of `last` read as hex).
-fn addr_of(family: IpFamily, prefix4: [u8; 3], prefix6: &str, last: u8) -> IpAddr {
+fn addr_of(family: Family, prefix4: [u8; 3], prefix6: &str, last: u8) -> IpAddr {
     match family {
-        IpFamily::V4 => Ipv4Addr::new(prefix4[0], prefix4[1], prefix4[2], last).into(),
-        IpFamily::V6 => format!("{prefix6}::{last}").parse().unwrap(),
+        Family::V4 => Ipv4Addr::new(prefix4[0], prefix4[1], prefix4[2], last).into(),
+        Family::V6 => format!("{prefix6}::{last}").parse().unwrap(),
     }
 }
 
 /// ClusterIP 10.96.0.`last` or fd00:96::`last`.
-pub fn vip_of(family: IpFamily, last: u8) -> IpAddr {
+pub fn vip_of(family: Family, last: u8) -> IpAddr {
     addr_of(family, [10, 96, 0], "fd00:96", last)
 }
 
 /// externalIP 192.168.78.`last` or fd00:78::`last` (never assigned to an interface).
-pub fn eip_of(family: IpFamily, last: u8) -> IpAddr {
+pub fn eip_of(family: Family, last: u8) -> IpAddr {
     addr_of(family, [192, 168, 78], "fd00:78", last)
 }
 
 /// LoadBalancer ingress IP 192.168.79.`last` or fd00:79::`last` (never assigned).
-pub fn lb_ip_of(family: IpFamily, last: u8) -> IpAddr {
+pub fn lb_ip_of(family: Family, last: u8) -> IpAddr {
     addr_of(family, [192, 168, 79], "fd00:79", last)
 }
 
 /// The other address family.
-pub fn other_family(family: IpFamily) -> IpFamily {
+pub fn other_family(family: Family) -> Family {
     match family {
-        IpFamily::V4 => IpFamily::V6,
-        IpFamily::V6 => IpFamily::V4,
+        Family::V4 => Family::V6,
+        Family::V6 => Family::V4,
     }
 }
 
 /// The `podlb status` field with the masquerade address of `family`.
-pub fn snat_key(family: IpFamily) -> &'static str {
+pub fn snat_key(family: Family) -> &'static str {
     match family {
-        IpFamily::V4 => "snat_address",
-        IpFamily::V6 => "snat_address6",
+        Family::V4 => "snat_address",
+        Family::V6 => "snat_address6",
     }
 }
 
@@ -130,8 +131,8 @@ impl L4 {
     /// One request from `ns` to `dst` (either family).
     pub fn request(self, ns: &Netns, dst: SocketAddr, timeout: Duration) -> Result<Reply> {
         match self {
-            L4::Tcp => podlb::testbed::tcp_request(ns, dst, timeout),
-            L4::Udp => podlb::testbed::udp_request(ns, dst, timeout),
+            L4::Tcp => testkit::testbed::tcp_request(ns, dst, timeout),
+            L4::Udp => testkit::testbed::udp_request(ns, dst, timeout),
         }
     }
 }
@@ -277,7 +278,7 @@ pub fn two_clients_same_port(
     let mut useen: BTreeMap<&str, SocketAddr> = BTreeMap::new();
     for round in 0..3 {
         for (who, ns) in [("first", a), ("second", b)] {
-            let r = podlb::testbed::udp_request_from(ns, SRC_PORT, udst, T)
+            let r = testkit::testbed::udp_request_from(ns, SRC_PORT, udst, T)
                 .and_then(|r| check_reply(&r, udst, seen_as).map(|()| r))
                 .unwrap_or_else(|e| {
                     panic!("{udst}: UDP {who} client, round {round}: {e:#}\n{}", log())
@@ -319,7 +320,7 @@ pub fn udp_connected_timed(
     timeout: Duration,
 ) -> (io::Result<String>, Duration) {
     let start = Instant::now();
-    let bind = sa(IpFamily::of(dst.ip()).unspecified(), 0);
+    let bind = sa(Family::of(dst.ip()).unspecified(), 0);
     let r = ns.run_in(|| -> io::Result<String> {
         let sock = UdpSocket::bind(bind)?;
         sock.connect(dst)?;
@@ -565,8 +566,8 @@ pub fn web_service(
 
 /// The EndpointSlice `{service}-ipv4` or `{service}-ipv6` of the [`web_service`] ports, without
 /// endpoints yet.
-pub fn web_slice(service: &str, family: IpFamily) -> Slice {
-    let name = format!("{service}-{}", family.k8s_name().to_lowercase());
+pub fn web_slice(service: &str, family: Family) -> Slice {
+    let name = format!("{service}-{}", family.name().to_lowercase());
     Slice::new(service, &name, family)
         .port("http", TCP_BACKEND_PORT, "TCP")
         .port("dns", UDP_BACKEND_PORT, "UDP")
@@ -579,8 +580,8 @@ pub fn clusterip_docs(name: &str, vip: IpAddr, l4: L4, eps: &[(IpAddr, bool)]) -
     let svc = Service::new(name, "ClusterIP")
         .cluster_ip(vip)
         .port(pname, port, l4.proto(), target);
-    let family = IpFamily::of(vip);
-    let slice_name = format!("{name}-{}", family.k8s_name().to_lowercase());
+    let family = Family::of(vip);
+    let slice_name = format!("{name}-{}", family.name().to_lowercase());
     let mut slice = Slice::new(name, &slice_name, family).port(pname, target, l4.proto());
     for &(ip, ready) in eps {
         slice = slice.endpoint(ip, ready);
@@ -626,7 +627,7 @@ impl Fixture {
         self.node.pod(pod).ip6()
     }
 
-    pub fn ip_of(&self, pod: usize, family: IpFamily) -> IpAddr {
+    pub fn ip_of(&self, pod: usize, family: Family) -> IpAddr {
         self.node.pod(pod).ip_of(family)
     }
 
@@ -636,12 +637,12 @@ impl Fixture {
     }
 
     /// The external client's address of `family`.
-    pub fn ext_ip(&self, family: IpFamily) -> IpAddr {
+    pub fn ext_ip(&self, family: Family) -> IpAddr {
         self.node.ext_ip_of(family).expect("external client")
     }
 
     /// The node's address of `family` on `ext0`: NodePorts and SNAT (no Node object).
-    pub fn node_ip(&self, family: IpFamily) -> IpAddr {
+    pub fn node_ip(&self, family: Family) -> IpAddr {
         self.node.node_ip_of(family).expect("external client")
     }
 
@@ -714,7 +715,7 @@ impl Fixture {
     /// Waits until the datapath holds exactly the backends of `pods` (their address of
     /// `frontend`'s family) for `frontend`/`l4`.
     pub fn wait_backends(&self, frontend: SocketAddr, l4: L4, pods: &[usize]) {
-        let family = IpFamily::of(frontend.ip());
+        let family = Family::of(frontend.ip());
         let want: BTreeSet<String> = pods
             .iter()
             .map(|&i| be(self.ip_of(i, family), l4.ports().2))
@@ -826,7 +827,7 @@ pub fn multi_docs(
     if let Some(p) = etp {
         svc = svc.external_traffic_policy(p);
     }
-    let mut slice = web_slice(name, IpFamily::of(cluster_ip));
+    let mut slice = web_slice(name, Family::of(cluster_ip));
     for &(ip, k) in eps {
         slice = slice.endpoint_on(ip, &format!("node-{k}"));
     }
@@ -886,7 +887,7 @@ impl Multi {
     }
 
     /// The underlay addresses of `family` of node A (node-0) and node B (node-1).
-    pub fn node_ips(&self, family: IpFamily) -> (IpAddr, IpAddr) {
+    pub fn node_ips(&self, family: Family) -> (IpAddr, IpAddr) {
         (
             self.cluster.node_ip_of(0, family),
             self.cluster.node_ip_of(1, family),
@@ -1056,14 +1057,14 @@ impl Multi {
 
     /// Asserts that node `k`'s SNAT address of `family` (podlb status) is its own underlay
     /// address of that family.
-    pub fn assert_snat_address(&self, k: usize, family: IpFamily) {
+    pub fn assert_snat_address(&self, k: usize, family: Family) {
         let status = try_status(&self.agents[k])
             .unwrap_or_else(|e| panic!("podlb status on node-{k}: {e:#}"));
         assert_eq!(
             status[snat_key(family)],
             self.cluster.node_ip_of(k, family).to_string().as_str(),
             "node-{k} masquerades {} with the wrong address: {status}",
-            family.k8s_name()
+            family.name()
         );
     }
 }
@@ -1078,7 +1079,7 @@ pub fn web_docs(
     node_ports: Option<(u16, u16)>,
     pods: &[usize],
 ) -> (Service, String) {
-    let family = IpFamily::of(cluster_ip);
+    let family = Family::of(cluster_ip);
     let mut slice = web_slice(name, family);
     for &i in pods {
         slice = slice.endpoint(f.ip_of(i, family), true);
@@ -1101,7 +1102,7 @@ pub fn flags(row: &Value) -> Vec<String> {
 
 /// The bodies of the tests that run once per address family (and often once per pod network):
 /// `service_e2e.rs`, `service_types_e2e.rs` and `multinode_e2e.rs` call them with
-/// [`IpFamily::V4`], `ipv6_e2e.rs` with [`IpFamily::V6`].
+/// [`Family::V4`], `ipv6_e2e.rs` with [`Family::V6`].
 pub mod scenario {
     use super::*;
 
@@ -1113,7 +1114,7 @@ pub mod scenario {
     /// ClusterIP from a pod: balanced over the ready endpoints, replies come from VIP:port, the
     /// server sees the pod's own address, a not-ready endpoint (whose server is up) never
     /// answers.
-    pub fn clusterip(network: PodNetwork, l4: L4, family: IpFamily) {
+    pub fn clusterip(network: PodNetwork, l4: L4, family: Family) {
         let mut f = Fixture::new(WHO, network, 4, false);
         f.serve(&[1, 2, 3]);
         let vip = vip_of(family, 10);
@@ -1127,7 +1128,7 @@ pub mod scenario {
         let rows = f.wait_programmed(&[(dst, l4.proto(), "ClusterIP")]);
         let r = row(&rows, dst, l4.proto()).unwrap();
         assert_eq!(r["frontend"], dst.to_string().as_str(), "{r}");
-        assert_eq!(r["family"], family.k8s_name(), "{r}");
+        assert_eq!(r["family"], family.name(), "{r}");
         f.wait_reply(f.ns(0), dst, l4);
         f.wait_backends(dst, l4, &[1, 2]);
         let counts = f.collect(f.ns(0), dst, l4, 30, Seen::Client(f.ip_of(0, family)));
@@ -1137,7 +1138,7 @@ pub mod scenario {
     }
 
     /// Endpoints removed from and added to the EndpointSlice are applied live.
-    pub fn endpoint_changes(network: PodNetwork, family: IpFamily) {
+    pub fn endpoint_changes(network: PodNetwork, family: Family) {
         let l4 = L4::Tcp;
         let mut f = Fixture::new(WHO, network, 4, false);
         f.serve(&[1, 2, 3]);
@@ -1174,7 +1175,7 @@ pub mod scenario {
     /// Pod-to-pod traffic that is not addressed to a VIP passes untouched (with the hooks
     /// attached and a Service to the same backend in place), in both directions, and so does the
     /// external client's traffic to a pod.
-    pub fn non_service_traffic(network: PodNetwork, family: IpFamily) {
+    pub fn non_service_traffic(network: PodNetwork, family: Family) {
         let mut f = Fixture::new(WHO, network, 2, true);
         f.serve(&[1]);
         let ep = [(f.ip_of(1, family), true)];
@@ -1191,7 +1192,7 @@ pub mod scenario {
         // And the other direction, to a port that is no Service's backend.
         let _s0 = TcpServer::start(f.ns(0), 9000, "pod0");
         let pod0 = sa(f.ip_of(0, family), 9000);
-        let r = podlb::testbed::tcp_request(f.ns(1), pod0, T).unwrap();
+        let r = testkit::testbed::tcp_request(f.ns(1), pod0, T).unwrap();
         assert_eq!(
             (r.ident.as_str(), r.seen_client),
             ("pod0", r.local),
@@ -1199,12 +1200,12 @@ pub mod scenario {
         );
         assert_eq!(r.seen_client.ip(), f.ip_of(1, family));
         // And the external client to a pod.
-        let r = podlb::testbed::tcp_request(f.ext(), pod0, T).unwrap();
+        let r = testkit::testbed::tcp_request(f.ext(), pod0, T).unwrap();
         assert_eq!(r.seen_client.ip(), f.ext_ip(family), "{r:?}");
     }
 
     /// An external client reaches the ClusterIP through ext0 (not masqueraded: ClusterIP).
-    pub fn external_client(network: PodNetwork, family: IpFamily) {
+    pub fn external_client(network: PodNetwork, family: Family) {
         let mut f = Fixture::new(WHO, network, 3, true);
         f.serve(&[1, 2]);
         let vip = vip_of(family, 17);
@@ -1218,7 +1219,7 @@ pub mod scenario {
 
     /// The operator CLI: service list (JSON and table: frontends and backends as `SocketAddr`
     /// prints them, the family, counters), status, and service list with the agent dead.
-    pub fn cli(network: PodNetwork, family: IpFamily) {
+    pub fn cli(network: PodNetwork, family: Family) {
         let l4 = L4::Tcp;
         let mut f = Fixture::new(WHO, network, 3, false);
         f.serve(&[1, 2]);
@@ -1230,8 +1231,8 @@ pub mod scenario {
         let seen = Seen::Client(f.ip_of(0, family));
         f.collect(f.ns(0), dst, l4, 10, seen);
         let (fe, backends) = match family {
-            IpFamily::V4 => ("10.96.0.18:80", ["10.244.0.11:8080", "10.244.0.12:8080"]),
-            IpFamily::V6 => (
+            Family::V4 => ("10.96.0.18:80", ["10.244.0.11:8080", "10.244.0.12:8080"]),
+            Family::V6 => (
                 "[fd00:96::18]:80",
                 ["[fd00:10:244::11]:8080", "[fd00:10:244::12]:8080"],
             ),
@@ -1241,7 +1242,7 @@ pub mod scenario {
         assert_eq!(rows.len(), 1, "{rows:?}");
         let row = &rows[0];
         assert_eq!(row["frontend"], fe, "{row}");
-        assert_eq!(row["family"], family.k8s_name(), "{row}");
+        assert_eq!(row["family"], family.name(), "{row}");
         assert_eq!(row["kind"], "ClusterIP", "{row}");
         assert_eq!(row["protocol"], "TCP", "{row}");
         assert_eq!(row["service"], "default/web:http", "{row}");
@@ -1309,7 +1310,7 @@ pub mod scenario {
     /// node-ip:nodePort; the replies come from there; the endpoints are balanced; the backends
     /// see the masquerade address (eTP=Cluster, contract point 13), not the client. A
     /// single-stack Service has no NodePort on the node's address of the other family.
-    pub fn nodeport_external(network: PodNetwork, family: IpFamily) {
+    pub fn nodeport_external(network: PodNetwork, family: Family) {
         let mut f = Fixture::new(WHO, network, 4, true);
         f.serve(&[1, 2, 3]);
         let (node_ip, cip) = (f.node_ip(family), vip_of(family, 10));
@@ -1336,7 +1337,7 @@ pub mod scenario {
         assert!(
             row(&rows, other_np, "TCP").is_none(),
             "NodePort {other_np} of a single-stack {} Service: {rows:?}",
-            family.k8s_name()
+            family.name()
         );
 
         let snat0 = f.counter("snat");
@@ -1358,7 +1359,7 @@ pub mod scenario {
     /// The same NodePort from a pod (pod0, not an endpoint): works, masqueraded as well (the
     /// destination is external; kube-proxy's external chain masquerades with eTP=Cluster); the
     /// ClusterIP of the same Service from the same pod keeps the pod's source address.
-    pub fn nodeport_pod(network: PodNetwork, family: IpFamily) {
+    pub fn nodeport_pod(network: PodNetwork, family: Family) {
         let mut f = Fixture::new(WHO, network, 3, true);
         f.serve(&[1, 2]);
         let (node_ip, cip) = (f.node_ip(family), vip_of(family, 11));
@@ -1379,7 +1380,7 @@ pub mod scenario {
     /// "should be possible to connect to a service via ExternalIP when the external IP is not
     /// assigned to a node" (contract point 19): from the external client and from a pod,
     /// masqueraded.
-    pub fn externalip_not_assigned_to_node(family: IpFamily) {
+    pub fn externalip_not_assigned_to_node(family: Family) {
         let mut f = Fixture::new(WHO, PodNetwork::Routed, 3, true);
         f.serve(&[1, 2]);
         let (node_ip, cip, eip) = (f.node_ip(family), vip_of(family, 12), eip_of(family, 10));
@@ -1392,8 +1393,8 @@ pub mod scenario {
             (sa(cip, 80), "TCP", "ClusterIP"),
         ]);
         let (flag, prefix) = match family {
-            IpFamily::V4 => ("-4", "192.168.78."),
-            IpFamily::V6 => ("-6", "fd00:78:"),
+            Family::V4 => ("-4", "192.168.78."),
+            Family::V6 => ("-6", "fd00:78:"),
         };
         let addrs = f.node.ns().exec(&["ip", flag, "-o", "addr"]).unwrap();
         assert!(
@@ -1412,7 +1413,7 @@ pub mod scenario {
     /// LoadBalancer ingress IPs are programmed when ipMode is unset or VIP; with ipMode Proxy
     /// (contract point 9) the ingress IP gets no rules, while the Service's ClusterIP and
     /// NodePort still work.
-    pub fn loadbalancer_ingress_ip(family: IpFamily) {
+    pub fn loadbalancer_ingress_ip(family: Family) {
         let mut f = Fixture::new(WHO, PodNetwork::Routed, 4, true);
         f.serve(&[1, 2, 3]);
         let node_ip = f.node_ip(family);
@@ -1497,7 +1498,7 @@ pub mod scenario {
     /// EndpointSlice REJECTs on every frontend: ClusterIP (from a pod), NodePort, externalIP and
     /// LoadBalancer IP (from the external client), TCP (RST -> ConnectionRefused) and UDP
     /// (ICMP(v6) port unreachable -> ConnectionRefused on a connected socket), fast, and counted.
-    pub fn rejected_when_no_endpoints(family: IpFamily) {
+    pub fn rejected_when_no_endpoints(family: Family) {
         let f = Fixture::new(WHO, PodNetwork::Routed, 2, true);
         let (node_ip, cip) = (f.node_ip(family), vip_of(family, 70));
         let (eip, lb_ip) = (eip_of(family, 20), lb_ip_of(family, 20));
@@ -1559,7 +1560,7 @@ pub mod scenario {
 
     /// A ClusterIP on a port it does not expose is rejected (contract point 24), from a pod and
     /// from outside, TCP and UDP; nothing reaches the pod's port; the exposed port works.
-    pub fn clusterip_unexposed_port_rejected(family: IpFamily) {
+    pub fn clusterip_unexposed_port_rejected(family: Family) {
         let mut f = Fixture::new(WHO, PodNetwork::Routed, 2, true);
         f.serve_tcp(1, TCP_BACKEND_PORT, "pod1");
         // Servers on the pod's port 81 too: nothing may be forwarded there.
@@ -1599,7 +1600,7 @@ pub mod scenario {
     /// "should allow pods to hairpin back to themselves through services" (contract point 17):
     /// the only endpoint connects to its own Service (ClusterIP TCP and UDP, NodePort) and is
     /// answered by itself, SNATed so that the reply comes back through the node.
-    pub fn hairpin(network: PodNetwork, family: IpFamily) {
+    pub fn hairpin(network: PodNetwork, family: Family) {
         let mut f = Fixture::new(WHO, network, 2, true);
         f.serve(&[1]);
         let (node_ip, cip) = (f.node_ip(family), vip_of(family, 60));
@@ -1642,7 +1643,7 @@ pub mod scenario {
     /// Two pods with the same source port to the same NodePort at the same time: SNAT maps them
     /// to the same node address, so it must give them different source ports, and both
     /// connections must work side by side (the conntrack e2e tests rely on this).
-    pub fn nodeport_snat_source_port_collision(family: IpFamily) {
+    pub fn nodeport_snat_source_port_collision(family: Family) {
         let mut f = Fixture::new(WHO, PodNetwork::Routed, 3, true);
         f.serve(&[2]);
         let node_ip = f.node_ip(family);
@@ -1667,7 +1668,7 @@ pub mod scenario {
 
     /// The same with two real external clients (192.168.50.2 and .3, fd00:50::2 and ::3) of a
     /// one-node [`Cluster`], reaching the node's NodePort on its uplink address.
-    pub fn nodeport_snat_source_port_collision_external_clients(family: IpFamily) {
+    pub fn nodeport_snat_source_port_collision_external_clients(family: Family) {
         require_root().unwrap_or_else(|e| panic!("{WHO} tests must run as root: {e:#}"));
         let mut cluster = Cluster::new(ClusterOptions {
             nodes: 1,
@@ -1724,7 +1725,7 @@ pub mod scenario {
     /// objects. Returns the fixture, the endpoint's address and the ClusterIP.
     fn endpoint_on_node_b(
         network: PodNetwork,
-        family: IpFamily,
+        family: Family,
         vip_last: u8,
         etp: Option<&str>,
         node_ports: (u16, u16),
@@ -1750,7 +1751,7 @@ pub mod scenario {
     /// (eTP=Cluster: masquerade, so that the reply goes back through A). TCP and UDP. B's
     /// NodePort (local endpoint) works as well, masqueraded to B. A persistent connection keeps
     /// its backend and SNAT. Also: the hooks on both nodes.
-    pub fn nodeport_on_node_a_endpoint_on_node_b(network: PodNetwork, family: IpFamily) {
+    pub fn nodeport_on_node_a_endpoint_on_node_b(network: PodNetwork, family: Family) {
         let (f, backend, cip) = endpoint_on_node_b(network, family, 10, None, (30080, 30053));
         let (tbe, ube) = (sa(backend, TCP_BACKEND_PORT), sa(backend, UDP_BACKEND_PORT));
         for k in 0..NODES {
@@ -1802,7 +1803,7 @@ pub mod scenario {
     /// A pod on node A to a ClusterIP whose only endpoint is on node B: works, the reply comes
     /// from VIP:port and the backend sees the client pod's own address (no SNAT for
     /// pod-to-ClusterIP). Then with endpoints on both nodes: both answer, from either node.
-    pub fn clusterip_pod_on_a_to_endpoint_on_b(network: PodNetwork, family: IpFamily) {
+    pub fn clusterip_pod_on_a_to_endpoint_on_b(network: PodNetwork, family: Family) {
         let mut f = Multi::new(WHO, network, 1);
         f.serve(1, 0);
         f.serve(0, 1);
@@ -1873,7 +1874,7 @@ pub mod scenario {
     /// Two external clients, both from source port 40000, to node A's NodePort at the same time:
     /// both connections work side by side and the backend sees two different SNAT source ports
     /// on A's address. Once with the backend on node B, once with it on node A itself.
-    pub fn nodeport_two_clients_same_source_port(network: PodNetwork, family: IpFamily) {
+    pub fn nodeport_two_clients_same_source_port(network: PodNetwork, family: Family) {
         let mut f = Multi::new(WHO, network, 2);
         f.serve(1, 0);
         f.serve(0, 1);
@@ -1881,8 +1882,8 @@ pub mod scenario {
         // The IPv4 run writes no Node objects: NodePorts are served on, and SNAT uses, eth0's
         // address (the fallback); the IPv6 run takes them from the Node objects.
         let docs = |docs: Vec<String>| match family {
-            IpFamily::V4 => docs,
-            IpFamily::V6 => with_nodes(docs),
+            Family::V4 => docs,
+            Family::V6 => with_nodes(docs),
         };
         let (rvip, lvip) = (vip_of(family, 30), vip_of(family, 31));
         let rports = Some((30080, 30053));
@@ -1947,7 +1948,7 @@ pub mod scenario {
     /// backend sees the real client address and port (no SNAT); A's NodePort (no local endpoint)
     /// drops, like kube-proxy: the connection times out and reaches no backend. The ClusterIP of
     /// the same Service still works from a pod on A (iTP is Cluster).
-    pub fn external_traffic_policy_local(network: PodNetwork, family: IpFamily) {
+    pub fn external_traffic_policy_local(network: PodNetwork, family: Family) {
         let (f, backend, cip) =
             endpoint_on_node_b(network, family, 40, Some("Local"), (30090, 30091));
         let (a, b) = f.node_ips(family);

@@ -9,10 +9,8 @@ use aya::{
     Ebpf, EbpfLoader, Pod, TestRun, TestRunOptions,
 };
 use lb_common::*;
-use podlb::{
-    datapath::EBPF_OBJECT,
-    testbed::{require_root, Netns},
-};
+use podlb::datapath::EBPF_OBJECT;
+use testkit::testbed::{require_root, Netns};
 // The frame builder and checksum verifiers live in the library, for the bench too.
 pub use podlb::testrun::*;
 // The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.

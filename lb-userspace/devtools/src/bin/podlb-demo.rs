@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use podlb::testbed::{
+use testkit::testbed::{
     tcp_request, udp_request, wait_for, Agent, Netns, Node, NodeOptions, PodNetwork, Reply,
     TcpServer, UdpServer,
 };

@@ -51,9 +51,9 @@ use lb_common::{addr4, FrontendKey, SlotKey, FAMILY_V4, PROTO_TCP};
 use podlb::{
     apiserver::{http_get, ApiServer, Kind},
     datapath::Maps,
-    testbed::{manifest, wait_until, Agent, Netns, Node, NodeOptions, PodNetwork},
 };
 use serde_json::{json, Value};
+use testkit::testbed::{manifest, wait_until, Agent, Netns, Node, NodeOptions, PodNetwork};
 
 use crate::{
     e2e::fillers,

@@ -39,10 +39,10 @@ use aya::{
 use lb_common::*;
 use podlb::{
     datapath::EBPF_OBJECT,
-    testbed::Netns,
     testrun::{checksums, tcp, ACK, SYN},
 };
 use serde_json::json;
+use testkit::testbed::Netns;
 
 use crate::report::{median, Figure};
 

@@ -42,8 +42,8 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use podlb::testbed::{wait_for, Agent, Netns, Node, NodeOptions, PodNetwork};
 use serde_json::{json, Value};
+use testkit::testbed::{wait_for, Agent, Netns, Node, NodeOptions, PodNetwork};
 
 use crate::{
     control::write_manifests,

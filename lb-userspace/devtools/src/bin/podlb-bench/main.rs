@@ -49,7 +49,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    podlb::testbed::require_root()
+    testkit::testbed::require_root()
         .context("podlb-bench needs root (namespaces, eBPF, netfilter)")?;
     let t = Instant::now();
     let sections = args.sections.to_uppercase();
