@@ -2,7 +2,6 @@
 //!
 //! Pure logic (`model`, `reconcile`) is kept apart from I/O (`manifests`, `datapath`, `agent`).
 pub mod agent;
-pub mod apiserver;
 pub mod cli;
 pub mod datapath;
 pub mod dirwatch;

@@ -1,6 +1,6 @@
 //! End-to-end tests of the `kubernetes` source: a real `podlb agent --kubeconfig` on a
 //! namespace node, talking list/watch HTTP to the in-process API server stand-in
-//! (`podlb::apiserver`, listening on 127.0.0.1 of the node namespace), with real traffic
+//! (`testkit::apiserver`, listening on 127.0.0.1 of the node namespace), with real traffic
 //! where there is a datapath effect. Also the health and metrics endpoints and drift repair.
 //!
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::e2e::*;
-use podlb::apiserver::{http_get, ApiServer, Kind};
 use serde_json::{json, Value};
+use testkit::apiserver::{http_get, ApiServer, Kind};
 use testkit::testbed::*;
 
 const LABEL_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";

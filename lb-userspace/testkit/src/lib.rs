@@ -3,7 +3,10 @@
 //! - [`testbed`]: Kubernetes nodes and clusters built from network namespaces, with real
 //!   servers and clients, and the `podlb agent` process wrapper; [`testbed::manifest`] writes
 //!   the YAML they are fed.
+//! - [`apiserver`]: a stand-in for the Kubernetes API server (list/watch of Services,
+//!   EndpointSlices and Nodes), for the `kubernetes` source.
 //! - [`rng`]: the one seeded pseudo-random generator of the tests and the bench.
+pub mod apiserver;
 pub mod rng;
 pub mod testbed;
 

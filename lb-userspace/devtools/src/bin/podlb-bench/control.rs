@@ -48,11 +48,9 @@ use std::{
 
 use anyhow::{anyhow, ensure, Context, Result};
 use lb_common::{addr4, FrontendKey, SlotKey, FAMILY_V4, PROTO_TCP};
-use podlb::{
-    apiserver::{http_get, ApiServer, Kind},
-    datapath::Maps,
-};
+use podlb::datapath::Maps;
 use serde_json::{json, Value};
+use testkit::apiserver::{http_get, ApiServer, Kind};
 use testkit::testbed::{manifest, wait_until, Agent, Netns, Node, NodeOptions, PodNetwork};
 
 use crate::{
