@@ -12,5 +12,4 @@ pub mod model;
 pub mod objects;
 pub mod reconcile;
 pub mod source;
-pub mod testrun;
 pub mod types;

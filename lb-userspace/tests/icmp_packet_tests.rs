@@ -44,63 +44,7 @@ const CODE_FRAG_NEEDED: u8 = 4;
 const MTU_1280: [u8; 4] = [0, 0, 0x05, 0x00];
 
 // ---------------------------------------------------------------------------------------------
-// ICMP frames.
-
-/// Ethernet + IPv4 (protocol ICMP, `opts` as IPv4 options, TOS 0xc0 as Linux sends errors) +
-/// ICMP `typ`/`code` with its 4 "rest of header" bytes and `body` (the quoted packet), all
-/// checksums computed from scratch.
-fn icmp_frame_opts(
-    src: [u8; 4],
-    dst: [u8; 4],
-    opts: &[u8],
-    typ: u8,
-    code: u8,
-    rest: [u8; 4],
-    body: &[u8],
-) -> Vec<u8> {
-    assert!(opts.len().is_multiple_of(4) && opts.len() <= 40);
-    let hlen = 20 + opts.len();
-    let mut m = vec![typ, code, 0, 0];
-    m.extend(rest);
-    m.extend(body);
-    let c = !fold(sum16(&m));
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-
-    let mut f = vec![
-        0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x05, 0x08, 0x00,
-    ];
-    f.push(0x40 | (hlen / 4) as u8);
-    f.push(0xc0); // TOS
-    f.extend(((hlen + m.len()) as u16).to_be_bytes());
-    f.extend(0x7a31u16.to_be_bytes()); // id
-    f.extend([0, 0, 64, IPPROTO_ICMP, 0, 0]); // no fragment, TTL, protocol, checksum
-    f.extend(src);
-    f.extend(dst);
-    f.extend(opts);
-    let c = !fold(sum16(&f[14..14 + hlen]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f.extend(m);
-    f
-}
-
-/// An ICMP message from `src` to `dst` (outer IPv4 header without options).
-fn icmp_frame(
-    src: [u8; 4],
-    dst: [u8; 4],
-    typ: u8,
-    code: u8,
-    rest: [u8; 4],
-    body: &[u8],
-) -> Vec<u8> {
-    icmp_frame_opts(src, dst, &[], typ, code, rest, body)
-}
-
-/// What an ICMP error quotes of the frame `f`: its IPv4 header (with options) and the first 8
-/// bytes of its L4 header.
-fn quote(f: &[u8]) -> Vec<u8> {
-    let hlen = (f[14] & 0x0f) as usize * 4;
-    f[14..14 + hlen + 8].to_vec()
-}
+// ICMP checks.
 
 /// Independent checks of a translated error: outer IPv4 header checksum, ICMP checksum over
 /// the whole message (IPv4 total length), and the quoted IPv4 header's own checksum.
@@ -235,22 +179,24 @@ fn harness(hook: Hook) -> Harness {
 fn frag_needed_from_router(hook: Hook) {
     let mut h = harness(hook);
     let (syn, natted) = clusterip_flow(&mut h);
-    let input = icmp_frame(
+    let input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&natted),
-    );
-    let want = icmp_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&syn),
-    );
+        &quote(&syn, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
 
     assert_eq!(addresses(&out), (ROUTER, CLIENT.0, CLIENT, (VIP, 80)));
@@ -270,22 +216,24 @@ fn frag_needed_from_router(hook: Hook) {
 fn port_unreachable_from_backend(hook: Hook) {
     let mut h = harness(hook);
     let (syn, natted) = clusterip_flow(&mut h);
-    let input = icmp_frame(
+    let input = icmp(
         BE1.0,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote(&natted),
-    );
-    let want = icmp_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         VIP,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote(&syn),
-    );
+        &quote(&syn, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 80)));
 }
@@ -301,24 +249,26 @@ fn udp_port_unreachable_from_backend(hook: Hook) {
     assert_eq!(verdict, h.hook.nat());
     assert_frame_eq(&natted, &dgram.dst(UDP_BE).build());
 
-    let input = icmp_frame(
+    let input = icmp(
         UDP_BE.0,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote(&natted),
-    );
-    let mut q = quote(&sent);
+        &quote(&natted, 8),
+    )
+    .build();
+    let mut q = quote(&sent, 8);
     q[26..28].copy_from_slice(&natted[40..42]); // the UDP checksum as quoted
-    let want = icmp_frame(
+    let want = icmp(
         VIP,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
         &q,
-    );
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 53)));
 }
@@ -328,22 +278,24 @@ fn udp_port_unreachable_from_backend(hook: Hook) {
 fn masqueraded_error_from_backend(hook: Hook) {
     let mut h = harness(hook);
     let (syn, natted, _p) = nodeport_flow(&mut h);
-    let input = icmp_frame(
+    let input = icmp(
         BE1.0,
         NODE,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&natted),
-    );
-    let want = icmp_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         NODE,
         EXT.0,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&syn),
-    );
+        &quote(&syn, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (NODE, EXT.0, EXT, NODE_PORT));
     assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
@@ -354,8 +306,24 @@ fn masqueraded_error_from_backend(hook: Hook) {
 fn masqueraded_error_from_router(hook: Hook) {
     let mut h = harness(hook);
     let (syn, natted, _p) = nodeport_flow(&mut h);
-    let input = icmp_frame(ROUTER, NODE, ICMP_TIME_EXCEEDED, 0, [0; 4], &quote(&natted));
-    let want = icmp_frame(ROUTER, EXT.0, ICMP_TIME_EXCEEDED, 0, [0; 4], &quote(&syn));
+    let input = icmp(
+        ROUTER,
+        NODE,
+        ICMP_TIME_EXCEEDED,
+        0,
+        [0; 4],
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
+        ROUTER,
+        EXT.0,
+        ICMP_TIME_EXCEEDED,
+        0,
+        [0; 4],
+        &quote(&syn, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (ROUTER, EXT.0, EXT, NODE_PORT));
 }
@@ -370,22 +338,24 @@ fn time_exceeded_from_router(hook: Hook) {
     assert_eq!(verdict, h.hook.nat());
     assert_frame_eq(&natted, &syn.dst(BE1).build());
 
-    let input = icmp_frame(
+    let input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP_TIME_EXCEEDED,
         0,
         [0; 4],
-        &quote(&natted),
-    );
-    let want = icmp_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         CLIENT.0,
         ICMP_TIME_EXCEEDED,
         0,
         [0; 4],
-        &quote(&sent),
-    );
+        &quote(&sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (ROUTER, CLIENT.0, CLIENT, (VIP, 80)));
     assert_eq!((out[34], out[35]), (11, 0), "type and code");
@@ -396,11 +366,11 @@ fn time_exceeded_from_router(hook: Hook) {
 fn untranslated(hook: Hook) {
     let mut h = harness(hook);
     let (_syn, natted) = clusterip_flow(&mut h);
-    let q = quote(&natted);
+    let q = quote(&natted, 8);
     // An echo whose data looks like the quote of a NATed packet, so only the type protects it.
     let echo_rest = [0x12, 0x34, 0x00, 0x01];
     let frag = |q: &[u8]| {
-        icmp_frame(
+        icmp(
             ROUTER,
             CLIENT.0,
             ICMP_DEST_UNREACH,
@@ -408,6 +378,7 @@ fn untranslated(hook: Hook) {
             MTU_1280,
             q,
         )
+        .build()
     };
 
     // Quote of a packet with IPv4 options (NOP, NOP, NOP, EOL), as the program emitted it.
@@ -415,29 +386,32 @@ fn untranslated(hook: Hook) {
     let (verdict, natted_opts) = h.run(&opts.build());
     assert_eq!(verdict, h.hook.nat());
     assert_frame_eq(&natted_opts, &opts.dst(BE1).build());
-    let q_opts = quote(&natted_opts);
+    let q_opts = quote(&natted_opts, 8);
     assert_eq!(q_opts.len(), 24 + 8);
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "echo request",
-            icmp_frame(CLIENT.0, BE1.0, ICMP_ECHO, 0, echo_rest, &q),
+            icmp(CLIENT.0, BE1.0, ICMP_ECHO, 0, echo_rest, &q).build(),
         ),
         (
             "echo reply",
-            icmp_frame(BE1.0, CLIENT.0, ICMP_ECHO_REPLY, 0, echo_rest, &q),
+            icmp(BE1.0, CLIENT.0, ICMP_ECHO_REPLY, 0, echo_rest, &q).build(),
         ),
         (
             "redirect",
-            icmp_frame(ROUTER, CLIENT.0, ICMP_REDIRECT, 1, [10, 244, 0, 2], &q),
+            icmp(ROUTER, CLIENT.0, ICMP_REDIRECT, 1, [10, 244, 0, 2], &q).build(),
         ),
         (
             "no conntrack entry (other client port)",
-            frag(&quote(&tcp((CLIENT.0, 40001), BE1, SYN).build())),
+            frag(&quote(&tcp((CLIENT.0, 40001), BE1, SYN).build(), 8)),
         ),
         (
             "no conntrack entry (other backend)",
-            frag(&quote(&tcp(CLIENT, ([10, 244, 0, 12], 8080), SYN).build())),
+            frag(&quote(
+                &tcp(CLIENT, ([10, 244, 0, 12], 8080), SYN).build(),
+                8,
+            )),
         ),
         ("quoted packet with IPv4 options", frag(&q_opts)),
         ("quoted IPv4 header cut to 16 bytes", frag(&q[..16])),
@@ -446,19 +420,20 @@ fn untranslated(hook: Hook) {
         ("nothing quoted", frag(&[])),
         (
             "outer IPv4 header with options",
-            icmp_frame_opts(
+            icmp(
                 ROUTER,
                 CLIENT.0,
-                &[1, 1, 1, 0],
                 ICMP_DEST_UNREACH,
                 CODE_FRAG_NEEDED,
                 MTU_1280,
                 &q,
-            ),
+            )
+            .ip_opts(&[1, 1, 1, 0])
+            .build(),
         ),
         (
             "outer IPv4 fragment (MF)",
-            patch_ip(frag(&q), |ip| ip[6] = 0x20),
+            patch(frag(&q), |ip| ip[6] = 0x20),
         ),
     ];
     for (name, input) in cases {
@@ -489,22 +464,24 @@ fn error_about_reply_goes_to_backend(hook: Hook) {
     clusterip_flow(&mut h);
     let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
     let as_sent = tcp(BE1, CLIENT, SYN | ACK).build();
-    let input = icmp_frame(
+    let input = icmp(
         ROUTER,
         VIP,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&as_seen),
-    );
-    let want = icmp_frame(
+        &quote(&as_seen, 8),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         BE1.0,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&as_sent),
-    );
+        &quote(&as_sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (ROUTER, BE1.0, BE1, CLIENT));
     assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
@@ -519,22 +496,24 @@ fn error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
     let (_, _, p) = nodeport_flow(&mut h);
     let as_seen = tcp(NODE_PORT, EXT, SYN | ACK).build();
     let as_sent = tcp(BE1, (NODE, p), SYN | ACK).build();
-    let input = icmp_frame(
+    let input = icmp(
         EXT.0,
         NODE,
         ICMP_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote(&as_seen),
-    );
-    let want = icmp_frame(
+        &quote(&as_seen, 8),
+    )
+    .build();
+    let want = icmp(
         EXT.0,
         BE1.0,
         ICMP_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote(&as_sent),
-    );
+        &quote(&as_sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (EXT.0, BE1.0, BE1, (NODE, p)));
 }
@@ -566,14 +545,15 @@ fn tc_egress_leaves_error_about_reply() {
     load_egress(&mut h);
     clusterip_flow(&mut h);
     let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
-    let input = icmp_frame(
+    let input = icmp(
         ROUTER,
         VIP,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&as_seen),
-    );
+        &quote(&as_seen, 8),
+    )
+    .build();
     let (verdict, out) = run_egress(&h, &input);
     assert_eq!(verdict, TC_NEXT);
     assert_eq!(out, input);
@@ -658,22 +638,24 @@ fn tc_egress_translates_frag_needed() {
     let (syn, natted) = clusterip_flow(&mut h);
     let ct = sorted_ct(&mut h);
 
-    let input = icmp_frame(
+    let input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&natted),
-    );
-    let want = icmp_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&syn),
-    );
+        &quote(&syn, 8),
+    )
+    .build();
     let (verdict, out) = run_egress(&h, &input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
@@ -687,7 +669,15 @@ fn tc_egress_translates_frag_needed() {
     for (name, f) in [
         (
             "echo",
-            icmp_frame(CLIENT.0, BE1.0, ICMP_ECHO, 0, [0, 1, 0, 1], &quote(&natted)),
+            icmp(
+                CLIENT.0,
+                BE1.0,
+                ICMP_ECHO,
+                0,
+                [0, 1, 0, 1],
+                &quote(&natted, 8),
+            )
+            .build(),
         ),
         (
             "TCP to the VIP",
@@ -712,22 +702,24 @@ fn tc_egress_translates_masqueraded_error() {
     let mut h = Harness::tc();
     load_egress(&mut h);
     let (syn, natted, _p) = nodeport_flow(&mut h);
-    let input = icmp_frame(
+    let input = icmp(
         BE1.0,
         NODE,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&natted),
-    );
-    let want = icmp_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         NODE,
         EXT.0,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
-        &quote(&syn),
-    );
+        &quote(&syn, 8),
+    )
+    .build();
     let (verdict, out) = run_egress(&h, &input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
@@ -744,22 +736,24 @@ fn sctp_port_unreachable_from_backend(hook: Hook) {
     assert_eq!(verdict, h.hook.nat());
     assert_eq!(addresses_l4(&natted), (CLIENT, SCTP_BE), "INIT DNATed");
 
-    let input = icmp_frame(
+    let input = icmp(
         SCTP_BE.0,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote(&natted),
-    );
-    let want = icmp_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         VIP,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote(&sent),
-    );
+        &quote(&sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 3868)));
 }
@@ -772,22 +766,12 @@ fn addresses_l4(f: &[u8]) -> (Addr, Addr) {
 
 /// An SCTP INIT from `src` to `dst` (verification tag 0), with a valid CRC32c.
 fn sctp_init(src: Addr, dst: Addr) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend(src.1.to_be_bytes());
-    l4.extend(dst.1.to_be_bytes());
-    l4.extend([0; 8]); // verification tag, CRC32c
-    l4.extend([1, 0, 0, 20]); // INIT, flags, length
-    l4.extend(0x1a2b_3c4du32.to_be_bytes()); // initiate tag
-    l4.extend(65535u32.to_be_bytes()); // a_rwnd
-    l4.extend([0, 10, 0, 10]); // outbound streams, max inbound streams
-    l4.extend(0x0102_0304u32.to_be_bytes()); // initial TSN
-    let crc = crc32c(&l4);
-    l4[8..12].copy_from_slice(&crc.to_le_bytes());
-    let mut f = tcp(src, dst, 0).build()[..34].to_vec();
-    f[16..18].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    f[23] = PROTO_SCTP;
-    f.extend(l4);
-    patch_ip(f, |_| {})
+    let mut init = vec![1, 0, 0, 20]; // INIT, flags, length
+    init.extend(0x1a2b_3c4du32.to_be_bytes()); // initiate tag
+    init.extend(65535u32.to_be_bytes()); // a_rwnd
+    init.extend([0, 10, 0, 10]); // outbound streams, max inbound streams
+    init.extend(0x0102_0304u32.to_be_bytes()); // initial TSN
+    sctp(src, dst, 0, init).build()
 }
 
 #[test]
@@ -809,15 +793,16 @@ fn xdp_sctp_port_unreachable_from_backend() {
 fn quote_truncated_by_total_length(hook: Hook) {
     let mut h = harness(hook);
     let (_syn, natted) = clusterip_flow(&mut h);
-    let q = quote(&natted);
-    let mut input = icmp_frame(
+    let q = quote(&natted, 8);
+    let mut input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP_DEST_UNREACH,
         CODE_FRAG_NEEDED,
         MTU_1280,
         &q[..20],
-    );
+    )
+    .build();
     input.extend(&q[20..28]);
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, h.hook.pass(), "verdict");

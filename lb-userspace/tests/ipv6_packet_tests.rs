@@ -8,7 +8,7 @@
 //! bytes (byte-exact against a frame built from scratch with freshly computed checksums, and an
 //! independent checksum verifier: TCP, UDP and ICMPv6 under the pseudo-header of RFC 8200
 //! section 8.1, SCTP's CRC32c), conntrack and counters. Builders and verifiers are in
-//! `common/packet6.rs`.
+//! `testkit::frame`.
 //!
 //! Most scenarios run once per hook: `<scenario>::tc` and `<scenario>::xdp`. The XDP harness
 //! owns a fresh network namespace: with no routes there a NATed packet is `XDP_PASS`ed; the
@@ -24,7 +24,7 @@ use aya::{
     TestRun, TestRunOptions,
 };
 use common::packet::{self as p4, *};
-use common::packet6::*;
+
 use lb_common::*;
 
 /// An IPv4 (address, port) pair, for the family-isolation cases.
@@ -81,13 +81,13 @@ fn harness(hook: Hook) -> Harness {
 
 /// ClusterIP [fd00:96::10]:80/TCP -> `backends`, svc 1.
 fn web(h: &mut Harness, backends: &[Addr6]) -> Vec<u32> {
-    h.add_frontend6(SVC, PROTO_TCP, 1, backends, 0, KIND_CLUSTER_IP)
+    h.add_frontend(SVC, PROTO_TCP, 1, backends, 0, KIND_CLUSTER_IP)
 }
 
 /// Rewrites frontend `fe` of `svc_id` to `ids` as the reconciler does: slots, the frontend
 /// with its count, then the stale slots are removed.
 fn set_frontend6(h: &mut Harness, fe: Addr6, proto: u8, svc_id: u32, ids: &[u32]) {
-    h.write_frontend6(fe, proto, svc_id, ids, 0, KIND_CLUSTER_IP);
+    h.write_frontend(fe, proto, svc_id, ids, 0, KIND_CLUSTER_IP);
     h.remove_stale_slots(svc_id, ids.len() as u32);
 }
 
@@ -186,7 +186,7 @@ for_both_hooks!(
 fn clusterip_syn_is_dnatted(hook: Hook) {
     let mut h = harness(hook);
     let ids = web(&mut h, &[BE1]);
-    let syn = tcp6(CLIENT, SVC, SYN)
+    let syn = tcp(CLIENT, SVC, SYN)
         .tcp_opts(&MSS)
         .payload(b"GET / HTTP/1.1\r\n\r\n");
     let (input, out) = assert_nat(&h, &syn, &syn.clone().dst(BE1));
@@ -201,10 +201,10 @@ fn clusterip_syn_is_dnatted(hook: Hook) {
         "Ethernet and fixed IPv6 fields"
     );
 
-    let fwd = h.ct_get(ct_key6(CLIENT, SVC, PROTO_TCP));
-    assert_eq!(fwd, Some(ct_entry6(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6)));
-    let reply = h.ct_get(ct_key6(BE1, CLIENT, PROTO_TCP));
-    assert_eq!(reply, Some(ct_entry6(SVC, CT_REPLY, 1, ids[0], NO_SNAT6)));
+    let fwd = h.ct_get(ct_key(CLIENT, SVC, PROTO_TCP));
+    assert_eq!(fwd, Some(ct_entry(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6)));
+    let reply = h.ct_get(ct_key(BE1, CLIENT, PROTO_TCP));
+    assert_eq!(reply, Some(ct_entry(SVC, CT_REPLY, 1, ids[0], NO_SNAT6)));
     let ct = h.conntrack();
     assert_eq!(ct.len(), 2, "exactly two conntrack entries: {ct:?}");
     assert!(ct.iter().all(|(k, _)| k.family == FAMILY_V6));
@@ -219,18 +219,18 @@ fn clusterip_syn_is_dnatted(hook: Hook) {
 fn reply_is_reverse_natted(hook: Hook) {
     let mut h = harness(hook);
     web(&mut h, &[BE1]);
-    let syn = tcp6(CLIENT, SVC, SYN);
+    let syn = tcp(CLIENT, SVC, SYN);
     assert_nat(&h, &syn, &syn.clone().dst(BE1));
 
-    let synack = tcp6(BE1, CLIENT, SYN | ACK).tcp_opts(&MSS);
+    let synack = tcp(BE1, CLIENT, SYN | ACK).tcp_opts(&MSS);
     let (input, out) = assert_nat(&h, &synack, &synack.clone().src(SVC));
     assert_changed_only(&input, &out, &[SRC, SPORT, TCP_CSUM]);
-    let data = tcp6(BE1, CLIENT, ACK).payload(b"HTTP/1.1 200 OK\r\n\r\n");
+    let data = tcp(BE1, CLIENT, ACK).payload(b"HTTP/1.1 200 OK\r\n\r\n");
     assert_nat(&h, &data, &data.clone().src(SVC));
     assert_eq!(h.stats(1).packets, 3, "replies are counted too");
 
-    assert_untouched(&h, &tcp6(BE1, (CLIENT.0, 40001), ACK).build());
-    assert_untouched(&h, &tcp6((BE1.0, 8081), CLIENT, ACK).build());
+    assert_untouched(&h, &tcp(BE1, (CLIENT.0, 40001), ACK).build());
+    assert_untouched(&h, &tcp((BE1.0, 8081), CLIENT, ACK).build());
     assert_eq!(h.conntrack().len(), 2);
     assert_counters(&h, &[]);
 }
@@ -241,18 +241,18 @@ fn reply_is_reverse_natted(hook: Hook) {
 fn established_flow_sticks_to_its_backend(hook: Hook) {
     let mut h = harness(hook);
     let ids = web(&mut h, &[BE1]);
-    let syn = tcp6(CLIENT, SVC, SYN);
+    let syn = tcp(CLIENT, SVC, SYN);
     assert_nat(&h, &syn, &syn.clone().dst(BE1));
 
-    let id2 = h.new_backend6(BE2, PROTO_TCP);
+    let id2 = h.new_backend(BE2, PROTO_TCP);
     set_frontend6(&mut h, SVC, PROTO_TCP, 1, &[ids[0], id2]);
-    let ack = tcp6(CLIENT, SVC, ACK).payload(b"data");
+    let ack = tcp(CLIENT, SVC, ACK).payload(b"data");
     for _ in 0..20 {
         assert_nat(&h, &ack, &ack.clone().dst(BE1));
     }
     assert_eq!(
-        h.ct_get(ct_key6(CLIENT, SVC, PROTO_TCP)),
-        Some(ct_entry6(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(CLIENT, SVC, PROTO_TCP)),
+        Some(ct_entry(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6))
     );
 
     // BE1 leaves as the reconciler removes it: slots first, then the backend entry is zeroed.
@@ -262,16 +262,16 @@ fn established_flow_sticks_to_its_backend(hook: Hook) {
     h.set_backend(ids[0], Backend::default());
     assert_nat(&h, &ack, &ack.clone().dst(BE1));
     assert_eq!(
-        h.ct_get(ct_key6(CLIENT, SVC, PROTO_TCP)),
-        Some(ct_entry6(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(CLIENT, SVC, PROTO_TCP)),
+        Some(ct_entry(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6))
     );
     assert_nat(&h, &syn, &syn.clone().dst(BE2));
     assert_nat(&h, &ack, &ack.clone().dst(BE2));
     assert_eq!(
-        h.ct_get(ct_key6(CLIENT, SVC, PROTO_TCP)),
-        Some(ct_entry6(BE2, CT_FORWARD, 1, id2, NO_SNAT6))
+        h.ct_get(ct_key(CLIENT, SVC, PROTO_TCP)),
+        Some(ct_entry(BE2, CT_FORWARD, 1, id2, NO_SNAT6))
     );
-    let reply = tcp6(BE2, CLIENT, ACK);
+    let reply = tcp(BE2, CLIENT, ACK);
     assert_nat(&h, &reply, &reply.clone().src(SVC));
 
     // A trailer after the datagram stays as it was and is not checksummed.
@@ -292,30 +292,30 @@ fn established_flow_sticks_to_its_backend(hook: Hook) {
 ///    sent as 0xffff, never as 0 ("no checksum", invalid over IPv6).
 fn udp_is_dnatted_with_valid_checksum(hook: Hook) {
     let mut h = harness(hook);
-    let ids = h.add_frontend6(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
-    let q = udp6(CLIENT, DNS_SVC).payload(b"hello");
+    let ids = h.add_frontend(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
+    let q = udp(CLIENT, DNS_SVC).payload(b"hello");
     let (input, out) = assert_nat(&h, &q, &q.clone().dst(DNS_BE));
     assert_changed_only(&input, &out, &[DST, DPORT, UDP_CSUM]);
     assert_ne!(be16(&out, L4 + 6), 0);
     assert_eq!(
-        h.ct_get(ct_key6(CLIENT, DNS_SVC, PROTO_UDP)),
-        Some(ct_entry6(DNS_BE, CT_FORWARD, 2, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(CLIENT, DNS_SVC, PROTO_UDP)),
+        Some(ct_entry(DNS_BE, CT_FORWARD, 2, ids[0], NO_SNAT6))
     );
     assert_eq!(
-        h.ct_get(ct_key6(DNS_BE, CLIENT, PROTO_UDP)),
-        Some(ct_entry6(DNS_SVC, CT_REPLY, 2, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(DNS_BE, CLIENT, PROTO_UDP)),
+        Some(ct_entry(DNS_SVC, CT_REPLY, 2, ids[0], NO_SNAT6))
     );
-    let a = udp6(DNS_BE, CLIENT).payload(b"answer");
+    let a = udp(DNS_BE, CLIENT).payload(b"answer");
     let (input, out) = assert_nat(&h, &a, &a.clone().src(DNS_SVC));
     assert_changed_only(&input, &out, &[SRC, SPORT, UDP_CSUM]);
 
     // Choose the first payload word so that the rewritten datagram's checksum computes to 0.
     let c1: Addr6 = (CLIENT.0, 40003);
-    let mut l4 = udp6(c1, DNS_BE).payload(&[0, 0, 7, 7]).l4();
+    let mut l4 = udp(c1, DNS_BE).payload(&[0, 0, 7, 7]).l4();
     l4[6..8].fill(0);
     let s = !csum6(&c1.0, &DNS_BE.0, PROTO_UDP, &l4); // the folded sum
     let w = (0xffff - s).to_be_bytes();
-    let q1 = udp6(c1, DNS_SVC).payload(&[w[0], w[1], 7, 7]);
+    let q1 = udp(c1, DNS_SVC).payload(&[w[0], w[1], 7, 7]);
     let want = q1.clone().dst(DNS_BE);
     let mut check = want.l4();
     check[6..8].fill(0);
@@ -330,7 +330,7 @@ fn udp_is_dnatted_with_valid_checksum(hook: Hook) {
     // A zero ("none") checksum is invalid over IPv6 and the receiver drops the datagram; the
     // program leaves it zero, as Linux's NAT does (nf_nat_proto.c: udp_manip_pkt updates the
     // checksum only when it is non-zero), rather than turning it into a valid datagram.
-    let q0 = udp6((CLIENT.0, 40004), DNS_SVC)
+    let q0 = udp((CLIENT.0, 40004), DNS_SVC)
         .payload(b"hello")
         .no_udp_csum();
     let (verdict, out) = h.run(&q0.build());
@@ -381,25 +381,25 @@ fn data_chunk(tsn: u32, n: usize) -> Vec<u8> {
 ///    for the INIT, DATA of several lengths and the reverse-NATed INIT-ACK.
 fn sctp_port_change_recomputes_crc(hook: Hook) {
     let mut h = harness(hook);
-    let ids = h.add_frontend6(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
-    let init = sctp6(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
+    let ids = h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
+    let init = sctp(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
     let (input, out) = assert_nat(&h, &init, &init.clone().dst(SCTP_BE));
     assert_changed_only(&input, &out, &[DST, DPORT, SCTP_CRC]);
     assert_ne!(crc_field6(&out), crc_field6(&input), "CRC32c recomputed");
     assert_eq!(
-        h.ct_get(ct_key6(CLIENT, SCTP_SVC, PROTO_SCTP)),
-        Some(ct_entry6(SCTP_BE, CT_FORWARD, 4, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(CLIENT, SCTP_SVC, PROTO_SCTP)),
+        Some(ct_entry(SCTP_BE, CT_FORWARD, 4, ids[0], NO_SNAT6))
     );
     assert_eq!(
-        h.ct_get(ct_key6(SCTP_BE, CLIENT, PROTO_SCTP)),
-        Some(ct_entry6(SCTP_SVC, CT_REPLY, 4, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(SCTP_BE, CLIENT, PROTO_SCTP)),
+        Some(ct_entry(SCTP_SVC, CT_REPLY, 4, ids[0], NO_SNAT6))
     );
     for (tsn, n) in [0, 1, 3, 5, 8, 100, 1000].into_iter().enumerate() {
-        let d = sctp6(CLIENT, SCTP_SVC, 0x5e6f_7081, data_chunk(tsn as u32, n));
+        let d = sctp(CLIENT, SCTP_SVC, 0x5e6f_7081, data_chunk(tsn as u32, n));
         let (input, out) = assert_nat(&h, &d, &d.clone().dst(SCTP_BE));
         assert_changed_only(&input, &out, &[DST, DPORT, SCTP_CRC]);
     }
-    let ack = sctp6(SCTP_BE, CLIENT, 0x1a2b_3c4d, init_ack_chunk(0x5e6f_7081));
+    let ack = sctp(SCTP_BE, CLIENT, 0x1a2b_3c4d, init_ack_chunk(0x5e6f_7081));
     let (input, out) = assert_nat(&h, &ack, &ack.clone().src(SCTP_SVC));
     assert_changed_only(&input, &out, &[SRC, SPORT, SCTP_CRC]);
     assert_ne!(crc_field6(&out), crc_field6(&input), "CRC32c recomputed");
@@ -408,7 +408,7 @@ fn sctp_port_change_recomputes_crc(hook: Hook) {
 
     // The frame ends before the payload length says (chunks cut off): the CRC32c cannot be
     // computed, so the packet is dropped as a NAT error rather than sent with a wrong CRC.
-    let full = sctp6(CLIENT, SCTP_SVC, 7, data_chunk(9, 40)).build();
+    let full = sctp(CLIENT, SCTP_SVC, 7, data_chunk(9, 40)).build();
     for n in [12, 16, 30] {
         let (verdict, _) = h.run(&full[..L4 + n]);
         assert_eq!(verdict, hook.drop(), "{n} SCTP bytes present: verdict");
@@ -418,8 +418,8 @@ fn sctp_port_change_recomputes_crc(hook: Hook) {
     // A NodePort with FE_SNAT: both ports change; the reply is mapped back.
     h.set_config6(NODE4, NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     let np: Addr6 = (NODE, 30868);
-    h.add_frontend6(np, PROTO_SCTP, 5, &[SCTP_BE], FE_SNAT, KIND_NODE_PORT);
-    let init = sctp6(EXT, np, 0, init_chunk(0x1a2b_3c4d));
+    h.add_frontend(np, PROTO_SCTP, 5, &[SCTP_BE], FE_SNAT, KIND_NODE_PORT);
+    let init = sctp(EXT, np, 0, init_chunk(0x1a2b_3c4d));
     let input = init.build();
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, hook.nat());
@@ -427,7 +427,7 @@ fn sctp_port_change_recomputes_crc(hook: Hook) {
     let p = snat_port(&out);
     assert_frame_eq(&out, &init.clone().src((NODE, p)).dst(SCTP_BE).build());
     assert_changed_only(&input, &out, &[SRC, DST, SPORT, DPORT, SCTP_CRC]);
-    let ack = sctp6(SCTP_BE, (NODE, p), 0x1a2b_3c4d, init_ack_chunk(0x5e6f_7081));
+    let ack = sctp(SCTP_BE, (NODE, p), 0x1a2b_3c4d, init_ack_chunk(0x5e6f_7081));
     assert_nat(&h, &ack, &ack.clone().src(np).dst(EXT));
     assert_counters(&h, &[(CNT_NAT_ERROR, 3), (CNT_SNAT, 1)]);
 }
@@ -436,15 +436,15 @@ fn sctp_port_change_recomputes_crc(hook: Hook) {
 ///     so it stays as it was, both ways.
 fn sctp_address_only_change_keeps_crc(hook: Hook) {
     let mut h = harness(hook);
-    h.add_frontend6(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE_SAME], 0, KIND_CLUSTER_IP);
-    let init = sctp6(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
+    h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE_SAME], 0, KIND_CLUSTER_IP);
+    let init = sctp(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
     let (input, out) = assert_nat(&h, &init, &init.clone().dst(SCTP_BE_SAME));
     assert_changed_only(&input, &out, &[DST]);
     assert_eq!(crc_field6(&out), crc_field6(&input), "CRC32c unchanged");
-    let d = sctp6(CLIENT, SCTP_SVC, 9, data_chunk(1, 13));
+    let d = sctp(CLIENT, SCTP_SVC, 9, data_chunk(1, 13));
     let (input, out) = assert_nat(&h, &d, &d.clone().dst(SCTP_BE_SAME));
     assert_eq!(crc_field6(&out), crc_field6(&input), "CRC32c unchanged");
-    let ack = sctp6(SCTP_BE_SAME, CLIENT, 0x1a2b_3c4d, init_ack_chunk(7));
+    let ack = sctp(SCTP_BE_SAME, CLIENT, 0x1a2b_3c4d, init_ack_chunk(7));
     let (input, out) = assert_nat(&h, &ack, &ack.clone().src(SCTP_SVC));
     assert_changed_only(&input, &out, &[SRC]);
     assert_eq!(crc_field6(&out), crc_field6(&input), "CRC32c unchanged");
@@ -460,8 +460,8 @@ fn sctp_address_only_change_keeps_crc(hook: Hook) {
 fn nodeport_snat_masquerades_and_reverses(hook: Hook) {
     let mut h = harness(hook);
     h.set_config6(NODE4, NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
-    let ids = h.add_frontend6(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
-    let syn = tcp6(EXT, NODE_PORT, SYN).tcp_opts(&MSS).payload(b"x");
+    let ids = h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
+    let syn = tcp(EXT, NODE_PORT, SYN).tcp_opts(&MSS).payload(b"x");
     let input = syn.build();
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, hook.nat(), "verdict");
@@ -477,30 +477,30 @@ fn nodeport_snat_masquerades_and_reverses(hook: Hook) {
         );
     }
     assert_eq!(
-        h.ct_get(ct_key6(EXT, NODE_PORT, PROTO_TCP)),
-        Some(ct_entry6(BE1, CT_FORWARD | CT_SNAT, 3, ids[0], (NODE, p)))
+        h.ct_get(ct_key(EXT, NODE_PORT, PROTO_TCP)),
+        Some(ct_entry(BE1, CT_FORWARD | CT_SNAT, 3, ids[0], (NODE, p)))
     );
     assert_eq!(
-        h.ct_get(ct_key6(BE1, (NODE, p), PROTO_TCP)),
-        Some(ct_entry6(NODE_PORT, CT_REPLY | CT_SNAT, 3, ids[0], EXT))
+        h.ct_get(ct_key(BE1, (NODE, p), PROTO_TCP)),
+        Some(ct_entry(NODE_PORT, CT_REPLY | CT_SNAT, 3, ids[0], EXT))
     );
     assert_eq!(h.conntrack().len(), 2);
     assert_counters(&h, &[(CNT_SNAT, 1)]);
 
-    let synack = tcp6(BE1, (NODE, p), SYN | ACK).tcp_opts(&MSS);
+    let synack = tcp(BE1, (NODE, p), SYN | ACK).tcp_opts(&MSS);
     let (input, out) = assert_nat(&h, &synack, &synack.clone().src(NODE_PORT).dst(EXT));
     assert_changed_only(&input, &out, &[SRC, DST, SPORT, DPORT, TCP_CSUM]);
-    let data = tcp6(EXT, NODE_PORT, ACK).payload(b"GET / HTTP/1.1\r\n\r\n");
+    let data = tcp(EXT, NODE_PORT, ACK).payload(b"GET / HTTP/1.1\r\n\r\n");
     for _ in 0..3 {
         assert_nat(&h, &data, &data.clone().src((NODE, p)).dst(BE1));
     }
     // From the backend to another node port: no flow.
     let other = if p == SNAT_PORT_MAX { p - 1 } else { p + 1 };
-    assert_untouched(&h, &tcp6(BE1, (NODE, other), ACK).build());
+    assert_untouched(&h, &tcp(BE1, (NODE, other), ACK).build());
     assert_eq!(h.conntrack().len(), 2);
     assert_counters(&h, &[(CNT_SNAT, 1)]);
 
-    h.add_frontend6(
+    h.add_frontend(
         (NODE, 30053),
         PROTO_UDP,
         4,
@@ -508,13 +508,13 @@ fn nodeport_snat_masquerades_and_reverses(hook: Hook) {
         FE_SNAT,
         KIND_NODE_PORT,
     );
-    let q = udp6(EXT, (NODE, 30053)).payload(b"query");
+    let q = udp(EXT, (NODE, 30053)).payload(b"query");
     let (verdict, out) = h.run(&q.build());
     assert_eq!(verdict, hook.nat());
     let pu = snat_port(&out);
     assert_frame_eq(&out, &q.clone().src((NODE, pu)).dst(DNS_BE).build());
     verify6(&out);
-    let a = udp6(DNS_BE, (NODE, pu)).payload(b"answer");
+    let a = udp(DNS_BE, (NODE, pu)).payload(b"answer");
     assert_nat(&h, &a, &a.clone().src((NODE, 30053)).dst(EXT));
     assert_counters(&h, &[(CNT_SNAT, 2)]);
 }
@@ -525,22 +525,22 @@ fn nodeport_snat_masquerades_and_reverses(hook: Hook) {
 fn no_snat_without_snat_addr6(hook: Hook) {
     let mut h = harness(hook);
     h.set_config6(NODE4, [0; 16], SNAT_PORT_MIN, SNAT_PORT_MAX);
-    let ids = h.add_frontend6(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
-    let syn = tcp6(EXT, NODE_PORT, SYN);
+    let ids = h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
+    let syn = tcp(EXT, NODE_PORT, SYN);
     assert_nat(&h, &syn, &syn.clone().dst(BE1));
     assert_eq!(
-        h.ct_get(ct_key6(EXT, NODE_PORT, PROTO_TCP)),
-        Some(ct_entry6(BE1, CT_FORWARD, 3, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(EXT, NODE_PORT, PROTO_TCP)),
+        Some(ct_entry(BE1, CT_FORWARD, 3, ids[0], NO_SNAT6))
     );
     assert_eq!(
-        h.ct_get(ct_key6(BE1, EXT, PROTO_TCP)),
-        Some(ct_entry6(NODE_PORT, CT_REPLY, 3, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(BE1, EXT, PROTO_TCP)),
+        Some(ct_entry(NODE_PORT, CT_REPLY, 3, ids[0], NO_SNAT6))
     );
-    let reply = tcp6(BE1, EXT, SYN | ACK);
+    let reply = tcp(BE1, EXT, SYN | ACK);
     assert_nat(&h, &reply, &reply.clone().src(NODE_PORT));
     // Hairpin without an IPv6 SNAT address.
     web(&mut h, &[BE2]);
-    let hp = tcp6((BE2.0, 45000), SVC, SYN);
+    let hp = tcp((BE2.0, 45000), SVC, SYN);
     assert_nat(&h, &hp, &hp.clone().dst(BE2));
     assert_eq!(h.conntrack().len(), 4);
     assert_counters(&h, &[]);
@@ -571,10 +571,10 @@ fn no_snat_without_snat_addr6(hook: Hook) {
 fn exhausted_snat_port_range_drops(hook: Hook) {
     let mut h = harness(hook);
     h.set_config6(NODE4, NODE, 61000, 61000);
-    h.add_frontend6(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
-    let a = tcp6(EXT, NODE_PORT, SYN);
+    h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
+    let a = tcp(EXT, NODE_PORT, SYN);
     assert_nat(&h, &a, &a.clone().src((NODE, 61000)).dst(BE1));
-    let b = tcp6(
+    let b = tcp(
         (ip6([0xfd00, 0x77, 0, 0, 0, 0, 0, 3]), 40000),
         NODE_PORT,
         SYN,
@@ -608,7 +608,7 @@ fn hairpin_is_source_natted(hook: Hook) {
     h.set_config6(NODE4, NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = web(&mut h, &[BE1]);
     let me: Addr6 = (BE1.0, 45000);
-    let syn = tcp6(me, SVC, SYN).tcp_opts(&MSS);
+    let syn = tcp(me, SVC, SYN).tcp_opts(&MSS);
     let input = syn.build();
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, hook.nat(), "verdict");
@@ -616,23 +616,23 @@ fn hairpin_is_source_natted(hook: Hook) {
     assert_frame_eq(&out, &syn.clone().src((NODE, p)).dst(BE1).build());
     verify6(&out);
     assert_eq!(
-        h.ct_get(ct_key6(me, SVC, PROTO_TCP)),
-        Some(ct_entry6(BE1, CT_FORWARD | CT_SNAT, 1, ids[0], (NODE, p)))
+        h.ct_get(ct_key(me, SVC, PROTO_TCP)),
+        Some(ct_entry(BE1, CT_FORWARD | CT_SNAT, 1, ids[0], (NODE, p)))
     );
     assert_eq!(
-        h.ct_get(ct_key6(BE1, (NODE, p), PROTO_TCP)),
-        Some(ct_entry6(SVC, CT_REPLY | CT_SNAT, 1, ids[0], me))
+        h.ct_get(ct_key(BE1, (NODE, p), PROTO_TCP)),
+        Some(ct_entry(SVC, CT_REPLY | CT_SNAT, 1, ids[0], me))
     );
     assert_counters(&h, &[(CNT_HAIRPIN, 1)]);
 
-    let synack = tcp6(BE1, (NODE, p), SYN | ACK);
+    let synack = tcp(BE1, (NODE, p), SYN | ACK);
     assert_nat(&h, &synack, &synack.clone().src(SVC).dst(me));
 
-    let other = tcp6(CLIENT, SVC, SYN);
+    let other = tcp(CLIENT, SVC, SYN);
     assert_nat(&h, &other, &other.clone().dst(BE1));
     assert_eq!(
-        h.ct_get(ct_key6(CLIENT, SVC, PROTO_TCP)),
-        Some(ct_entry6(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6))
+        h.ct_get(ct_key(CLIENT, SVC, PROTO_TCP)),
+        Some(ct_entry(BE1, CT_FORWARD, 1, ids[0], NO_SNAT6))
     );
     assert_counters(&h, &[(CNT_HAIRPIN, 1)]);
 }
@@ -648,7 +648,7 @@ fn hairpin_is_source_natted(hook: Hook) {
 fn tcp_to_frontend_without_backends_is_reset(hook: Hook) {
     let mut h = harness(hook);
     web(&mut h, &[]);
-    let syn = tcp6(CLIENT, SVC, SYN);
+    let syn = tcp(CLIENT, SVC, SYN);
     let (seq, ack) = (0x1122_3344u32, 0x5566_7788u32); // what the builder sends
     let mut trailer = syn.build();
     trailer.extend([0xab; 6]);
@@ -671,14 +671,14 @@ fn tcp_to_frontend_without_backends_is_reset(hook: Hook) {
         ),
         (
             "FIN with 2 bytes of data",
-            tcp6(CLIENT, SVC, 0x01).payload(b"ab").build(),
+            tcp(CLIENT, SVC, 0x01).payload(b"ab").build(),
             0,
             seq + 3,
             RST | ACK,
         ),
         (
             "ACK with 10 bytes of data",
-            tcp6(CLIENT, SVC, ACK).payload(b"0123456789").build(),
+            tcp(CLIENT, SVC, ACK).payload(b"0123456789").build(),
             ack,
             0,
             RST,
@@ -688,7 +688,7 @@ fn tcp_to_frontend_without_backends_is_reset(hook: Hook) {
         let (verdict, out) = h.run(input);
         assert_eq!(verdict, hook.reject(), "{name}: verdict");
         assert_eq!(out.len(), 74, "{name}");
-        assert_frame_eq(&out, &rst6_for(input, *seq, *ack, *flags));
+        assert_frame_eq(&out, &rst_for(input, *seq, *ack, *flags));
         verify6(&out);
         assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, i as u64 + 1)]);
     }
@@ -733,7 +733,7 @@ fn tcp_to_frontend_without_backends_is_reset(hook: Hook) {
 
     // A reset is dropped; it still counts as a rejected packet (as for IPv4).
     for (i, flags) in [RST, RST | ACK].into_iter().enumerate() {
-        assert_dropped(&h, &tcp6(CLIENT, SVC, flags).build());
+        assert_dropped(&h, &tcp(CLIENT, SVC, flags).build());
         assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, n + i as u64 + 1)]);
     }
     assert!(h.conntrack().is_empty());
@@ -744,20 +744,20 @@ fn tcp_to_frontend_without_backends_is_reset(hook: Hook) {
 ///     header and the first 8 bytes of its L4 header, with a valid ICMPv6 checksum.
 fn udp_and_sctp_without_backends_get_port_unreachable(hook: Hook) {
     let mut h = harness(hook);
-    h.add_frontend6(DNS_SVC, PROTO_UDP, 2, &[], 0, KIND_CLUSTER_IP);
-    h.add_frontend6(SCTP_SVC, PROTO_SCTP, 4, &[], 0, KIND_CLUSTER_IP);
+    h.add_frontend(DNS_SVC, PROTO_UDP, 2, &[], 0, KIND_CLUSTER_IP);
+    h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[], 0, KIND_CLUSTER_IP);
     let mut n = 0;
     let inputs = [
-        udp6(CLIENT, DNS_SVC).payload(b"query").build(),
-        udp6(CLIENT, DNS_SVC).payload(&[0xab; 300]).build(),
-        udp6(CLIENT, DNS_SVC).build(),
-        sctp6(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d)).build(),
+        udp(CLIENT, DNS_SVC).payload(b"query").build(),
+        udp(CLIENT, DNS_SVC).payload(&[0xab; 300]).build(),
+        udp(CLIENT, DNS_SVC).build(),
+        sctp(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d)).build(),
     ];
     for input in &inputs {
         let (verdict, out) = h.run(input);
         assert_eq!(verdict, hook.reject(), "verdict ({} bytes in)", input.len());
         assert_eq!(out.len(), 110);
-        assert_frame_eq(&out, &icmp6_for(input));
+        assert_frame_eq(&out, &icmp_for(input));
         assert_eq!(verify6(&out), be16(&out, L4 + 2), "ICMPv6 checksum");
         assert_eq!(&out[0..12], &[SRC_MAC, DST_MAC].concat(), "MACs swapped");
         assert_eq!(
@@ -786,33 +786,33 @@ fn udp_and_sctp_without_backends_get_port_unreachable(hook: Hook) {
 fn unexposed_clusterip_port_is_rejected(hook: Hook) {
     let mut h = harness(hook);
     web(&mut h, &[BE1]);
-    h.add_vip6(VIP);
-    let syn81 = tcp6(CLIENT, (VIP, 81), SYN).build();
+    h.add_vip(VIP);
+    let syn81 = tcp(CLIENT, (VIP, 81), SYN).build();
     let (verdict, out) = h.run(&syn81);
     assert_eq!(verdict, hook.reject());
-    assert_frame_eq(&out, &rst6_for(&syn81, 0, 0x1122_3345, RST | ACK));
+    assert_frame_eq(&out, &rst_for(&syn81, 0, 0x1122_3345, RST | ACK));
     verify6(&out);
     assert_counters(&h, &[(CNT_REJECT_NO_PORT, 1)]);
-    let dns = udp6(CLIENT, DNS_SVC).payload(b"q").build();
+    let dns = udp(CLIENT, DNS_SVC).payload(b"q").build();
     let (verdict, out) = h.run(&dns);
     assert_eq!(verdict, hook.reject());
-    assert_frame_eq(&out, &icmp6_for(&dns));
+    assert_frame_eq(&out, &icmp_for(&dns));
     verify6(&out);
     assert_counters(&h, &[(CNT_REJECT_NO_PORT, 2)]);
 
-    let syn80 = tcp6(CLIENT, SVC, SYN);
+    let syn80 = tcp(CLIENT, SVC, SYN);
     assert_nat(&h, &syn80, &syn80.clone().dst(BE1));
-    let reply = tcp6(BE1, CLIENT, SYN | ACK);
+    let reply = tcp(BE1, CLIENT, SYN | ACK);
     assert_nat(&h, &reply, &reply.clone().src(SVC));
     let not_vip = ip6([0xfd00, 0x96, 0, 0, 0, 0, 0, 0x11]);
-    assert_untouched(&h, &tcp6(CLIENT, (not_vip, 81), SYN).build());
+    assert_untouched(&h, &tcp(CLIENT, (not_vip, 81), SYN).build());
     assert_counters(&h, &[(CNT_REJECT_NO_PORT, 2)]);
 }
 
 /// 8d. FE_DROP_EMPTY (traffic policy Local) without backends: dropped, counted.
 fn drop_empty_frontend_drops(hook: Hook) {
     let mut h = harness(hook);
-    h.add_frontend6(
+    h.add_frontend(
         NODE_PORT,
         PROTO_TCP,
         3,
@@ -820,7 +820,7 @@ fn drop_empty_frontend_drops(hook: Hook) {
         FE_DROP_EMPTY | FE_SNAT,
         KIND_NODE_PORT,
     );
-    h.add_frontend6(
+    h.add_frontend(
         (NODE, 30053),
         PROTO_UDP,
         4,
@@ -828,9 +828,9 @@ fn drop_empty_frontend_drops(hook: Hook) {
         FE_DROP_EMPTY,
         KIND_NODE_PORT,
     );
-    assert_dropped(&h, &tcp6(EXT, NODE_PORT, SYN).build());
+    assert_dropped(&h, &tcp(EXT, NODE_PORT, SYN).build());
     assert_counters(&h, &[(CNT_DROP_NO_BACKEND, 1)]);
-    assert_dropped(&h, &udp6(EXT, (NODE, 30053)).payload(b"q").build());
+    assert_dropped(&h, &udp(EXT, (NODE, 30053)).payload(b"q").build());
     assert_counters(&h, &[(CNT_DROP_NO_BACKEND, 2)]);
     assert!(h.conntrack().is_empty());
 }
@@ -855,10 +855,10 @@ fn families_are_isolated(hook: Hook) {
     assert_eq!(first4, ip6([0x0a60, 0x000a, 0, 0, 0, 0, 0, 0]));
     for dst in [mapped, first4] {
         for port in [80, 81] {
-            assert_untouched(&h, &tcp6(CLIENT, (dst, port), SYN).build());
+            assert_untouched(&h, &tcp(CLIENT, (dst, port), SYN).build());
             assert_untouched(
                 &h,
-                &tcp6((addr4(client4.0), client4.1), (dst, port), SYN).build(),
+                &tcp((addr4(client4.0), client4.1), (dst, port), SYN).build(),
             );
         }
     }
@@ -871,7 +871,7 @@ fn families_are_isolated(hook: Hook) {
     assert_frame_eq(&out, &syn4.clone().dst(be4).build());
     assert_untouched(
         &h,
-        &tcp6(
+        &tcp(
             (addr4(be4.0), be4.1),
             (addr4(client4.0), client4.1),
             SYN | ACK,
@@ -883,14 +883,14 @@ fn families_are_isolated(hook: Hook) {
     let vip6 = addr4([10, 96, 0, 11]);
     let be6: Addr6 = (addr4([10, 244, 0, 12]), 8080);
     let c6: Addr6 = (addr4(client4.0), 40001);
-    h.add_frontend6((vip6, 80), PROTO_TCP, 2, &[be6], 0, KIND_CLUSTER_IP);
-    h.add_vip6(vip6);
+    h.add_frontend((vip6, 80), PROTO_TCP, 2, &[be6], 0, KIND_CLUSTER_IP);
+    h.add_vip(vip6);
     assert_untouched(&h, &tcp(client4, ([10, 96, 0, 11], 80), SYN).build());
     assert_untouched(&h, &tcp(client4, ([10, 96, 0, 11], 81), SYN).build());
     // The IPv6 frontend works for IPv6, and its reply entry does not match IPv4.
-    let syn6 = tcp6(c6, (vip6, 80), SYN);
+    let syn6 = tcp(c6, (vip6, 80), SYN);
     assert_nat(&h, &syn6, &syn6.clone().dst(be6));
-    assert!(h.ct_get(ct_key6(be6, c6, PROTO_TCP)).is_some());
+    assert!(h.ct_get(ct_key(be6, c6, PROTO_TCP)).is_some());
     assert_untouched(
         &h,
         &tcp(([10, 244, 0, 12], 8080), (client4.0, 40001), SYN | ACK).build(),
@@ -899,7 +899,7 @@ fn families_are_isolated(hook: Hook) {
     assert_counters(&h, &[]);
 
     // An IPv4 frontend whose only slot names an IPv6 backend: no usable backend.
-    let id6 = h.new_backend6(BE1, PROTO_TCP);
+    let id6 = h.new_backend(BE1, PROTO_TCP);
     h.write_frontend(
         ([10, 96, 0, 12], 80),
         PROTO_TCP,
@@ -919,15 +919,15 @@ fn families_are_isolated(hook: Hook) {
     // And the reverse: an IPv6 frontend naming an IPv4 backend.
     let id4 = h.new_backend(be4, PROTO_TCP);
     let fe = (ip6([0xfd00, 0x96, 0, 0, 0, 0, 0, 0x12]), 80);
-    h.write_frontend6(fe, PROTO_TCP, 8, &[id4], 0, KIND_CLUSTER_IP);
-    let syn = tcp6(CLIENT, fe, SYN).build();
+    h.write_frontend(fe, PROTO_TCP, 8, &[id4], 0, KIND_CLUSTER_IP);
+    let syn = tcp(CLIENT, fe, SYN).build();
     let (verdict, out) = h.run(&syn);
     assert_eq!(
         verdict,
         hook.reject(),
         "not NATed to an address of the other family"
     );
-    assert_frame_eq(&out, &rst6_for(&syn, 0, 0x1122_3345, RST | ACK));
+    assert_frame_eq(&out, &rst_for(&syn, 0, 0x1122_3345, RST | ACK));
     assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, 2)]);
     assert_eq!(h.conntrack().len(), 4);
 }
@@ -943,15 +943,15 @@ fn families_are_isolated(hook: Hook) {
 fn malformed_and_unsupported_ipv6_passes_unchanged(hook: Hook) {
     let mut h = harness(hook);
     web(&mut h, &[BE1]);
-    h.add_frontend6(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
-    h.add_frontend6(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
-    h.add_vip6(VIP);
-    let syn = tcp6(CLIENT, SVC, SYN).build();
-    let dns = udp6(CLIENT, DNS_SVC).payload(b"query").build();
-    let init = sctp6(CLIENT, SCTP_SVC, 0, init_chunk(1)).build();
+    h.add_frontend(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
+    h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
+    h.add_vip(VIP);
+    let syn = tcp(CLIENT, SVC, SYN).build();
+    let dns = udp(CLIENT, DNS_SVC).payload(b"query").build();
+    let init = sctp(CLIENT, SCTP_SVC, 0, init_chunk(1)).build();
     let plen =
-        |f: &[u8], n: u16| patch6(f.to_vec(), |ip| ip[4..6].copy_from_slice(&n.to_be_bytes()));
-    let version = |v: u8| patch6(syn.clone(), |ip| ip[0] = (v << 4) | (ip[0] & 0x0f));
+        |f: &[u8], n: u16| patch(f.to_vec(), |ip| ip[4..6].copy_from_slice(&n.to_be_bytes()));
+    let version = |v: u8| patch(syn.clone(), |ip| ip[0] = (v << 4) | (ip[0] & 0x0f));
     let pad = |mut f: Vec<u8>, n: usize| {
         f.resize(n, 0);
         f
@@ -962,13 +962,13 @@ fn malformed_and_unsupported_ipv6_passes_unchanged(hook: Hook) {
         ("Ethernet header only", syn[..14].to_vec()),
         ("IPv6 header cut to 20 bytes", syn[..IP6 + 20].to_vec()),
         ("IPv6 header cut to 39 bytes", syn[..IP6 + 39].to_vec()),
-        ("IPv6 header only, payload length 0", cut_l4_6(&syn, 0)),
-        ("8 bytes of TCP", cut_l4_6(&syn, 8)),
-        ("19 bytes of TCP", cut_l4_6(&syn, 19)),
-        ("19 bytes of TCP + padding", pad(cut_l4_6(&syn, 19), 100)),
-        ("4 bytes of UDP", cut_l4_6(&dns, 4)),
-        ("7 bytes of UDP + padding", pad(cut_l4_6(&dns, 7), 80)),
-        ("11 bytes of SCTP", cut_l4_6(&init, 11)),
+        ("IPv6 header only, payload length 0", cut_l4(&syn, 0)),
+        ("8 bytes of TCP", cut_l4(&syn, 8)),
+        ("19 bytes of TCP", cut_l4(&syn, 19)),
+        ("19 bytes of TCP + padding", pad(cut_l4(&syn, 19), 100)),
+        ("4 bytes of UDP", cut_l4(&dns, 4)),
+        ("7 bytes of UDP + padding", pad(cut_l4(&dns, 7), 80)),
+        ("11 bytes of SCTP", cut_l4(&init, 11)),
         (
             "payload length 19, whole TCP header in the frame",
             plen(&syn, 19),
@@ -991,37 +991,37 @@ fn malformed_and_unsupported_ipv6_passes_unchanged(hook: Hook) {
         ),
         (
             "hop-by-hop header before TCP",
-            tcp6(CLIENT, SVC, SYN).hop_by_hop().build(),
+            tcp(CLIENT, SVC, SYN).hop_by_hop().build(),
         ),
         (
             "hop-by-hop header before UDP",
-            udp6(CLIENT, DNS_SVC).payload(b"q").hop_by_hop().build(),
+            udp(CLIENT, DNS_SVC).payload(b"q").hop_by_hop().build(),
         ),
         (
             "fragment header (first fragment) before TCP",
-            tcp6(CLIENT, SVC, SYN).fragment(0, true, 0x1234).build(),
+            tcp(CLIENT, SVC, SYN).fragment(0, true, 0x1234).build(),
         ),
         (
             "atomic fragment before UDP",
-            udp6(CLIENT, DNS_SVC)
+            udp(CLIENT, DNS_SVC)
                 .payload(b"q")
                 .fragment(0, false, 0x1234)
                 .build(),
         ),
         (
             "last fragment (offset 185) before UDP-looking bytes",
-            udp6(CLIENT, DNS_SVC)
+            udp(CLIENT, DNS_SVC)
                 .payload(b"q")
                 .fragment(185, false, 0x1234)
                 .build(),
         ),
         (
             "destination options before TCP",
-            tcp6(CLIENT, SVC, SYN).dest_opts().build(),
+            tcp(CLIENT, SVC, SYN).dest_opts().build(),
         ),
         (
             "hop-by-hop and fragment headers before SCTP",
-            sctp6(CLIENT, SCTP_SVC, 0, init_chunk(1))
+            sctp(CLIENT, SCTP_SVC, 0, init_chunk(1))
                 .hop_by_hop()
                 .fragment(0, true, 1)
                 .build(),
@@ -1032,15 +1032,15 @@ fn malformed_and_unsupported_ipv6_passes_unchanged(hook: Hook) {
         ("IPv6 body with the IPv4 EtherType", ethertype4),
         (
             "next header 59 (no next header)",
-            patch6(syn.clone(), |ip| ip[6] = NH_NONE),
+            patch(syn.clone(), |ip| ip[6] = NH_NONE),
         ),
         (
             "next header 43 (routing)",
-            patch6(syn.clone(), |ip| ip[6] = NH_ROUTING),
+            patch(syn.clone(), |ip| ip[6] = NH_ROUTING),
         ),
         (
             "ICMPv6 echo request to the VIP",
-            icmp6_frame(CLIENT.0, VIP, 128, 0, [0, 1, 0, 1], b"ping"),
+            icmp(CLIENT.0, VIP, 128, 0, [0, 1, 0, 1], b"ping").build(),
         ),
     ];
     let mut failures = Vec::new();
@@ -1087,7 +1087,7 @@ const MTU_1280: [u8; 4] = [0, 0, 0x05, 0x00];
 /// as emitted: client -> BE1).
 fn clusterip_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>) {
     web(h, &[BE1]);
-    let syn = tcp6(CLIENT, SVC, SYN)
+    let syn = tcp(CLIENT, SVC, SYN)
         .tcp_opts(&MSS)
         .payload(b"GET / HTTP/1.1\r\n\r\n");
     let (sent, natted) = assert_nat(h, &syn, &syn.clone().dst(BE1));
@@ -1098,8 +1098,8 @@ fn clusterip_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>) {
 /// as emitted: [NODE]:P -> BE1).
 fn nodeport_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>) {
     h.set_config6(NODE4, NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
-    h.add_frontend6(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
-    let syn = tcp6(EXT, NODE_PORT, SYN).tcp_opts(&MSS).payload(b"x");
+    h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
+    let syn = tcp(EXT, NODE_PORT, SYN).tcp_opts(&MSS).payload(b"x");
     let sent = syn.build();
     let (verdict, natted) = h.run(&sent);
     assert_eq!(verdict, h.hook.nat(), "SYN verdict");
@@ -1111,7 +1111,7 @@ fn nodeport_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>) {
 /// The quote the client must get: `n` bytes of the packet as it sent it (IPv6 header and L4),
 /// except the L4 checksum, which is left as quoted (receivers do not check it).
 fn client_quote(sent: &[u8], natted: &[u8], n: usize) -> Vec<u8> {
-    let mut q = quote6(sent, n);
+    let mut q = quote(sent, n);
     let csum = match sent[IP6_NEXT] {
         PROTO_TCP => 16..18,
         PROTO_UDP => 6..8,
@@ -1162,22 +1162,24 @@ fn icmp6_packet_too_big_from_router(hook: Hook) {
     let mut h = harness(hook);
     let (sent, natted) = clusterip_flow(&mut h);
     let n = natted.len() - L4;
-    let input = icmp6_frame(
+    let input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&natted, n),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, n),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
         &client_quote(&sent, &natted, n),
-    );
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (ROUTER, CLIENT.0, CLIENT, SVC));
     assert_eq!(&out[L4..L4 + 2], &[2, 0], "type and code");
@@ -1190,22 +1192,24 @@ fn icmp6_packet_too_big_from_router(hook: Hook) {
     );
 
     // Only 8 bytes of the L4 header quoted (the minimum the program needs is 4).
-    let input = icmp6_frame(
+    let input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&natted, 8),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&sent, 8),
-    );
+        &quote(&sent, 8),
+    )
+    .build();
     assert_translated(&mut h, &input, &want);
     assert_counters(&h, &[]);
 }
@@ -1215,69 +1219,75 @@ fn icmp6_packet_too_big_from_router(hook: Hook) {
 ///      and a TCP flow the same way (the latter: code 1, "administratively prohibited").
 fn icmp6_port_unreachable_from_backend(hook: Hook) {
     let mut h = harness(hook);
-    h.add_frontend6(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
-    let q = udp6(CLIENT, DNS_SVC).payload(b"query");
+    h.add_frontend(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
+    let q = udp(CLIENT, DNS_SVC).payload(b"query");
     let (sent, natted) = assert_nat(&h, &q, &q.clone().dst(DNS_BE));
     let n = natted.len() - L4;
-    let input = icmp6_frame(
+    let input = icmp(
         DNS_BE.0,
         CLIENT.0,
         ICMP6_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote6(&natted, n),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, n),
+    )
+    .build();
+    let want = icmp(
         VIP,
         CLIENT.0,
         ICMP6_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
         &client_quote(&sent, &natted, n),
-    );
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (VIP, CLIENT.0, CLIENT, DNS_SVC));
 
     // SCTP: the quote holds ports and verification tag (the CRC32c is not among the 8 bytes).
-    h.add_frontend6(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
-    let init = sctp6(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
+    h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
+    let init = sctp(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
     let (sent, natted) = assert_nat(&h, &init, &init.clone().dst(SCTP_BE));
-    let input = icmp6_frame(
+    let input = icmp(
         SCTP_BE.0,
         CLIENT.0,
         ICMP6_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote6(&natted, 8),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         VIP,
         CLIENT.0,
         ICMP6_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote6(&sent, 8),
-    );
+        &quote(&sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (VIP, CLIENT.0, CLIENT, SCTP_SVC));
 
     let (sent, natted) = clusterip_flow(&mut h);
-    let input = icmp6_frame(
+    let input = icmp(
         BE1.0,
         CLIENT.0,
         ICMP6_DEST_UNREACH,
         1,
         [0; 4],
-        &quote6(&natted, 8),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         VIP,
         CLIENT.0,
         ICMP6_DEST_UNREACH,
         1,
         [0; 4],
-        &quote6(&sent, 8),
-    );
+        &quote(&sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (VIP, CLIENT.0, CLIENT, SVC));
     assert_counters(&h, &[]);
@@ -1290,41 +1300,45 @@ fn icmp6_masqueraded_errors(hook: Hook) {
     let mut h = harness(hook);
     let (sent, natted) = nodeport_flow(&mut h);
     let n = natted.len() - L4;
-    let input = icmp6_frame(
+    let input = icmp(
         ROUTER,
         NODE,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&natted, n),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, n),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         EXT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
         &client_quote(&sent, &natted, n),
-    );
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (ROUTER, EXT.0, EXT, NODE_PORT));
 
-    let input = icmp6_frame(
+    let input = icmp(
         BE1.0,
         NODE,
         ICMP6_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote6(&natted, 8),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         NODE,
         EXT.0,
         ICMP6_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote6(&sent, 8),
-    );
+        &quote(&sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (NODE, EXT.0, EXT, NODE_PORT));
     assert_counters(&h, &[(CNT_SNAT, 1)]);
@@ -1334,24 +1348,26 @@ fn icmp6_masqueraded_errors(hook: Hook) {
 fn icmp6_time_exceeded_from_router(hook: Hook) {
     let mut h = harness(hook);
     web(&mut h, &[BE1]);
-    let syn = tcp6(CLIENT, SVC, SYN).hop(1);
+    let syn = tcp(CLIENT, SVC, SYN).ttl(1);
     let (sent, natted) = assert_nat(&h, &syn, &syn.clone().dst(BE1));
-    let input = icmp6_frame(
+    let input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_TIME_EXCEEDED,
         0,
         [0; 4],
-        &quote6(&natted, 8),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_TIME_EXCEEDED,
         0,
         [0; 4],
-        &quote6(&sent, 8),
-    );
+        &quote(&sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (ROUTER, CLIENT.0, CLIENT, SVC));
     assert_eq!(&out[L4..L4 + 2], &[3, 0]);
@@ -1363,24 +1379,26 @@ fn icmp6_time_exceeded_from_router(hook: Hook) {
 fn icmp6_error_about_reply_goes_to_backend(hook: Hook) {
     let mut h = harness(hook);
     clusterip_flow(&mut h);
-    let as_seen = tcp6(SVC, CLIENT, SYN | ACK).build();
-    let as_sent = tcp6(BE1, CLIENT, SYN | ACK).build();
-    let input = icmp6_frame(
+    let as_seen = tcp(SVC, CLIENT, SYN | ACK).build();
+    let as_sent = tcp(BE1, CLIENT, SYN | ACK).build();
+    let input = icmp(
         ROUTER,
         VIP,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&as_seen, 8),
-    );
-    let want = icmp6_frame(
+        &quote(&as_seen, 8),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         BE1.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&as_sent, 8),
-    );
+        &quote(&as_sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (ROUTER, BE1.0, BE1, CLIENT));
     assert_counters(&h, &[]);
@@ -1392,24 +1410,26 @@ fn icmp6_error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
     let mut h = harness(hook);
     let (_, natted) = nodeport_flow(&mut h);
     let p = snat_port(&natted);
-    let as_seen = tcp6(NODE_PORT, EXT, SYN | ACK).build();
-    let as_sent = tcp6(BE1, (NODE, p), SYN | ACK).build();
-    let input = icmp6_frame(
+    let as_seen = tcp(NODE_PORT, EXT, SYN | ACK).build();
+    let as_sent = tcp(BE1, (NODE, p), SYN | ACK).build();
+    let input = icmp(
         EXT.0,
         NODE,
         ICMP6_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote6(&as_seen, 8),
-    );
-    let want = icmp6_frame(
+        &quote(&as_seen, 8),
+    )
+    .build();
+    let want = icmp(
         EXT.0,
         BE1.0,
         ICMP6_DEST_UNREACH,
         CODE_PORT_UNREACH,
         [0; 4],
-        &quote6(&as_sent, 8),
-    );
+        &quote(&as_sent, 8),
+    )
+    .build();
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (EXT.0, BE1.0, BE1, (NODE, p)));
 }
@@ -1419,50 +1439,44 @@ fn icmp6_error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
 fn icmp6_untranslated_is_untouched(hook: Hook) {
     let mut h = harness(hook);
     let (_sent, natted) = clusterip_flow(&mut h);
-    let q = quote6(&natted, 8);
-    let ptb = |q: &[u8]| icmp6_frame(ROUTER, CLIENT.0, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, q);
+    let q = quote(&natted, 8);
+    let ptb = |q: &[u8]| icmp(ROUTER, CLIENT.0, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, q).build();
     let mut bad_version = q.clone();
     bad_version[0] = 0x40;
-    let mut with_hbh = tcp6(CLIENT, BE1, SYN).hop_by_hop().build()[IP6..].to_vec();
+    let mut with_hbh = tcp(CLIENT, BE1, SYN).hop_by_hop().build()[IP6..].to_vec();
     with_hbh.truncate(40 + 16);
-    let outer_hbh = {
-        // The error behind a hop-by-hop header: the outer next header is not ICMPv6.
-        let mut m = vec![ICMP6_PACKET_TOO_BIG, 0, 0, 0];
-        m.extend(MTU_1280);
-        m.extend(&q);
-        let c = csum6(&ROUTER, &CLIENT.0, IPPROTO_ICMPV6, &m);
-        m[2..4].copy_from_slice(&c.to_be_bytes());
-        let mut payload = vec![IPPROTO_ICMPV6, 0, 1, 4, 0, 0, 0, 0];
-        payload.extend(m);
-        frame6(0x6000_0000, 64, NH_HOP_BY_HOP, &ROUTER, &CLIENT.0, &payload)
-    };
+    // The error behind a hop-by-hop header: the outer next header is not ICMPv6.
+    let outer_hbh = icmp(ROUTER, CLIENT.0, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, &q)
+        .hop_by_hop()
+        .build();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "echo request quoting a NATed packet",
-            icmp6_frame(
+            icmp(
                 CLIENT.0,
                 BE1.0,
                 ICMP6_ECHO_REQUEST,
                 0,
                 [0x12, 0x34, 0, 1],
                 &q,
-            ),
+            )
+            .build(),
         ),
         (
             "echo reply",
-            icmp6_frame(BE1.0, CLIENT.0, 129, 0, [0x12, 0x34, 0, 1], &q),
+            icmp(BE1.0, CLIENT.0, 129, 0, [0x12, 0x34, 0, 1], &q).build(),
         ),
         (
             "parameter problem",
-            icmp6_frame(ROUTER, CLIENT.0, ICMP6_PARAM_PROBLEM, 0, [0, 0, 0, 6], &q),
+            icmp(ROUTER, CLIENT.0, ICMP6_PARAM_PROBLEM, 0, [0, 0, 0, 6], &q).build(),
         ),
         (
             "no conntrack entry (other client port)",
-            ptb(&quote6(&tcp6((CLIENT.0, 40001), BE1, SYN).build(), 8)),
+            ptb(&quote(&tcp((CLIENT.0, 40001), BE1, SYN).build(), 8)),
         ),
         (
             "no conntrack entry (other backend)",
-            ptb(&quote6(&tcp6(CLIENT, BE2, SYN).build(), 8)),
+            ptb(&quote(&tcp(CLIENT, BE2, SYN).build(), 8)),
         ),
         ("quoted version 4", ptb(&bad_version)),
         ("quoted hop-by-hop header before TCP", ptb(&with_hbh)),
@@ -1500,51 +1514,55 @@ fn icmp6_untranslated_is_untouched(hook: Hook) {
 fn icmp6_quote_truncated_by_payload_length_is_untouched(hook: Hook) {
     let mut h = harness(hook);
     let (sent, natted) = clusterip_flow(&mut h);
-    let q = quote6(&natted, 8);
-    let mut input = icmp6_frame(
+    let q = quote(&natted, 8);
+    let mut input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
         &q[..40],
-    );
+    )
+    .build();
     input.extend(&q[40..48]);
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, h.hook.pass(), "verdict");
     assert_frame_eq(&out, &input);
     // 2 of the 4 port bytes inside the datagram.
-    let mut input = icmp6_frame(
+    let mut input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
         &q[..42],
-    );
+    )
+    .build();
     input.extend(&q[42..48]);
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, h.hook.pass(), "verdict");
     assert_frame_eq(&out, &input);
 
     // Both ports inside: translated; the trailer is left as it was.
-    let mut input = icmp6_frame(
+    let mut input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
         &q[..44],
-    );
+    )
+    .build();
     input.extend(&q[44..48]);
-    let mut want = icmp6_frame(
+    let mut want = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&sent, 4),
-    );
+        &quote(&sent, 4),
+    )
+    .build();
     want.extend(&q[44..48]);
     assert_translated(&mut h, &input, &want);
 }
@@ -1590,22 +1608,24 @@ fn tc_egress_translates_packet_too_big() {
     let (sent, natted) = clusterip_flow(&mut h);
     let ct = sorted_ct(&mut h);
     let n = natted.len() - L4;
-    let input = icmp6_frame(
+    let input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&natted, n),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, n),
+    )
+    .build();
+    let want = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
         &client_quote(&sent, &natted, n),
-    );
+    )
+    .build();
     let (verdict, out) = run_egress(&h, &input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
@@ -1617,17 +1637,18 @@ fn tc_egress_translates_packet_too_big() {
     for (name, f) in [
         (
             "echo",
-            icmp6_frame(
+            icmp(
                 CLIENT.0,
                 BE1.0,
                 ICMP6_ECHO_REQUEST,
                 0,
                 [0, 1, 0, 1],
-                &quote6(&natted, 8),
-            ),
+                &quote(&natted, 8),
+            )
+            .build(),
         ),
-        ("TCP to the VIP", tcp6((CLIENT.0, 40005), SVC, SYN).build()),
-        ("a flow's reply", tcp6(BE1, CLIENT, SYN | ACK).build()),
+        ("TCP to the VIP", tcp((CLIENT.0, 40005), SVC, SYN).build()),
+        ("a flow's reply", tcp(BE1, CLIENT, SYN | ACK).build()),
     ] {
         let (verdict, out) = run_egress(&h, &f);
         assert_eq!(verdict, TC_NEXT, "{name}: verdict");
@@ -1648,22 +1669,24 @@ fn tc_egress_translates_masqueraded_error() {
     let mut h = Harness::tc();
     load_egress(&mut h);
     let (sent, natted) = nodeport_flow(&mut h);
-    let input = icmp6_frame(
+    let input = icmp(
         BE1.0,
         NODE,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&natted, 8),
-    );
-    let want = icmp6_frame(
+        &quote(&natted, 8),
+    )
+    .build();
+    let want = icmp(
         NODE,
         EXT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
-        &quote6(&sent, 8),
-    );
+        &quote(&sent, 8),
+    )
+    .build();
     let (verdict, out) = run_egress(&h, &input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
@@ -1677,15 +1700,16 @@ fn tc_egress_quote_truncated_by_payload_length_is_untouched() {
     let mut h = Harness::tc();
     load_egress(&mut h);
     let (_sent, natted) = clusterip_flow(&mut h);
-    let q = quote6(&natted, 8);
-    let mut input = icmp6_frame(
+    let q = quote(&natted, 8);
+    let mut input = icmp(
         ROUTER,
         CLIENT.0,
         ICMP6_PACKET_TOO_BIG,
         0,
         MTU_1280,
         &q[..40],
-    );
+    )
+    .build();
     input.extend(&q[40..48]);
     let (verdict, out) = run_egress(&h, &input);
     assert_eq!(verdict, TC_NEXT, "verdict");
@@ -1719,10 +1743,10 @@ fn xdp_forward_back_out_of_ingress_interface() {
     h.ip("-6 neigh add fd00:99::2 lladdr 02:00:00:00:00:fd dev pod0 nud permanent");
     h.ingress = Some(h.ifindex("up0"));
     h.set_config6(NODE4, NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
-    h.add_frontend6(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
+    h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
 
     // No route to the backend yet: NATed and passed.
-    let syn = tcp6(EXT, NODE_PORT, SYN).tcp_opts(&MSS);
+    let syn = tcp(EXT, NODE_PORT, SYN).tcp_opts(&MSS);
     let (verdict, out) = h.run(&syn.build());
     assert_eq!(verdict, XDP_PASS, "no route");
     let p = snat_port(&out);
@@ -1732,7 +1756,7 @@ fn xdp_forward_back_out_of_ingress_interface() {
     // Route back out of up0: transmitted from XDP.
     h.ip("-6 route add fd00:244::/64 via fd00:77::fe dev up0");
     let tx_frame = |p: &Pkt6| {
-        let mut f = p.clone().hop(p.hop - 1).build();
+        let mut f = p.clone().ttl(p.ttl - 1).build();
         f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
         f
@@ -1743,26 +1767,26 @@ fn xdp_forward_back_out_of_ingress_interface() {
     verify6(&out);
     assert_eq!(out[IP6_HOP], 63, "hop limit - 1");
     for hop in [2, 255, 128] {
-        let s = syn.clone().hop(hop);
+        let s = syn.clone().ttl(hop);
         let (verdict, out) = h.run(&s.build());
         assert_eq!(verdict, XDP_TX, "hop limit {hop}");
-        assert_frame_eq(&out, &tx_frame(&natted.clone().hop(hop)));
+        assert_frame_eq(&out, &tx_frame(&natted.clone().ttl(hop)));
         verify6(&out);
     }
     // Hop limit 1: left to the stack (time exceeded).
-    let s1 = syn.clone().hop(1);
+    let s1 = syn.clone().ttl(1);
     let (verdict, out) = h.run(&s1.build());
     assert_eq!(verdict, XDP_PASS, "hop limit 1");
-    assert_frame_eq(&out, &natted.clone().hop(1).build());
+    assert_frame_eq(&out, &natted.clone().ttl(1).build());
     // Larger than up0's MTU (1500): left to the stack (packet too big).
-    let big = tcp6(EXT, NODE_PORT, ACK).payload(&[0x5a; 1500]);
+    let big = tcp(EXT, NODE_PORT, ACK).payload(&[0x5a; 1500]);
     let (verdict, out) = h.run(&big.build());
     assert_eq!(verdict, XDP_PASS, "over the MTU");
     assert_frame_eq(&out, &big.clone().src((NODE, p)).dst(BE1).build());
 
     // The reply from the backend (on another node behind up0) goes to the client, which is
     // on up0's own prefix: no neighbour entry yet -> passed; then transmitted.
-    let r = tcp6(BE1, (NODE, p), SYN | ACK);
+    let r = tcp(BE1, (NODE, p), SYN | ACK);
     let (verdict, out) = h.run(&r.build());
     assert_eq!(verdict, XDP_PASS, "client without neighbour entry");
     assert_frame_eq(&out, &r.clone().src(NODE_PORT).dst(EXT).build());
@@ -1794,7 +1818,7 @@ fn checksum_helpers_self_test() {
     // A UDP datagram fe80::1:1234 -> fe80::2:80, "abc", computed independently (Python).
     let src = ip6([0xfe80, 0, 0, 0, 0, 0, 0, 1]);
     let dst = ip6([0xfe80, 0, 0, 0, 0, 0, 0, 2]);
-    let f = udp6((src, 0x1234), (dst, 80)).payload(b"abc").build();
+    let f = udp((src, 0x1234), (dst, 80)).payload(b"abc").build();
     assert_eq!(
         be16(&f, L4 + 6),
         KNOWN_UDP_CSUM,
@@ -1805,8 +1829,8 @@ fn checksum_helpers_self_test() {
         [0, 0, 0, 11, 0, 0, 0, PROTO_UDP]
     );
     for p in [
-        tcp6(CLIENT, SVC, SYN).payload(b"abc"),
-        udp6(CLIENT, DNS_SVC).payload(b"abc"),
+        tcp(CLIENT, SVC, SYN).payload(b"abc"),
+        udp(CLIENT, DNS_SVC).payload(b"abc"),
     ] {
         let f = p.build();
         verify6(&f);
@@ -1823,7 +1847,7 @@ fn checksum_helpers_self_test() {
         g[IP6_PLEN + 1] += 1;
         assert!(checksums6(&g).is_err(), "length not covered");
     }
-    let e = icmp6_frame(ROUTER, CLIENT.0, 2, 0, MTU_1280, b"quoted");
+    let e = icmp(ROUTER, CLIENT.0, 2, 0, MTU_1280, b"quoted").build();
     verify6(&e);
     let mut g = e.clone();
     g[IP6_SRC] ^= 0x80;

@@ -360,7 +360,7 @@ fn malformed_packets_pass_unchanged() {
         f[12..14].copy_from_slice(&t.to_be_bytes());
         f
     };
-    let ihl15 = patch_ip(syn.clone(), |ip| {
+    let ihl15 = patch(syn.clone(), |ip| {
         ip[0] = 0x4f;
         ip[2..4].copy_from_slice(&80u16.to_be_bytes());
     });
@@ -368,7 +368,7 @@ fn malformed_packets_pass_unchanged() {
         // 60 bytes of header present (40 of them options), no room for TCP after them.
         let mut f = ihl15[..34].to_vec();
         f.extend([1u8; 40]);
-        patch_ip(f, |_| {})
+        patch(f, |_| {})
     };
     let arp = {
         let mut f = ethertype(&syn[..14], 0x0806);
@@ -392,30 +392,27 @@ fn malformed_packets_pass_unchanged() {
         ("19 bytes of TCP", cut_l4(&syn, 19)),
         ("4 bytes of UDP", cut_l4(&dns, 4)),
         ("7 bytes of UDP", cut_l4(&dns, 7)),
-        ("IHL=3", patch_ip(syn.clone(), |ip| ip[0] = 0x43)),
-        ("IHL=0", patch_ip(syn.clone(), |ip| ip[0] = 0x40)),
+        ("IHL=3", patch(syn.clone(), |ip| ip[0] = 0x43)),
+        ("IHL=0", patch(syn.clone(), |ip| ip[0] = 0x40)),
         ("IHL=15, frame holds 40 bytes of IP", ihl15),
         ("IHL=15, header present but no TCP", ihl15_no_l4),
         (
             "IHL=15, total length 40",
-            patch_ip(syn.clone(), |ip| ip[0] = 0x4f),
+            patch(syn.clone(), |ip| ip[0] = 0x4f),
         ),
         (
             "total length 19",
-            patch_ip(syn.clone(), |ip| {
+            patch(syn.clone(), |ip| {
                 ip[2..4].copy_from_slice(&19u16.to_be_bytes())
             }),
         ),
-        (
-            "total length 0",
-            patch_ip(dns.clone(), |ip| ip[2..4].fill(0)),
-        ),
+        ("total length 0", patch(dns.clone(), |ip| ip[2..4].fill(0))),
         ("ethertype ARP", arp),
         ("ethertype ARP, IPv4 SYN body", ethertype(&syn, 0x0806)),
         ("ethertype IPv6, IPv4 SYN body", ethertype(&syn, 0x86dd)),
         ("ethertype 802.1Q", ethertype(&syn, 0x8100)),
-        ("IP version 6", patch_ip(syn.clone(), |ip| ip[0] = 0x65)),
-        ("IP version 0", patch_ip(syn.clone(), |ip| ip[0] = 0x05)),
+        ("IP version 6", patch(syn.clone(), |ip| ip[0] = 0x65)),
+        ("IP version 0", patch(syn.clone(), |ip| ip[0] = 0x05)),
         (
             "TCP, MF set",
             tcp(CLIENT, (VIP, 80), SYN).frag(0x2000).build(),
@@ -433,10 +430,7 @@ fn malformed_packets_pass_unchanged() {
             "UDP, MF + offset",
             udp(CLIENT, (VIP, 53)).frag(0x2001).build(),
         ),
-        (
-            "other protocol (ICMP)",
-            patch_ip(syn.clone(), |ip| ip[9] = 1),
-        ),
+        ("other protocol (ICMP)", patch(syn.clone(), |ip| ip[9] = 1)),
     ];
     let mut failures = Vec::new();
     for (name, input) in &cases {

@@ -53,7 +53,7 @@ const CRC: [usize; 4] = [42, 43, 44, 45];
 const MAX_SCTP_LEN: usize = 2048;
 
 // ---------------------------------------------------------------------------------------------
-// Independent CRC32c (Castagnoli): `crc32c`/`sctp_crc` from `podlb::testrun`, checked here
+// Independent CRC32c (Castagnoli): `crc32c`/`sctp_crc` from `testkit::frame`, checked here
 // against the RFC 3720 vectors.
 
 #[test]
@@ -112,7 +112,7 @@ const NO_SNAT: Addr = ([0; 4], 0);
 /// Runs `p` and expects it NATed into exactly `want` (built from scratch: fresh IPv4 checksum
 /// and CRC32c), with a CRC32c that also verifies independently. Returns (input, output).
 #[track_caller]
-fn assert_nat(h: &Harness, p: &Sctp, want: &Sctp) -> (Vec<u8>, Vec<u8>) {
+fn assert_nat(h: &Harness, p: &Pkt, want: &Pkt) -> (Vec<u8>, Vec<u8>) {
     let input = p.build();
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, h.hook.nat(), "verdict");
@@ -133,103 +133,7 @@ fn assert_changed_only(input: &[u8], out: &[u8], allowed: &[&[usize]]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Packet builder: Ethernet + IPv4 (+ options) + SCTP common header + chunks, with a correct IPv4
-// header checksum and CRC32c.
-
-#[derive(Clone, Debug)]
-struct Sctp {
-    src: Addr,
-    dst: Addr,
-    vtag: u32,
-    chunks: Vec<u8>,
-    ip_opts: Vec<u8>,
-    /// XORed into the CRC32c after it is computed (0: a correct CRC).
-    crc_xor: u32,
-    /// Bytes after the IPv4 datagram (Ethernet padding), not counted in its total length.
-    trailer: Vec<u8>,
-}
-
-fn sctp(src: Addr, dst: Addr, vtag: u32, chunks: Vec<u8>) -> Sctp {
-    Sctp {
-        src,
-        dst,
-        vtag,
-        chunks,
-        ip_opts: vec![],
-        crc_xor: 0,
-        trailer: vec![],
-    }
-}
-
-impl Sctp {
-    fn src(self, src: Addr) -> Self {
-        Self { src, ..self }
-    }
-    fn dst(self, dst: Addr) -> Self {
-        Self { dst, ..self }
-    }
-    fn ip_opts(self, o: &[u8]) -> Self {
-        assert!(o.len().is_multiple_of(4) && o.len() <= 40);
-        Self {
-            ip_opts: o.to_vec(),
-            ..self
-        }
-    }
-    fn corrupt(self, crc_xor: u32) -> Self {
-        Self { crc_xor, ..self }
-    }
-    fn trailer(self, t: &[u8]) -> Self {
-        Self {
-            trailer: t.to_vec(),
-            ..self
-        }
-    }
-
-    /// The SCTP packet: common header (checksum filled in) + chunks.
-    fn l4(&self) -> Vec<u8> {
-        let mut l4 = Vec::new();
-        l4.extend(self.src.1.to_be_bytes());
-        l4.extend(self.dst.1.to_be_bytes());
-        l4.extend(self.vtag.to_be_bytes());
-        l4.extend([0; 4]);
-        l4.extend(&self.chunks);
-        let c = crc32c(&l4) ^ self.crc_xor;
-        l4[8..12].copy_from_slice(&c.to_le_bytes());
-        l4
-    }
-
-    fn build(&self) -> Vec<u8> {
-        frame(
-            &self.l4(),
-            self.src.0,
-            self.dst.0,
-            &self.ip_opts,
-            &self.trailer,
-        )
-    }
-}
-
-/// Ethernet + IPv4 (DF, proto 132) around `l4`, then `trailer` outside the datagram.
-fn frame(l4: &[u8], src: [u8; 4], dst: [u8; 4], ip_opts: &[u8], trailer: &[u8]) -> Vec<u8> {
-    let hlen = 20 + ip_opts.len();
-    let mut f = vec![
-        0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x05, 0x08, 0x00,
-    ];
-    f.push(0x40 | (hlen / 4) as u8);
-    f.push(0); // TOS
-    f.extend(((hlen + l4.len()) as u16).to_be_bytes());
-    f.extend(0x1c46u16.to_be_bytes()); // id
-    f.extend(0x4000u16.to_be_bytes()); // DF
-    f.extend([64, PROTO_SCTP, 0, 0]); // TTL, protocol, checksum
-    f.extend(src);
-    f.extend(dst);
-    f.extend(ip_opts);
-    let c = !fold(sum16(&f[14..14 + hlen]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f.extend(l4);
-    f.extend(trailer);
-    f
-}
+// Chunks (the frames around them come from `testkit::frame::sctp`).
 
 /// INIT (type 1, flags 0, length 20): initiate tag, a_rwnd, outbound and inbound streams,
 /// initial TSN.
@@ -279,41 +183,6 @@ fn data_chunk(tsn: u32, payload: &[u8], pad: bool) -> Vec<u8> {
 /// A payload of `n` recognisable bytes.
 fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + n) as u8 ^ 0xa5).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Independent checks.
-
-/// The SCTP packet inside frame `f` (its length from the IPv4 total length, so Ethernet
-/// padding is left out), after checking the IPv4 header and its checksum.
-fn sctp_of(f: &[u8]) -> Result<&[u8], String> {
-    let (hlen, tot) = ipv4_lengths(f, 12)?;
-    if f[23] != PROTO_SCTP {
-        return Err(format!("protocol {}, not SCTP", f[23]));
-    }
-    Ok(&f[14 + hlen..14 + tot])
-}
-
-/// Checks the IPv4 header checksum and the SCTP CRC32c of `f` from scratch; returns the CRC.
-#[track_caller]
-fn verify_sctp(f: &[u8]) -> u32 {
-    let l4 = sctp_of(f).unwrap_or_else(|e| panic!("{e}\nframe: {}", hex(f)));
-    let stored = u32::from_le_bytes(l4[8..12].try_into().unwrap());
-    let want = sctp_crc(l4);
-    assert_eq!(
-        stored,
-        want,
-        "SCTP CRC32c: stored {stored:#010x}, computed {want:#010x} over {} bytes\nframe: {}",
-        l4.len(),
-        hex(f)
-    );
-    stored
-}
-
-/// The CRC32c field of the SCTP packet in `f`, as stored.
-fn crc_field(f: &[u8]) -> u32 {
-    let l4 = sctp_of(f).unwrap();
-    u32::from_le_bytes(l4[8..12].try_into().unwrap())
 }
 
 /// One `#[test]` per hook for each scenario: `name::tc` and `name::xdp`.
@@ -701,13 +570,13 @@ fn corrupted_input_crc_is_recomputed(hook: Hook) {
 fn truncated_sctp_passes_unchanged(hook: Hook) {
     let mut h = Harness::new(hook, "sctp");
     h.cluster_ip(SVC, &[BE]);
-    let full = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).l4();
+    let full = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).build();
     // Datagrams with 8 and 11 bytes of SCTP (total length consistent).
     for n in [8, 11] {
-        assert_untouched(&h, &frame(&full[..n], CLIENT.0, SVC.0, &[], &[]));
+        assert_untouched(&h, &cut_l4(&full, n));
     }
     // The same, padded to the Ethernet minimum: the total length still says it is short.
-    assert_untouched(&h, &frame(&full[..8], CLIENT.0, SVC.0, &[], &[0; 18]));
+    assert_untouched(&h, &[cut_l4(&full, 8), vec![0; 18]].concat());
     // A frame cut after 8 bytes of SCTP while the IPv4 total length claims the whole INIT.
     let cut = sctp(CLIENT, SVC, 0, init_chunk(ITAG_CLIENT)).build()[..14 + 20 + 8].to_vec();
     assert_untouched(&h, &cut);

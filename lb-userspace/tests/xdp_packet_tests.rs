@@ -278,7 +278,7 @@ fn xdp_malformed_packets_pass_unchanged() {
     let ihl15_no_l4 = {
         let mut f = syn[..34].to_vec();
         f.extend([1u8; 40]);
-        patch_ip(f, |ip| {
+        patch(f, |ip| {
             ip[0] = 0x4f;
             ip[2..4].copy_from_slice(&60u16.to_be_bytes());
         })
@@ -293,22 +293,22 @@ fn xdp_malformed_packets_pass_unchanged() {
         ("8 bytes of TCP + padding to 60", pad60(cut_l4(&syn, 8))),
         ("4 bytes of UDP", cut_l4(&dns, 4)),
         ("4 bytes of UDP + padding to 60", pad60(cut_l4(&dns, 4))),
-        ("IHL=3", patch_ip(syn.clone(), |ip| ip[0] = 0x43)),
-        ("IHL=0", patch_ip(syn.clone(), |ip| ip[0] = 0x40)),
+        ("IHL=3", patch(syn.clone(), |ip| ip[0] = 0x43)),
+        ("IHL=0", patch(syn.clone(), |ip| ip[0] = 0x40)),
         (
             "IHL=15, total length 40",
-            patch_ip(syn.clone(), |ip| ip[0] = 0x4f),
+            patch(syn.clone(), |ip| ip[0] = 0x4f),
         ),
         ("IHL=15, header present but no TCP", ihl15_no_l4),
         (
             "total length 19",
-            patch_ip(syn.clone(), |ip| {
+            patch(syn.clone(), |ip| {
                 ip[2..4].copy_from_slice(&19u16.to_be_bytes())
             }),
         ),
         (
             "IP version 6 in an IPv4 frame",
-            patch_ip(syn.clone(), |ip| ip[0] = 0x65),
+            patch(syn.clone(), |ip| ip[0] = 0x65),
         ),
         ("TCP, MF set", tcp(EXT, NODE_PORT, SYN).frag(0x2000).build()),
         (
@@ -327,10 +327,7 @@ fn xdp_malformed_packets_pass_unchanged() {
             "UDP, MF + offset",
             udp(EXT, (NODE, 30053)).payload(b"q").frag(0x2001).build(),
         ),
-        (
-            "other protocol (ICMP)",
-            patch_ip(syn.clone(), |ip| ip[9] = 1),
-        ),
+        ("other protocol (ICMP)", patch(syn.clone(), |ip| ip[9] = 1)),
     ];
     let mut failures = Vec::new();
     for (name, input) in &cases {
@@ -550,7 +547,7 @@ fn xdp_ipv4_options_to_nodeport() {
     for (name, p, be) in cases {
         let (verdict, out) = h.run(&p.build());
         assert_eq!(verdict, XDP_PASS, "{name}");
-        let off = 14 + 20 + p.ip_opts.len();
+        let off = 14 + 20 + p.ip.opts.len();
         let sp = be16(&out, off);
         assert!(
             (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&sp),
@@ -631,7 +628,7 @@ fn xdp_forward_back_out_of_ingress_interface() {
     hdr[4..6].fill(0);
     hdr[10..12].fill(0);
     let id = (0xffff - fold(sum16(&hdr))).to_be_bytes();
-    let set_id = |f: Vec<u8>| patch_ip(f, |ip| ip[4..6].copy_from_slice(&id));
+    let set_id = |f: Vec<u8>| patch(f, |ip| ip[4..6].copy_from_slice(&id));
     let (verdict, out) = h.run(&set_id(syn.build()));
     assert_eq!(verdict, XDP_TX);
     verify_checksums(&out);

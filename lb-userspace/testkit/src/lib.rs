@@ -5,8 +5,12 @@
 //!   the YAML they are fed.
 //! - [`apiserver`]: a stand-in for the Kubernetes API server (list/watch of Services,
 //!   EndpointSlices and Nodes), for the `kubernetes` source.
+//! - [`frame`]: the one frame builder (IPv4, IPv6; TCP, UDP, SCTP, ICMP, ICMPv6) for
+//!   BPF_PROG_TEST_RUN, the replies the programs must send, and independent checksum and CRC32c
+//!   verifiers.
 //! - [`rng`]: the one seeded pseudo-random generator of the tests and the bench.
 pub mod apiserver;
+pub mod frame;
 pub mod rng;
 pub mod testbed;
 

@@ -3,4 +3,3 @@
 
 pub mod e2e;
 pub mod packet;
-pub mod packet6;

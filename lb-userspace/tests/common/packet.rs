@@ -1,7 +1,8 @@
 //! Shared by the BPF_PROG_TEST_RUN packet tests (`packet_tests.rs`, `xdp_packet_tests.rs`,
-//! `sctp_packet_tests.rs`): the harness (one loaded TC or XDP program and its maps). The
-//! Ethernet + IPv4 + TCP/UDP frame builder and the independent checksum arithmetic and
-//! verifiers are in `podlb::testrun` (re-exported here), which the bench uses too.
+//! `sctp_packet_tests.rs`, `icmp_packet_tests.rs`, `ipv6_packet_tests.rs`): the harness (one
+//! loaded TC or XDP program and its maps, filled for either family). The frame builder and
+//! the independent checksum arithmetic and verifiers are in `testkit::frame` (re-exported
+//! here), which the bench uses too.
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -11,10 +12,10 @@ use aya::{
 use lb_common::*;
 use podlb::datapath::EBPF_OBJECT;
 use testkit::testbed::{require_root, Netns};
-// The frame builder and checksum verifiers live in the library, for the bench too.
-pub use podlb::testrun::*;
+// The frame builder and checksum verifiers live in the test kit, for the bench too.
+pub use testkit::frame::*;
 // The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
-pub use podlb::testrun::Addr;
+pub use testkit::frame::Addr;
 
 /// `TC_NEXT` (-1) as the kernel reports it.
 pub const TC_NEXT: u32 = u32::MAX;
@@ -191,24 +192,24 @@ impl Harness {
         m.set(id, b, 0).unwrap();
     }
 
-    pub fn new_backend(&mut self, (addr, port): Addr, proto: u8) -> u32 {
+    /// Adds a backend of either family; returns its id.
+    pub fn new_backend<A: Ip>(&mut self, (addr, port): (A, u16), proto: u8) -> u32 {
         let id = self.next_backend;
         self.next_backend += 1;
         let b = Backend {
-            addr: addr4(addr),
+            addr: addr.map_addr(),
             port,
             proto,
-            family: FAMILY_V4,
+            family: A::FAMILY.number(),
         };
         self.set_backend(id, b);
         id
     }
 
-    /// Writes the slots of `svc_id`, then the frontend `fe` with its count.
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_frontend(
+    /// Writes the slots of `svc_id`, then the frontend `fe` (of either family) with its count.
+    pub fn write_frontend<A: Ip>(
         &mut self,
-        fe: Addr,
+        fe: (A, u16),
         proto: u8,
         svc_id: u32,
         ids: &[u32],
@@ -224,10 +225,10 @@ impl Harness {
             slots.insert(key, Slot { backend_id: *id }, 0).unwrap();
         }
         let key = FrontendKey {
-            addr: addr4(fe.0),
+            addr: fe.0.map_addr(),
             port: fe.1,
             proto,
-            family: FAMILY_V4,
+            family: A::FAMILY.number(),
         };
         let val = Frontend {
             svc_id,
@@ -251,14 +252,14 @@ impl Harness {
         }
     }
 
-    /// Adds backends (with `proto`) and a frontend of `kind` for them, without touching stale
-    /// slots; returns the backend ids (in slot order).
-    pub fn add_frontend(
+    /// Adds backends (with `proto`) and a frontend of `kind` for them (all of one family),
+    /// without touching stale slots; returns the backend ids (in slot order).
+    pub fn add_frontend<A: Ip>(
         &mut self,
-        fe: Addr,
+        fe: (A, u16),
         proto: u8,
         svc_id: u32,
-        backends: &[Addr],
+        backends: &[(A, u16)],
         flags: u16,
         kind: u16,
     ) -> Vec<u32> {
@@ -305,23 +306,35 @@ impl Harness {
         (0..COUNTERS).map(|i| self.counter(i)).collect()
     }
 
+    /// The config with an IPv4 SNAT address only (`[0; 4]` disables SNAT).
     pub fn set_config(&mut self, snat_addr: [u8; 4], snat_port_min: u16, snat_port_max: u16) {
+        self.set_config6(snat_addr, [0; 16], snat_port_min, snat_port_max);
+    }
+
+    /// The config with both SNAT addresses (`[0; 4]` / `[0; 16]` disable SNAT per family).
+    pub fn set_config6(
+        &mut self,
+        snat_addr: [u8; 4],
+        snat_addr6: [u8; 16],
+        snat_port_min: u16,
+        snat_port_max: u16,
+    ) {
         let mut m: Array<_, Config> =
             Array::try_from(self.ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
         let cfg = Config {
             snat_addr,
             snat_port_min,
             snat_port_max,
-            snat_addr6: [0; 16],
+            snat_addr6,
         };
         m.set(0, cfg, 0).unwrap();
     }
 
-    /// Marks `addr` as a ClusterIP (ports it does not expose are rejected).
-    pub fn add_vip(&mut self, addr: [u8; 4]) {
+    /// Marks `addr` (of either family) as a ClusterIP (ports it does not expose are rejected).
+    pub fn add_vip<A: Ip>(&mut self, addr: A) {
         let key = VipKey {
-            addr: addr4(addr),
-            family: FAMILY_V4,
+            addr: addr.map_addr(),
+            family: A::FAMILY.number(),
             pad: [0; 3],
         };
         self.hash::<VipKey, Vip>(MAP_VIPS)
@@ -350,30 +363,40 @@ impl Harness {
     }
 }
 
-pub fn ct_key(src: Addr, dst: Addr, proto: u8) -> CtKey {
+pub fn ct_key<A: Ip>(src: (A, u16), dst: (A, u16), proto: u8) -> CtKey {
     CtKey {
-        saddr: addr4(src.0),
-        daddr: addr4(dst.0),
+        saddr: src.0.map_addr(),
+        daddr: dst.0.map_addr(),
         sport: src.1,
         dport: dst.1,
         proto,
-        family: FAMILY_V4,
+        family: A::FAMILY.number(),
         pad: [0; 2],
     }
 }
 
-/// A conntrack entry; `snat` is `([0; 4], 0)` when the flow is not source-NATed.
-pub fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32, snat: Addr) -> CtEntry {
+/// A conntrack entry; `snat` is `([0; 4], 0)` or [`NO_SNAT6`] when the flow is not
+/// source-NATed.
+pub fn ct_entry<A: Ip>(
+    nat: (A, u16),
+    flags: u32,
+    svc_id: u32,
+    backend_id: u32,
+    snat: (A, u16),
+) -> CtEntry {
     CtEntry {
-        nat_addr: addr4(nat.0),
+        nat_addr: nat.0.map_addr(),
         nat_port: nat.1,
         snat_port: snat.1,
-        snat_addr: addr4(snat.0),
+        snat_addr: snat.0.map_addr(),
         flags,
         svc_id,
         backend_id,
     }
 }
+
+/// The `snat` of an IPv6 conntrack entry whose flow is not source-NATed.
+pub const NO_SNAT6: Addr6 = ([0; 16], 0);
 
 /// Expects exactly these `CNT_*` counters to be non-zero, with these values.
 #[track_caller]

@@ -37,11 +37,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::*;
-use podlb::{
-    datapath::EBPF_OBJECT,
-    testrun::{checksums, tcp, ACK, SYN},
-};
+use podlb::datapath::EBPF_OBJECT;
 use serde_json::json;
+use testkit::frame::{checksums, tcp, Addr, ACK, SYN};
 use testkit::testbed::Netns;
 
 use crate::report::{median, Figure};
@@ -524,7 +522,7 @@ fn pool(services: usize) -> Vec<usize> {
 
 /// Swaps the 5-tuple of a frame built by `tcp()`: the reply a backend sends.
 fn reply_of(out: &[u8], flags: u8) -> Vec<u8> {
-    let src = (
+    let src: Addr = (
         out[30..34].try_into().unwrap(),
         u16::from_be_bytes([out[36], out[37]]),
     );
