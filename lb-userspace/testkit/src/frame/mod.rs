@@ -1,7 +1,7 @@
 //! Test frames for BPF_PROG_TEST_RUN, for the packet tests and the bench: the one frame builder
 //! ([`Pkt`]: Ethernet + IPv4 with options or IPv6 with extension headers, + TCP, UDP, SCTP or
 //! ICMP/ICMPv6, with every checksum filled in), the replies the programs must send ([`rst_for`],
-//! [`icmp_for`]), and the independent checksum arithmetic ([`sum16`], [`csum6`], [`crc32c`]) and
+//! [`icmp_for`]), SCTP chunks ([`init_chunk`], [`data_chunk`]), and the independent checksum arithmetic ([`sum16`], [`csum6`], [`crc32c`]) and
 //! verifiers ([`checksums`], [`checksums6`], [`verify_sctp`]).
 //!
 //! Nothing here calls into the eBPF code's logic: every checksum is computed from scratch, the
@@ -12,11 +12,13 @@
 //! addresses is the family of the frame.
 mod build;
 mod checksum;
+mod chunks;
 mod reply;
 mod verify;
 
 pub use build::*;
 pub use checksum::*;
+pub use chunks::*;
 pub use reply::*;
 pub use verify::*;
 

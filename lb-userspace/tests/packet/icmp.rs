@@ -9,16 +9,11 @@
 //! checksums are also verified independently.
 //! They need root and fail (never skip) without it.
 
-mod common;
-
-use aya::{
-    programs::{ProgramError, SchedClassifier},
-    TestRun, TestRunOptions,
-};
-use common::packet::*;
+use crate::harness::*;
+use testkit::frame::*;
 // The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
-use common::packet::Addr;
 use lb_common::*;
+use testkit::frame::Addr;
 
 const CLIENT: Addr = ([10, 244, 0, 10], 40000);
 /// A router between the client and the backend (it sends the error, it is not NATed).
@@ -118,66 +113,26 @@ fn nodeport_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>, u16) {
 /// Runs `input` and expects it translated into exactly `want` (verdict: NATed, handed on).
 #[track_caller]
 fn assert_translated(h: &mut Harness, input: &[u8], want: &[u8]) -> Vec<u8> {
-    let ct = sorted_ct(h);
+    let ct = h.sorted_conntrack();
     let (verdict, out) = h.run(input);
     assert_eq!(verdict, h.hook.nat(), "verdict");
     assert_frame_eq(&out, want);
     verify_error(&out);
-    assert_eq!(sorted_ct(h), ct, "conntrack changed by an ICMP error");
+    assert_eq!(
+        h.sorted_conntrack(),
+        ct,
+        "conntrack changed by an ICMP error"
+    );
     out
-}
-
-fn sorted_ct(h: &mut Harness) -> Vec<String> {
-    let mut v: Vec<String> = h.conntrack().iter().map(|e| format!("{e:?}")).collect();
-    v.sort();
-    v
-}
-
-// ---------------------------------------------------------------------------------------------
-// The TC egress program, loaded into the harness's `Ebpf` (so it shares the maps).
-
-fn load_egress(h: &mut Harness) {
-    let prog: &mut SchedClassifier = h
-        .ebpf
-        .program_mut(PROG_TC_EGRESS)
-        .expect("program missing")
-        .try_into()
-        .unwrap();
-    prog.load()
-        .expect("loading the TC egress program (verifier)");
-}
-
-fn try_run_egress(h: &Harness, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
-    let prog: &SchedClassifier = h.ebpf.program(PROG_TC_EGRESS).unwrap().try_into().unwrap();
-    let mut out = vec![0u8; frame.len() + 256];
-    let r = prog.test_run(TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ..Default::default()
-    })?;
-    out.truncate(r.data_size_out as usize);
-    Ok((r.return_value, out))
-}
-
-#[track_caller]
-fn run_egress(h: &Harness, frame: &[u8]) -> (u32, Vec<u8>) {
-    try_run_egress(h, frame).expect("BPF_PROG_TEST_RUN (egress)")
 }
 
 // ---------------------------------------------------------------------------------------------
 // Test bodies, run for the TC ingress and the XDP program.
 
-fn harness(hook: Hook) -> Harness {
-    match hook {
-        Hook::Tc => Harness::tc(),
-        Hook::Xdp => Harness::new(Hook::Xdp, "icmp"),
-    }
-}
-
 /// 1. "Fragmentation needed" (MTU 1280) from a router about client -> backend: the quote
 ///    becomes client -> VIP:80; the outer addresses and the MTU are unchanged.
 fn frag_needed_from_router(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     let (syn, natted) = clusterip_flow(&mut h);
     let input = icmp(
         ROUTER,
@@ -214,7 +169,7 @@ fn frag_needed_from_router(hook: Hook) {
 
 /// 2. Port unreachable sent by the backend itself: the error's source becomes the VIP too.
 fn port_unreachable_from_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     let (syn, natted) = clusterip_flow(&mut h);
     let input = icmp(
         BE1.0,
@@ -241,7 +196,7 @@ fn port_unreachable_from_backend(hook: Hook) {
 /// 2b. The same for a UDP flow (VIP:53 -> backend:5353). The quoted UDP checksum is left as it
 ///     was (receivers do not check it), everything else matches the pre-NAT datagram.
 fn udp_port_unreachable_from_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     h.add_frontend((VIP, 53), PROTO_UDP, 2, &[UDP_BE], 0, KIND_CLUSTER_IP);
     let dgram = udp(CLIENT, (VIP, 53)).payload(b"query");
     let sent = dgram.build();
@@ -276,7 +231,7 @@ fn udp_port_unreachable_from_backend(hook: Hook) {
 /// 3. Masqueraded NodePort flow: an error from the backend about NODE:P -> backend, addressed
 ///    to the node, goes to the client from the NodePort address and quotes EXT -> NodePort.
 fn masqueraded_error_from_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     let (syn, natted, _p) = nodeport_flow(&mut h);
     let input = icmp(
         BE1.0,
@@ -304,7 +259,7 @@ fn masqueraded_error_from_backend(hook: Hook) {
 
 /// 3b. Masqueraded flow, error from a router: the source stays, the destination is the client.
 fn masqueraded_error_from_router(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     let (syn, natted, _p) = nodeport_flow(&mut h);
     let input = icmp(
         ROUTER,
@@ -330,7 +285,7 @@ fn masqueraded_error_from_router(hook: Hook) {
 
 /// 4. Time exceeded (TTL 1 ran out at a router) about client -> backend: translated like 1.
 fn time_exceeded_from_router(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     h.add_frontend((VIP, 80), PROTO_TCP, 1, &[BE1], 0, KIND_CLUSTER_IP);
     let syn = tcp(CLIENT, (VIP, 80), SYN).tcp_opts(&MSS).ttl(1);
     let sent = syn.build();
@@ -364,7 +319,7 @@ fn time_exceeded_from_router(hook: Hook) {
 /// 5. Left alone, byte for byte: ICMP that is not an error we translate, errors about no flow
 ///    of ours, and errors we cannot parse safely.
 fn untranslated(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     let (_syn, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
     // An echo whose data looks like the quote of a NATed packet, so only the type protects it.
@@ -460,7 +415,7 @@ fn untranslated(hook: Hook) {
 ///    VIP:80 -> client and answers it (here "fragmentation needed"). It goes to the backend,
 ///    quoting the reply as the backend sent it (BE1 -> client), like conntrack's RELATED.
 fn error_about_reply_goes_to_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     clusterip_flow(&mut h);
     let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
     let as_sent = tcp(BE1, CLIENT, SYN | ACK).build();
@@ -492,7 +447,7 @@ fn error_about_reply_goes_to_backend(hook: Hook) {
 ///     sent BE1 -> NODE:P. The UDP port unreachable the client sends to the node address goes
 ///     to the backend, quoting BE1 -> NODE:P.
 fn error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     let (_, _, p) = nodeport_flow(&mut h);
     let as_seen = tcp(NODE_PORT, EXT, SYN | ACK).build();
     let as_sent = tcp(BE1, (NODE, p), SYN | ACK).build();
@@ -541,8 +496,8 @@ fn xdp_error_about_masqueraded_reply_goes_to_backend() {
 /// On TC egress the error's route is already chosen: an error about a reply is left alone.
 #[test]
 fn tc_egress_leaves_error_about_reply() {
-    let mut h = harness(Hook::Tc);
-    load_egress(&mut h);
+    let mut h = Harness::new(Hook::Tc, "icmp");
+    h.load_egress();
     clusterip_flow(&mut h);
     let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
     let input = icmp(
@@ -554,7 +509,7 @@ fn tc_egress_leaves_error_about_reply() {
         &quote(&as_seen, 8),
     )
     .build();
-    let (verdict, out) = run_egress(&h, &input);
+    let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT);
     assert_eq!(out, input);
 }
@@ -634,9 +589,9 @@ fn xdp_untranslated_icmp_is_untouched() {
 #[test]
 fn tc_egress_translates_frag_needed() {
     let mut h = Harness::tc();
-    load_egress(&mut h);
+    h.load_egress();
     let (syn, natted) = clusterip_flow(&mut h);
-    let ct = sorted_ct(&mut h);
+    let ct = h.sorted_conntrack();
 
     let input = icmp(
         ROUTER,
@@ -656,7 +611,7 @@ fn tc_egress_translates_frag_needed() {
         &quote(&syn, 8),
     )
     .build();
-    let (verdict, out) = run_egress(&h, &input);
+    let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
     verify_error(&out);
@@ -685,12 +640,12 @@ fn tc_egress_translates_frag_needed() {
         ),
         ("a flow's reply", tcp(BE1, CLIENT, SYN | ACK).build()),
     ] {
-        let (verdict, out) = run_egress(&h, &f);
+        let (verdict, out) = h.run_egress(&f);
         assert_eq!(verdict, TC_NEXT, "{name}: verdict");
         assert_frame_eq(&out, &f);
     }
     assert_eq!(
-        sorted_ct(&mut h),
+        h.sorted_conntrack(),
         ct,
         "conntrack changed by the egress program"
     );
@@ -700,7 +655,7 @@ fn tc_egress_translates_frag_needed() {
 #[test]
 fn tc_egress_translates_masqueraded_error() {
     let mut h = Harness::tc();
-    load_egress(&mut h);
+    h.load_egress();
     let (syn, natted, _p) = nodeport_flow(&mut h);
     let input = icmp(
         BE1.0,
@@ -720,7 +675,7 @@ fn tc_egress_translates_masqueraded_error() {
         &quote(&syn, 8),
     )
     .build();
-    let (verdict, out) = run_egress(&h, &input);
+    let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
     verify_error(&out);
@@ -729,7 +684,7 @@ fn tc_egress_translates_masqueraded_error() {
 /// 2c. An SCTP flow (VIP:3868 -> backend:3869): the quote (ports and verification tag; the
 ///     CRC32c is not among the 8 quoted bytes) becomes the client's INIT to the VIP again.
 fn sctp_port_unreachable_from_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     h.add_frontend((VIP, 3868), PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
     let sent = sctp_init(CLIENT, (VIP, 3868));
     let (verdict, natted) = h.run(&sent);
@@ -791,7 +746,7 @@ fn xdp_sctp_port_unreachable_from_backend() {
 ///     checksum does not cover them: the error must be left alone, not translated by reading
 ///     and rewriting the trailer (which also leaves the ICMP checksum wrong).
 fn quote_truncated_by_total_length(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "icmp");
     let (_syn, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
     let mut input = icmp(

@@ -12,19 +12,17 @@
 //! 192.168.79.x (never assigned to an interface).
 //!
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
-//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test service_types_e2e`
-
-mod common;
+//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test e2e -- service_types::`
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use common::e2e::*;
+use crate::support::*;
 use podlb::types::Family;
 use testkit::testbed::manifest::{Service, Slice};
 use testkit::testbed::*;
 
-const WHO: &str = "service_types_e2e";
+const WHO: &str = "e2e::service_types";
 /// The address NodePorts are served on and SNAT uses: `ext0` of the node.
 const NODE_IP: IpAddr = IpAddr::V4(EXT_NODE_IP);
 
@@ -50,8 +48,8 @@ fn slice_yaml(
     s.yaml()
 }
 
-// The bodies of the tests that have an IPv6 twin in `ipv6_e2e.rs` are shared
-// (`common::e2e::scenario`).
+// The bodies of the tests that have an IPv6 twin in `ipv6.rs` are shared
+// (`crate::support::scenario`).
 
 // 1. "should be able to create a functioning NodePort service": an external client reaches
 // node-ip:nodePort; the replies come from node-ip:nodePort; the endpoints are balanced; the

@@ -9,9 +9,8 @@
 //! - Path MTU discovery through a VIP: the backend's host-side link has a smaller MTU, the node
 //!   sends "fragmentation needed" about client -> backend, and only a translated error lets the
 //!   client's TCP shrink its segments and finish the transfer.
-mod common;
 
-use common::e2e::start_agent;
+use crate::support::start_agent;
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},

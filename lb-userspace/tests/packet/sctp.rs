@@ -2,7 +2,7 @@
 //! XDP program (`podlb_xdp_ext`), through BPF_PROG_TEST_RUN.
 //!
 //! This kernel has no SCTP sockets, so SCTP is only tested here, at packet level. The tests use
-//! the approach of `packet_tests.rs` / `xdp_packet_tests.rs`: every test loads its own copy of
+//! the approach of `tc.rs` / `xdp.rs`: every test loads its own copy of
 //! the eBPF object (private maps, nothing pinned), fills the maps, runs hand-built frames and
 //! checks the verdict, the output bytes (byte-exact against a frame built from scratch with
 //! freshly computed checksums), conntrack and counters.
@@ -13,15 +13,14 @@
 //! (bitwise, no table) and self-tested against the RFC 3720 B.4 vectors.
 //!
 //! Every scenario runs once per hook: `<scenario>::tc` and `<scenario>::xdp`. The XDP harness
-//! owns a fresh network namespace (like `xdp_packet_tests.rs`): a NATed packet finds no route
+//! owns a fresh network namespace (like `xdp.rs`): a NATed packet finds no route
 //! there and is `XDP_PASS`ed. They need root and fail (never skip) without it.
 
-mod common;
-
-use common::packet::*;
+use crate::harness::*;
+use testkit::frame::*;
 // The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
-use common::packet::Addr;
 use lb_common::*;
+use testkit::frame::Addr;
 
 const CLIENT: Addr = ([10, 244, 0, 5], 40000);
 const VIP: [u8; 4] = [10, 96, 0, 20];
@@ -82,7 +81,7 @@ fn crc32c_reference_vectors() {
 impl Harness {
     /// Adds an SCTP frontend (slots first, then the frontend with its count); returns the
     /// backend ids.
-    fn add_service(
+    fn add_sctp_frontend(
         &mut self,
         fe: Addr,
         svc_id: u32,
@@ -95,16 +94,16 @@ impl Harness {
 
     /// ClusterIP SCTP Service `fe` -> `backends`, svc_id 1.
     fn cluster_ip(&mut self, fe: Addr, backends: &[Addr]) -> Vec<u32> {
-        self.add_service(fe, SVC_ID, backends, 0, KIND_CLUSTER_IP)
+        self.add_sctp_frontend(fe, SVC_ID, backends, 0, KIND_CLUSTER_IP)
     }
 }
 
 fn ct_key(src: Addr, dst: Addr) -> CtKey {
-    common::packet::ct_key(src, dst, PROTO_SCTP)
+    crate::harness::ct_key(src, dst, PROTO_SCTP)
 }
 
 fn ct_entry(nat: Addr, flags: u32, backend_id: u32, snat: Addr) -> CtEntry {
-    common::packet::ct_entry(nat, flags, SVC_ID, backend_id, snat)
+    crate::harness::ct_entry(nat, flags, SVC_ID, backend_id, snat)
 }
 
 const NO_SNAT: Addr = ([0; 4], 0);
@@ -130,77 +129,6 @@ fn assert_changed_only(input: &[u8], out: &[u8], allowed: &[&[usize]]) {
         c.iter().all(|i| allowed.contains(i)),
         "unexpected bytes changed: {c:?} (allowed {allowed:?})"
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Chunks (the frames around them come from `testkit::frame::sctp`).
-
-/// INIT (type 1, flags 0, length 20): initiate tag, a_rwnd, outbound and inbound streams,
-/// initial TSN.
-fn init_chunk(itag: u32) -> Vec<u8> {
-    let mut c = vec![1, 0];
-    c.extend(20u16.to_be_bytes());
-    c.extend(itag.to_be_bytes());
-    c.extend(106_496u32.to_be_bytes()); // a_rwnd
-    c.extend(10u16.to_be_bytes()); // outbound streams
-    c.extend(65_535u16.to_be_bytes()); // inbound streams
-    c.extend(0x0bad_cafeu32.to_be_bytes()); // initial TSN
-    c
-}
-
-/// INIT-ACK (type 2) with the fixed fields of an INIT and a 16-byte State Cookie parameter.
-fn init_ack_chunk(itag: u32) -> Vec<u8> {
-    let mut c = vec![2, 0];
-    c.extend((20u16 + 20).to_be_bytes());
-    c.extend(itag.to_be_bytes());
-    c.extend(212_992u32.to_be_bytes());
-    c.extend(10u16.to_be_bytes());
-    c.extend(10u16.to_be_bytes());
-    c.extend(0x7e57_0001u32.to_be_bytes());
-    c.extend(7u16.to_be_bytes()); // State Cookie
-    c.extend(20u16.to_be_bytes());
-    c.extend((0..16u8).map(|i| i.wrapping_mul(37) ^ 0x5a));
-    c
-}
-
-/// DATA (type 0, flags B|E, length 16 + payload): TSN, stream id, stream sequence, PPID, the
-/// payload, then zero padding to 4 bytes when `pad` (RFC 9260 requires it; `pad == false` builds
-/// a non-conforming last chunk, to put every byte-tail length in front of the CRC code).
-fn data_chunk(tsn: u32, payload: &[u8], pad: bool) -> Vec<u8> {
-    let mut c = vec![0, 0x03];
-    c.extend(((16 + payload.len()) as u16).to_be_bytes());
-    c.extend(tsn.to_be_bytes());
-    c.extend(1u16.to_be_bytes()); // stream id
-    c.extend((tsn as u16).to_be_bytes()); // stream sequence
-    c.extend(46u32.to_be_bytes()); // PPID (Diameter)
-    c.extend(payload);
-    if pad {
-        c.resize(c.len().next_multiple_of(4), 0);
-    }
-    c
-}
-
-/// A payload of `n` recognisable bytes.
-fn payload(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 + n) as u8 ^ 0xa5).collect()
-}
-
-/// One `#[test]` per hook for each scenario: `name::tc` and `name::xdp`.
-macro_rules! for_both_hooks {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn tc() {
-                    super::$name(super::Hook::Tc)
-                }
-                #[test]
-                fn xdp() {
-                    super::$name(super::Hook::Xdp)
-                }
-            }
-        )*
-    };
 }
 
 for_both_hooks!(
@@ -348,7 +276,7 @@ fn same_port_backend_keeps_crc(hook: Hook) {
 fn snat_frontend_rewrites_source_port_with_valid_crc(hook: Hook) {
     let mut h = Harness::new(hook, "sctp");
     h.set_config(NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
-    let ids = h.add_service(NODE_PORT, SVC_ID, &[BE], FE_SNAT, KIND_NODE_PORT);
+    let ids = h.add_sctp_frontend(NODE_PORT, SVC_ID, &[BE], FE_SNAT, KIND_NODE_PORT);
     let init = sctp(EXT, NODE_PORT, 0, init_chunk(ITAG_CLIENT));
     let input = init.build();
     let (verdict, out) = h.run(&input);
@@ -532,7 +460,7 @@ fn no_backends_answers_icmp_port_unreachable(hook: Hook) {
     assert_counters(&h, &[(CNT_REJECT_NO_BACKEND, 2), (CNT_REJECT_NO_PORT, 1)]);
 
     // Traffic policy Local with no local endpoint: dropped.
-    h.add_service((NODE, 30868), 2, &[], FE_DROP_EMPTY, KIND_NODE_PORT);
+    h.add_sctp_frontend((NODE, 30868), 2, &[], FE_DROP_EMPTY, KIND_NODE_PORT);
     let (verdict, _) = h.run(&sctp(EXT, (NODE, 30868), 0, init_chunk(1)).build());
     assert_eq!(verdict, hook.drop(), "verdict");
     assert_counters(

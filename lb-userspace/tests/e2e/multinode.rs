@@ -18,15 +18,13 @@
 //! 10.244.k.(10+i), ClusterIPs 10.96.0.x.
 //!
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
-//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test multinode_e2e`
+//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test e2e -- multinode::`
 
-mod common;
-
-use common::e2e::scenario;
+use crate::support::scenario;
 use podlb::types::Family;
 use testkit::testbed::PodNetwork;
 
-// The bodies are shared with their IPv6 twins in `ipv6_e2e.rs` (`common::e2e::scenario`).
+// The bodies are shared with their IPv6 twins in `ipv6.rs` (`crate::support::scenario`).
 
 // 1. NodePort on node A with its only endpoint on node B.
 #[test]

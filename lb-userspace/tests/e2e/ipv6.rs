@@ -1,6 +1,6 @@
 //! End-to-end IPv6 and dual-stack Service tests with real traffic (issue 3; contract point 8:
 //! "per family; clusterIPs/externalIPs/sourceRanges/LB ingress filtered per family"). They mirror
-//! the IPv4 tests of `service_e2e.rs`, `service_types_e2e.rs` and `multinode_e2e.rs` (same
+//! the IPv4 tests of `service.rs`, `service_types.rs` and `multinode.rs` (same
 //! scenarios, names prefixed `ipv6_` or `dual_stack_`):
 //!
 //! - IPv6 ClusterIP, TCP and UDP, routed and bridge pod networks; pod-to-pod IPv6 traffic that is
@@ -27,27 +27,25 @@
 //! nodes get Node objects with an InternalIP of each family.
 //!
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
-//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test ipv6_e2e`
-
-mod common;
+//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test e2e -- ipv6::`
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use common::e2e::*;
+use crate::support::*;
 use podlb::types::Family;
 use serde_json::Value;
 use testkit::testbed::manifest::{Service, Slice};
 use testkit::testbed::*;
 
-const WHO: &str = "ipv6_e2e";
+const WHO: &str = "e2e::ipv6";
 const V6: Family = Family::V6;
 
-// The tests with an IPv4 twin in `service_e2e.rs`, `service_types_e2e.rs` or `multinode_e2e.rs`
-// share its body (`common::e2e::scenario`), run here with IPv6.
+// The tests with an IPv4 twin in `service.rs`, `service_types.rs` or `multinode.rs`
+// share its body (`crate::support::scenario`), run here with IPv6.
 
 // =============================================================================================
-// ClusterIP (service_e2e.rs)
+// ClusterIP (service.rs)
 
 // IPv6 ClusterIP from a pod: balanced over the ready endpoints, replies come from [VIP]:port, the
 // server sees the pod's own IPv6 address, a not-ready endpoint (whose server is up) never
@@ -248,7 +246,7 @@ fn dual_stack_nodeport_reachable_from_external_client() {
 }
 
 // =============================================================================================
-// NodePort, externalIPs, LoadBalancer (service_types_e2e.rs)
+// NodePort, externalIPs, LoadBalancer (service_types.rs)
 
 // "should be able to create a functioning NodePort service" over IPv6: the external client
 // reaches [node]:nodePort, replies come from there, the endpoints are balanced, the backends see
@@ -496,7 +494,7 @@ fn ipv6_service_ignores_ipv4_endpointslice() {
 }
 
 // =============================================================================================
-// Two nodes (multinode_e2e.rs): cluster nodes get Node objects with an InternalIP of each family.
+// Two nodes (multinode.rs): cluster nodes get Node objects with an InternalIP of each family.
 
 // IPv6 NodePort on node A (node-0) whose only endpoint is on node B (node-1): masqueraded to A
 // (B's own NodePort to B), TCP and UDP; a persistent connection keeps its backend and SNAT.

@@ -1,8 +1,7 @@
-//! Shared by the BPF_PROG_TEST_RUN packet tests (`packet_tests.rs`, `xdp_packet_tests.rs`,
-//! `sctp_packet_tests.rs`, `icmp_packet_tests.rs`, `ipv6_packet_tests.rs`): the harness (one
-//! loaded TC or XDP program and its maps, filled for either family). The frame builder and
-//! the independent checksum arithmetic and verifiers are in `testkit::frame` (re-exported
-//! here), which the bench uses too.
+//! The harness of the packet tests: one loaded TC or XDP program (and, on demand, the TC
+//! egress program) with its maps, filled for either family, run through BPF_PROG_TEST_RUN; and
+//! the checks of verdicts, conntrack entries and counters. The frames come from
+//! `testkit::frame`.
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -11,11 +10,8 @@ use aya::{
 };
 use lb_common::*;
 use podlb::datapath::EBPF_OBJECT;
+use testkit::frame::{assert_frame_eq, Addr6, Ip};
 use testkit::testbed::{require_root, Netns};
-// The frame builder and checksum verifiers live in the test kit, for the bench too.
-pub use testkit::frame::*;
-// The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
-pub use testkit::frame::Addr;
 
 /// `TC_NEXT` (-1) as the kernel reports it.
 pub const TC_NEXT: u32 = u32::MAX;
@@ -135,18 +131,7 @@ impl Harness {
     /// test run itself.
     pub fn try_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
         match self.hook {
-            Hook::Tc => {
-                let prog: &SchedClassifier =
-                    self.ebpf.program(PROG_TC_POD).unwrap().try_into().unwrap();
-                let mut out = vec![0u8; frame.len() + 256];
-                let r = prog.test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    data_out: Some(&mut out),
-                    ..Default::default()
-                })?;
-                out.truncate(r.data_size_out as usize);
-                Ok((r.return_value, out))
-            }
+            Hook::Tc => tc_test_run(&self.ebpf, PROG_TC_POD, frame),
             Hook::Xdp => {
                 let prog: &Xdp = self.ebpf.program(PROG_XDP_EXT).unwrap().try_into().unwrap();
                 // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
@@ -180,6 +165,30 @@ impl Harness {
     #[track_caller]
     pub fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         self.try_run(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// Loads the TC egress program `podlb_tc_egress` into this harness's `Ebpf` (so it shares
+    /// the maps).
+    pub fn load_egress(&mut self) {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_TC_EGRESS)
+            .expect("program missing")
+            .try_into()
+            .unwrap();
+        prog.load()
+            .expect("loading the TC egress program (verifier)");
+    }
+
+    /// Runs one frame through the TC egress program (see [`Harness::load_egress`]).
+    pub fn try_run_egress(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+        tc_test_run(&self.ebpf, PROG_TC_EGRESS, frame)
+    }
+
+    #[track_caller]
+    pub fn run_egress(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.try_run_egress(frame)
+            .expect("BPF_PROG_TEST_RUN (egress)")
     }
 
     pub fn hash<K: Pod, V: Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
@@ -242,6 +251,20 @@ impl Harness {
             .unwrap();
     }
 
+    /// Writes the slots of `svc_id`, then the ClusterIP frontend `fe` with its count, then
+    /// removes the stale slots (the reconciler's order).
+    pub fn set_frontend<A: Ip>(
+        &mut self,
+        fe: (A, u16),
+        proto: u8,
+        svc_id: u32,
+        ids: &[u32],
+        flags: u16,
+    ) {
+        self.write_frontend(fe, proto, svc_id, ids, flags, KIND_CLUSTER_IP);
+        self.remove_stale_slots(svc_id, ids.len() as u32);
+    }
+
     /// Removes the slots of `svc_id` from `count` on (stops at the first missing one).
     pub fn remove_stale_slots(&mut self, svc_id: u32, count: u32) {
         let mut slots = self.hash::<SlotKey, Slot>(MAP_SLOTS);
@@ -274,6 +297,13 @@ impl Harness {
     pub fn conntrack(&mut self) -> Vec<(CtKey, CtEntry)> {
         let ct = self.hash::<CtKey, CtEntry>(MAP_CONNTRACK);
         let v = ct.iter().map(|r| r.unwrap()).collect();
+        v
+    }
+
+    /// The conntrack entries, printed and sorted: to compare before and after.
+    pub fn sorted_conntrack(&mut self) -> Vec<String> {
+        let mut v: Vec<String> = self.conntrack().iter().map(|e| format!("{e:?}")).collect();
+        v.sort();
         v
     }
 
@@ -397,6 +427,19 @@ pub fn ct_entry<A: Ip>(
 
 /// The `snat` of an IPv6 conntrack entry whose flow is not source-NATed.
 pub const NO_SNAT6: Addr6 = ([0; 16], 0);
+
+/// Runs `frame` through the TC program `name` of `ebpf`: (verdict, output frame).
+fn tc_test_run(ebpf: &Ebpf, name: &str, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+    let prog: &SchedClassifier = ebpf.program(name).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..Default::default()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
+}
 
 /// Expects exactly these `CNT_*` counters to be non-zero, with these values.
 #[track_caller]

@@ -1,8 +1,8 @@
 //! IPv6 packet-level tests of the TC program `podlb_tc_pod`, the XDP program `podlb_xdp_ext`
 //! and the TC egress program `podlb_tc_egress`, through BPF_PROG_TEST_RUN.
 //!
-//! The approach of the IPv4 tests (`packet_tests.rs`, `xdp_packet_tests.rs`,
-//! `sctp_packet_tests.rs`, `icmp_packet_tests.rs`): every test loads its own copy of the eBPF
+//! The approach of the IPv4 tests (`tc.rs`, `xdp.rs`,
+//! `sctp.rs`, `icmp.rs`): every test loads its own copy of the eBPF
 //! object (private maps, nothing pinned), fills the maps with IPv6 state (family
 //! `FAMILY_V6`), runs hand-built Ethernet + IPv6 frames and checks the verdict, the output
 //! bytes (byte-exact against a frame built from scratch with freshly computed checksums, and an
@@ -15,21 +15,16 @@
 //! forwarding test adds routes and neighbours to get `XDP_TX`.
 //! They need root and fail (never skip) without it.
 
-mod common;
-
 use std::{net::Ipv6Addr, ops::Range};
 
-use aya::{
-    programs::{ProgramError, SchedClassifier},
-    TestRun, TestRunOptions,
-};
-use common::packet::{self as p4, *};
+use crate::harness::*;
+use testkit::frame::*;
 
 use lb_common::*;
 
 /// An IPv4 (address, port) pair, for the family-isolation cases.
 #[allow(unused_qualifications)]
-type Addr4 = p4::Addr;
+type Addr4 = testkit::frame::Addr;
 
 const fn ip6(s: [u16; 8]) -> [u8; 16] {
     Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]).octets()
@@ -72,23 +67,9 @@ const SNAT_PORTS: std::ops::RangeInclusive<u16> = SNAT_PORT_MIN..=SNAT_PORT_MAX;
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-fn harness(hook: Hook) -> Harness {
-    match hook {
-        Hook::Tc => Harness::tc(),
-        Hook::Xdp => Harness::new(Hook::Xdp, "v6"),
-    }
-}
-
 /// ClusterIP [fd00:96::10]:80/TCP -> `backends`, svc 1.
 fn web(h: &mut Harness, backends: &[Addr6]) -> Vec<u32> {
     h.add_frontend(SVC, PROTO_TCP, 1, backends, 0, KIND_CLUSTER_IP)
-}
-
-/// Rewrites frontend `fe` of `svc_id` to `ids` as the reconciler does: slots, the frontend
-/// with its count, then the stale slots are removed.
-fn set_frontend6(h: &mut Harness, fe: Addr6, proto: u8, svc_id: u32, ids: &[u32]) {
-    h.write_frontend(fe, proto, svc_id, ids, 0, KIND_CLUSTER_IP);
-    h.remove_stale_slots(svc_id, ids.len() as u32);
 }
 
 /// Runs `p` and expects it NATed (TC: next program; XDP: no route, passed) into exactly
@@ -131,24 +112,6 @@ fn snat_port(out: &[u8]) -> u16 {
     p
 }
 
-/// One `#[test]` per hook for each scenario: `name::tc` and `name::xdp`.
-macro_rules! for_both_hooks {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn tc() {
-                    super::$name(super::Hook::Tc)
-                }
-                #[test]
-                fn xdp() {
-                    super::$name(super::Hook::Xdp)
-                }
-            }
-        )*
-    };
-}
-
 for_both_hooks!(
     clusterip_syn_is_dnatted,
     reply_is_reverse_natted,
@@ -184,7 +147,7 @@ for_both_hooks!(
 ///    hop limit and the Ethernet header are left alone); both conntrack entries are recorded
 ///    with family 6.
 fn clusterip_syn_is_dnatted(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let ids = web(&mut h, &[BE1]);
     let syn = tcp(CLIENT, SVC, SYN)
         .tcp_opts(&MSS)
@@ -217,7 +180,7 @@ fn clusterip_syn_is_dnatted(hook: Hook) {
 /// 2. The backend's reply gets the VIP and Service port back as its source; a packet from
 ///    the backend to another client port is no reply and is left alone.
 fn reply_is_reverse_natted(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     web(&mut h, &[BE1]);
     let syn = tcp(CLIENT, SVC, SYN);
     assert_nat(&h, &syn, &syn.clone().dst(BE1));
@@ -239,13 +202,13 @@ fn reply_is_reverse_natted(hook: Hook) {
 ///    leaves the Service (TCP); a new SYN on the tuple moves to a live backend. Bytes after the datagram (beyond the payload length) are neither
 ///    checksummed nor changed.
 fn established_flow_sticks_to_its_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let ids = web(&mut h, &[BE1]);
     let syn = tcp(CLIENT, SVC, SYN);
     assert_nat(&h, &syn, &syn.clone().dst(BE1));
 
     let id2 = h.new_backend(BE2, PROTO_TCP);
-    set_frontend6(&mut h, SVC, PROTO_TCP, 1, &[ids[0], id2]);
+    h.set_frontend(SVC, PROTO_TCP, 1, &[ids[0], id2], 0);
     let ack = tcp(CLIENT, SVC, ACK).payload(b"data");
     for _ in 0..20 {
         assert_nat(&h, &ack, &ack.clone().dst(BE1));
@@ -258,7 +221,7 @@ fn established_flow_sticks_to_its_backend(hook: Hook) {
     // BE1 leaves as the reconciler removes it: slots first, then the backend entry is zeroed.
     // The established connection stays on BE1 (as with kube-proxy's conntrack); a SYN on the
     // same tuple is a new connection and moves.
-    set_frontend6(&mut h, SVC, PROTO_TCP, 1, &[id2]);
+    h.set_frontend(SVC, PROTO_TCP, 1, &[id2], 0);
     h.set_backend(ids[0], Backend::default());
     assert_nat(&h, &ack, &ack.clone().dst(BE1));
     assert_eq!(
@@ -291,7 +254,7 @@ fn established_flow_sticks_to_its_backend(hook: Hook) {
 ///    non-zero checksum, and so is its reply; a rewrite whose checksum computes to zero is
 ///    sent as 0xffff, never as 0 ("no checksum", invalid over IPv6).
 fn udp_is_dnatted_with_valid_checksum(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let ids = h.add_frontend(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
     let q = udp(CLIENT, DNS_SVC).payload(b"hello");
     let (input, out) = assert_nat(&h, &q, &q.clone().dst(DNS_BE));
@@ -343,44 +306,10 @@ fn udp_is_dnatted_with_valid_checksum(hook: Hook) {
 // ---------------------------------------------------------------------------------------------
 // SCTP.
 
-/// INIT (type 1): initiate tag, a_rwnd, streams, initial TSN.
-fn init_chunk(itag: u32) -> Vec<u8> {
-    let mut c = vec![1, 0, 0, 20];
-    c.extend(itag.to_be_bytes());
-    c.extend(106_496u32.to_be_bytes());
-    c.extend([0, 10, 0xff, 0xff]);
-    c.extend(0x0bad_cafeu32.to_be_bytes());
-    c
-}
-
-/// INIT-ACK (type 2) with a 16-byte State Cookie.
-fn init_ack_chunk(itag: u32) -> Vec<u8> {
-    let mut c = vec![2, 0, 0, 40];
-    c.extend(itag.to_be_bytes());
-    c.extend(212_992u32.to_be_bytes());
-    c.extend([0, 10, 0, 10]);
-    c.extend(0x7e57_0001u32.to_be_bytes());
-    c.extend([0, 7, 0, 20]);
-    c.extend((0..16u8).map(|i| i.wrapping_mul(37) ^ 0x5a));
-    c
-}
-
-/// DATA (type 0, B|E) with `n` payload bytes, padded to 4.
-fn data_chunk(tsn: u32, n: usize) -> Vec<u8> {
-    let mut c = vec![0, 3];
-    c.extend(((16 + n) as u16).to_be_bytes());
-    c.extend(tsn.to_be_bytes());
-    c.extend([0, 1, 0, tsn as u8]);
-    c.extend(46u32.to_be_bytes());
-    c.extend((0..n).map(|i| (i * 7 + n) as u8 ^ 0xa5));
-    c.resize(c.len().next_multiple_of(4), 0);
-    c
-}
-
 /// 5. SCTP over IPv6, DNAT to a backend on another port: the CRC32c is recomputed (and valid),
 ///    for the INIT, DATA of several lengths and the reverse-NATed INIT-ACK.
 fn sctp_port_change_recomputes_crc(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let ids = h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
     let init = sctp(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
     let (input, out) = assert_nat(&h, &init, &init.clone().dst(SCTP_BE));
@@ -395,7 +324,12 @@ fn sctp_port_change_recomputes_crc(hook: Hook) {
         Some(ct_entry(SCTP_SVC, CT_REPLY, 4, ids[0], NO_SNAT6))
     );
     for (tsn, n) in [0, 1, 3, 5, 8, 100, 1000].into_iter().enumerate() {
-        let d = sctp(CLIENT, SCTP_SVC, 0x5e6f_7081, data_chunk(tsn as u32, n));
+        let d = sctp(
+            CLIENT,
+            SCTP_SVC,
+            0x5e6f_7081,
+            data_chunk(tsn as u32, &payload(n), true),
+        );
         let (input, out) = assert_nat(&h, &d, &d.clone().dst(SCTP_BE));
         assert_changed_only(&input, &out, &[DST, DPORT, SCTP_CRC]);
     }
@@ -408,7 +342,7 @@ fn sctp_port_change_recomputes_crc(hook: Hook) {
 
     // The frame ends before the payload length says (chunks cut off): the CRC32c cannot be
     // computed, so the packet is dropped as a NAT error rather than sent with a wrong CRC.
-    let full = sctp(CLIENT, SCTP_SVC, 7, data_chunk(9, 40)).build();
+    let full = sctp(CLIENT, SCTP_SVC, 7, data_chunk(9, &payload(40), true)).build();
     for n in [12, 16, 30] {
         let (verdict, _) = h.run(&full[..L4 + n]);
         assert_eq!(verdict, hook.drop(), "{n} SCTP bytes present: verdict");
@@ -435,13 +369,13 @@ fn sctp_port_change_recomputes_crc(hook: Hook) {
 /// 5b. Backend on the Service port: only addresses change, which the CRC32c does not cover,
 ///     so it stays as it was, both ways.
 fn sctp_address_only_change_keeps_crc(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE_SAME], 0, KIND_CLUSTER_IP);
     let init = sctp(CLIENT, SCTP_SVC, 0, init_chunk(0x1a2b_3c4d));
     let (input, out) = assert_nat(&h, &init, &init.clone().dst(SCTP_BE_SAME));
     assert_changed_only(&input, &out, &[DST]);
     assert_eq!(crc_field6(&out), crc_field6(&input), "CRC32c unchanged");
-    let d = sctp(CLIENT, SCTP_SVC, 9, data_chunk(1, 13));
+    let d = sctp(CLIENT, SCTP_SVC, 9, data_chunk(1, &payload(13), true));
     let (input, out) = assert_nat(&h, &d, &d.clone().dst(SCTP_BE_SAME));
     assert_eq!(crc_field6(&out), crc_field6(&input), "CRC32c unchanged");
     let ack = sctp(SCTP_BE_SAME, CLIENT, 0x1a2b_3c4d, init_ack_chunk(7));
@@ -458,7 +392,7 @@ fn sctp_address_only_change_keeps_crc(hook: Hook) {
 ///    the SNAT range (snat_addr6), recorded in both conntrack directions; the reply is mapped
 ///    back to the client; later packets keep P. UDP too.
 fn nodeport_snat_masquerades_and_reverses(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     h.set_config6(NODE4, NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
     let syn = tcp(EXT, NODE_PORT, SYN).tcp_opts(&MSS).payload(b"x");
@@ -523,7 +457,7 @@ fn nodeport_snat_masquerades_and_reverses(hook: Hook) {
 ///     hairpin flows are DNATed only. Conversely an IPv6 SNAT address does not enable SNAT of
 ///     IPv4 flows.
 fn no_snat_without_snat_addr6(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     h.set_config6(NODE4, [0; 16], SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
     let syn = tcp(EXT, NODE_PORT, SYN);
@@ -569,7 +503,7 @@ fn no_snat_without_snat_addr6(hook: Hook) {
 ///     (counted), the first flow keeps working; the IPv4 family uses the same range
 ///     independently (its reply tuples are other keys).
 fn exhausted_snat_port_range_drops(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     h.set_config6(NODE4, NODE, 61000, 61000);
     h.add_frontend(NODE_PORT, PROTO_TCP, 3, &[BE1], FE_SNAT, KIND_NODE_PORT);
     let a = tcp(EXT, NODE_PORT, SYN);
@@ -604,7 +538,7 @@ fn exhausted_snat_port_range_drops(hook: Hook) {
 /// 7. Hairpin: a pod reaching the ClusterIP whose chosen backend is itself is source-NATed to
 ///    snat_addr6; its reply comes back from the VIP; another pod's flow is DNAT only.
 fn hairpin_is_source_natted(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     h.set_config6(NODE4, NODE, SNAT_PORT_MIN, SNAT_PORT_MAX);
     let ids = web(&mut h, &[BE1]);
     let me: Addr6 = (BE1.0, 45000);
@@ -646,7 +580,7 @@ fn hairpin_is_source_natted(hook: Hook) {
 ///    <RST,ACK> (SYN counts one; bytes after the payload length do not count). A reset is
 ///    never answered.
 fn tcp_to_frontend_without_backends_is_reset(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     web(&mut h, &[]);
     let syn = tcp(CLIENT, SVC, SYN);
     let (seq, ack) = (0x1122_3344u32, 0x5566_7788u32); // what the builder sends
@@ -743,7 +677,7 @@ fn tcp_to_frontend_without_backends_is_reset(hook: Hook) {
 ///     unreachable, port unreachable (type 1, code 4) from the VIP, quoting the original IPv6
 ///     header and the first 8 bytes of its L4 header, with a valid ICMPv6 checksum.
 fn udp_and_sctp_without_backends_get_port_unreachable(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     h.add_frontend(DNS_SVC, PROTO_UDP, 2, &[], 0, KIND_CLUSTER_IP);
     h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[], 0, KIND_CLUSTER_IP);
     let mut n = 0;
@@ -784,7 +718,7 @@ fn udp_and_sctp_without_backends_get_port_unreachable(hook: Hook) {
 /// 8c. A v6 ClusterIP (VipKey family 6) on a port it does not expose is rejected (RST, ICMPv6);
 ///     the exposed port works; an address that is no ClusterIP passes.
 fn unexposed_clusterip_port_is_rejected(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     web(&mut h, &[BE1]);
     h.add_vip(VIP);
     let syn81 = tcp(CLIENT, (VIP, 81), SYN).build();
@@ -811,7 +745,7 @@ fn unexposed_clusterip_port_is_rejected(hook: Hook) {
 
 /// 8d. FE_DROP_EMPTY (traffic policy Local) without backends: dropped, counted.
 fn drop_empty_frontend_drops(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     h.add_frontend(
         NODE_PORT,
         PROTO_TCP,
@@ -844,7 +778,7 @@ fn drop_empty_frontend_drops(hook: Hook) {
 ///    an IPv6 frontend, VIP or conntrack entry stored with the same bytes. A slot naming a
 ///    backend of the other family is never used.
 fn families_are_isolated(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     const VIP4: [u8; 4] = [10, 96, 0, 10];
     let be4: Addr4 = ([10, 244, 0, 11], 8080);
     let client4: Addr4 = ([10, 244, 0, 5], 40000);
@@ -941,7 +875,7 @@ fn families_are_isolated(hook: Hook) {
 ///     frontends for TCP, UDP and SCTP (and is a VipKey, so a parsed packet to a wrong port
 ///     would be rejected); no conntrack, no counters.
 fn malformed_and_unsupported_ipv6_passes_unchanged(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     web(&mut h, &[BE1]);
     h.add_frontend(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
     h.add_frontend(SCTP_SVC, PROTO_SCTP, 4, &[SCTP_BE], 0, KIND_CLUSTER_IP);
@@ -1125,22 +1059,20 @@ fn client_quote(sent: &[u8], natted: &[u8], n: usize) -> Vec<u8> {
     q
 }
 
-fn sorted_ct(h: &mut Harness) -> Vec<String> {
-    let mut v: Vec<String> = h.conntrack().iter().map(|e| format!("{e:?}")).collect();
-    v.sort();
-    v
-}
-
 /// Runs `input` and expects it translated into exactly `want` (verdict: NATed, handed on),
 /// with a valid ICMPv6 checksum, conntrack unchanged.
 #[track_caller]
 fn assert_translated(h: &mut Harness, input: &[u8], want: &[u8]) -> Vec<u8> {
-    let ct = sorted_ct(h);
+    let ct = h.sorted_conntrack();
     let (verdict, out) = h.run(input);
     assert_eq!(verdict, h.hook.nat(), "verdict");
     assert_frame_eq(&out, want);
     verify6(&out);
-    assert_eq!(sorted_ct(h), ct, "conntrack changed by an ICMPv6 error");
+    assert_eq!(
+        h.sorted_conntrack(),
+        ct,
+        "conntrack changed by an ICMPv6 error"
+    );
     out
 }
 
@@ -1159,7 +1091,7 @@ fn icmp6_addresses(f: &[u8]) -> ([u8; 16], [u8; 16], Addr6, Addr6) {
 ///     SYN: the quote becomes client -> [VIP]:80; outer addresses and MTU unchanged; only the
 ///     quoted destination, its port and the ICMPv6 checksum change.
 fn icmp6_packet_too_big_from_router(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let (sent, natted) = clusterip_flow(&mut h);
     let n = natted.len() - L4;
     let input = icmp(
@@ -1218,7 +1150,7 @@ fn icmp6_packet_too_big_from_router(hook: Hook) {
 ///      quote becomes client -> [VIP]:53 and the error's source becomes the VIP too. An SCTP
 ///      and a TCP flow the same way (the latter: code 1, "administratively prohibited").
 fn icmp6_port_unreachable_from_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     h.add_frontend(DNS_SVC, PROTO_UDP, 2, &[DNS_BE], 0, KIND_CLUSTER_IP);
     let q = udp(CLIENT, DNS_SVC).payload(b"query");
     let (sent, natted) = assert_nat(&h, &q, &q.clone().dst(DNS_BE));
@@ -1297,7 +1229,7 @@ fn icmp6_port_unreachable_from_backend(hook: Hook) {
 ///      node, goes to the client and quotes EXT -> NodePort; one from the backend itself also
 ///      comes from the NodePort address.
 fn icmp6_masqueraded_errors(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let (sent, natted) = nodeport_flow(&mut h);
     let n = natted.len() - L4;
     let input = icmp(
@@ -1346,7 +1278,7 @@ fn icmp6_masqueraded_errors(hook: Hook) {
 
 /// 11d. Time exceeded (hop limit 1 ran out at a router) about client -> backend.
 fn icmp6_time_exceeded_from_router(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     web(&mut h, &[BE1]);
     let syn = tcp(CLIENT, SVC, SYN).ttl(1);
     let (sent, natted) = assert_nat(&h, &syn, &syn.clone().dst(BE1));
@@ -1377,7 +1309,7 @@ fn icmp6_time_exceeded_from_router(hook: Hook) {
 ///      [VIP]:80 -> client, too big): it goes to the backend, quoting the reply as the backend
 ///      sent it, like conntrack's RELATED.
 fn icmp6_error_about_reply_goes_to_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     clusterip_flow(&mut h);
     let as_seen = tcp(SVC, CLIENT, SYN | ACK).build();
     let as_sent = tcp(BE1, CLIENT, SYN | ACK).build();
@@ -1407,7 +1339,7 @@ fn icmp6_error_about_reply_goes_to_backend(hook: Hook) {
 /// 11h. The same for a masqueraded NodePort flow: the client saw [NODE]:30080 -> EXT and
 ///      answers with port unreachable to the node address; the backend sent BE1 -> [NODE]:P.
 fn icmp6_error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let (_, natted) = nodeport_flow(&mut h);
     let p = snat_port(&natted);
     let as_seen = tcp(NODE_PORT, EXT, SYN | ACK).build();
@@ -1437,7 +1369,7 @@ fn icmp6_error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
 /// 11e. Left alone, byte for byte: ICMPv6 that is no error we translate, errors about no flow
 ///      of ours, and errors we cannot parse safely.
 fn icmp6_untranslated_is_untouched(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let (_sent, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
     let ptb = |q: &[u8]| icmp(ROUTER, CLIENT.0, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, q).build();
@@ -1512,7 +1444,7 @@ fn icmp6_untranslated_is_untouched(hook: Hook) {
 ///      not part of the datagram (nor covered by the ICMPv6 checksum), so the error is left
 ///      alone. With 4 L4 bytes inside the payload length it is translated.
 fn icmp6_quote_truncated_by_payload_length_is_untouched(hook: Hook) {
-    let mut h = harness(hook);
+    let mut h = Harness::new(hook, "v6");
     let (sent, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
     let mut input = icmp(
@@ -1570,43 +1502,15 @@ fn icmp6_quote_truncated_by_payload_length_is_untouched(hook: Hook) {
 // ---------------------------------------------------------------------------------------------
 // The TC egress program, loaded into the harness's `Ebpf` (so it shares the maps).
 
-fn load_egress(h: &mut Harness) {
-    let prog: &mut SchedClassifier = h
-        .ebpf
-        .program_mut(PROG_TC_EGRESS)
-        .expect("program missing")
-        .try_into()
-        .unwrap();
-    prog.load()
-        .expect("loading the TC egress program (verifier)");
-}
-
-fn try_run_egress(h: &Harness, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
-    let prog: &SchedClassifier = h.ebpf.program(PROG_TC_EGRESS).unwrap().try_into().unwrap();
-    let mut out = vec![0u8; frame.len() + 256];
-    let r = prog.test_run(TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ..Default::default()
-    })?;
-    out.truncate(r.data_size_out as usize);
-    Ok((r.return_value, out))
-}
-
-#[track_caller]
-fn run_egress(h: &Harness, frame: &[u8]) -> (u32, Vec<u8>) {
-    try_run_egress(h, frame).expect("BPF_PROG_TEST_RUN (egress)")
-}
-
 /// 11g. TC egress (errors the node itself generates): a packet too big about client ->
 ///      backend is translated as at ingress; echo, a SYN to the VIP and a flow's reply are left
 ///      alone (egress does no load balancing).
 #[test]
 fn tc_egress_translates_packet_too_big() {
     let mut h = Harness::tc();
-    load_egress(&mut h);
+    h.load_egress();
     let (sent, natted) = clusterip_flow(&mut h);
-    let ct = sorted_ct(&mut h);
+    let ct = h.sorted_conntrack();
     let n = natted.len() - L4;
     let input = icmp(
         ROUTER,
@@ -1626,7 +1530,7 @@ fn tc_egress_translates_packet_too_big() {
         &client_quote(&sent, &natted, n),
     )
     .build();
-    let (verdict, out) = run_egress(&h, &input);
+    let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
     verify6(&out);
@@ -1650,12 +1554,12 @@ fn tc_egress_translates_packet_too_big() {
         ("TCP to the VIP", tcp((CLIENT.0, 40005), SVC, SYN).build()),
         ("a flow's reply", tcp(BE1, CLIENT, SYN | ACK).build()),
     ] {
-        let (verdict, out) = run_egress(&h, &f);
+        let (verdict, out) = h.run_egress(&f);
         assert_eq!(verdict, TC_NEXT, "{name}: verdict");
         assert_frame_eq(&out, &f);
     }
     assert_eq!(
-        sorted_ct(&mut h),
+        h.sorted_conntrack(),
         ct,
         "conntrack changed by the egress program"
     );
@@ -1667,7 +1571,7 @@ fn tc_egress_translates_packet_too_big() {
 #[test]
 fn tc_egress_translates_masqueraded_error() {
     let mut h = Harness::tc();
-    load_egress(&mut h);
+    h.load_egress();
     let (sent, natted) = nodeport_flow(&mut h);
     let input = icmp(
         BE1.0,
@@ -1687,7 +1591,7 @@ fn tc_egress_translates_masqueraded_error() {
         &quote(&sent, 8),
     )
     .build();
-    let (verdict, out) = run_egress(&h, &input);
+    let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
     verify6(&out);
@@ -1698,7 +1602,7 @@ fn tc_egress_translates_masqueraded_error() {
 #[test]
 fn tc_egress_quote_truncated_by_payload_length_is_untouched() {
     let mut h = Harness::tc();
-    load_egress(&mut h);
+    h.load_egress();
     let (_sent, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
     let mut input = icmp(
@@ -1711,7 +1615,7 @@ fn tc_egress_quote_truncated_by_payload_length_is_untouched() {
     )
     .build();
     input.extend(&q[40..48]);
-    let (verdict, out) = run_egress(&h, &input);
+    let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &input);
 }

@@ -1,6 +1,6 @@
 //! Packet-level tests of the XDP program `podlb_xdp_ext` through BPF_PROG_TEST_RUN.
 //!
-//! Like `packet_tests.rs` (the TC program), each test loads its own copy of the eBPF object,
+//! Like `tc.rs` (the TC program), each test loads its own copy of the eBPF object,
 //! fills its maps, runs hand-built frames and checks the verdict, the output bytes (against a
 //! frame built from scratch with freshly computed checksums, and an independent checksum
 //! verifier), conntrack and counters. XDP rewrites with direct writes and RFC 1624 incremental
@@ -13,12 +13,11 @@
 //! forwarding test adds a veth pair, routes and a permanent neighbour to get `XDP_TX`.
 //! They need root and fail (never skip) without it.
 
-mod common;
-
-use common::packet::*;
+use crate::harness::*;
+use testkit::frame::*;
 // The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
-use common::packet::Addr;
 use lb_common::*;
+use testkit::frame::Addr;
 
 const NODE: [u8; 4] = [192, 168, 77, 1];
 const EXT: Addr = ([192, 168, 77, 2], 40000);
@@ -31,7 +30,7 @@ const VIP: [u8; 4] = [10, 96, 0, 10];
 const MSS: [u8; 4] = [2, 4, 0x05, 0xb4];
 
 // ---------------------------------------------------------------------------------------------
-// Harness (common/packet.rs) with the XDP program, in its own network namespace.
+// Harness (harness.rs) with the XDP program, in its own network namespace.
 
 impl Harness {
     /// A NodePort frontend with FE_SNAT.

@@ -3,20 +3,18 @@
 //! and real clients. Every scenario runs with routed /32 pods and with a Linux bridge.
 //!
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
-//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test service_e2e`
-
-mod common;
+//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test e2e -- service::`
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use common::e2e::*;
+use crate::support::*;
 use podlb::types::Family;
 use serde_json::Value;
 use testkit::testbed::*;
 
-const WHO: &str = "service_e2e";
+const WHO: &str = "e2e::service";
 
 /// Writes Service `name` (one port of `l4` on `vip`) to `{name}-svc.yaml` and its
 /// EndpointSlice with `(pod, ready)` endpoints to `{name}-slice.yaml`. Returns the frontend

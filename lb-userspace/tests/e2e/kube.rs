@@ -4,9 +4,7 @@
 //! where there is a datapath effect. Also the health and metrics endpoints and drift repair.
 //!
 //! Needs root (fails, never skips, without it). Run with the eBPF object built:
-//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test kube_e2e`
-
-mod common;
+//! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test e2e -- kube::`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::e2e::*;
+use crate::support::*;
 use serde_json::{json, Value};
 use testkit::apiserver::{http_get, ApiServer, Kind};
 use testkit::testbed::*;
@@ -53,7 +51,7 @@ impl Fixture {
 
     /// Like [`Fixture::new`]; `before` runs on the stand-in before the agent starts.
     fn with_api(pods: usize, extra_args: &[&str], before: impl FnOnce(&mut ApiServer)) -> Fixture {
-        require_root().unwrap_or_else(|e| panic!("kube_e2e tests must run as root: {e:#}"));
+        require_root().unwrap_or_else(|e| panic!("e2e::kube tests must run as root: {e:#}"));
         let node = Node::new(NodeOptions {
             pods,
             network: PodNetwork::Routed,
@@ -927,7 +925,7 @@ fn many_services() {
 // 12. A kubeconfig that cannot be read stops the agent at once with a message naming it.
 #[test]
 fn bad_kubeconfig_fails_clearly() {
-    require_root().unwrap_or_else(|e| panic!("kube_e2e tests must run as root: {e:#}"));
+    require_root().unwrap_or_else(|e| panic!("e2e::kube tests must run as root: {e:#}"));
     let node = Node::new(NodeOptions {
         pods: 1,
         network: PodNetwork::Routed,

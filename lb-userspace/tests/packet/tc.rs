@@ -6,12 +6,11 @@
 //! computed checksums, and with an independent checksum verifier), conntrack and counters.
 //! They need root and fail (never skip) without it.
 
-mod common;
-
-use common::packet::*;
+use crate::harness::*;
+use testkit::frame::*;
 // The tests' (IPv4 address, port) pair, not lb_common's 16-byte address.
-use common::packet::Addr;
 use lb_common::*;
+use testkit::frame::Addr;
 
 const CLIENT: Addr = ([10, 244, 0, 5], 40000);
 const VIP: [u8; 4] = [10, 96, 0, 10];
@@ -25,24 +24,9 @@ const EXT: Addr = ([192, 168, 77, 2], 40000);
 const MSS: [u8; 4] = [2, 4, 0x05, 0xb4];
 
 // ---------------------------------------------------------------------------------------------
-// Harness (common/packet.rs) with the TC program; ClusterIP frontends.
+// Harness (harness.rs) with the TC program; ClusterIP frontends.
 
 impl Harness {
-    /// Writes the slots of `svc_id`, then the frontend with its count, then removes stale slots
-    /// (the reconciler's order).
-    fn set_frontend(
-        &mut self,
-        vip: [u8; 4],
-        port: u16,
-        proto: u8,
-        svc_id: u32,
-        ids: &[u32],
-        flags: u16,
-    ) {
-        self.write_frontend((vip, port), proto, svc_id, ids, flags, KIND_CLUSTER_IP);
-        self.remove_stale_slots(svc_id, ids.len() as u32);
-    }
-
     /// Adds a frontend and its backends; returns the backend ids (in slot order).
     fn add_service(
         &mut self,
@@ -57,14 +41,14 @@ impl Harness {
             .iter()
             .map(|b| self.new_backend(*b, proto))
             .collect();
-        self.set_frontend(vip, port, proto, svc_id, &ids, flags);
+        self.set_frontend((vip, port), proto, svc_id, &ids, flags);
         ids
     }
 }
 
 /// A conntrack entry without SNAT.
 fn ct_entry(nat: Addr, flags: u32, svc_id: u32, backend_id: u32) -> CtEntry {
-    common::packet::ct_entry(nat, flags, svc_id, backend_id, ([0; 4], 0))
+    crate::harness::ct_entry(nat, flags, svc_id, backend_id, ([0; 4], 0))
 }
 
 /// A TCP service VIP:80 -> backends, svc_id 1.
@@ -144,7 +128,7 @@ fn established_flow_is_sticky_until_backend_gone() {
     h.run(&tcp(CLIENT, (VIP, 80), SYN).build());
 
     let id2 = h.new_backend(BE2, PROTO_TCP);
-    h.set_frontend(VIP, 80, PROTO_TCP, 1, &[ids[0], id2], 0);
+    h.set_frontend((VIP, 80), PROTO_TCP, 1, &[ids[0], id2], 0);
     for i in 0..20 {
         let (verdict, out) = h.run(&ack.build());
         assert_eq!(verdict, TC_NEXT, "packet {i}");
@@ -154,7 +138,7 @@ fn established_flow_is_sticky_until_backend_gone() {
     // BE1 leaves as the reconciler removes it: slots first, then the backend entry is zeroed.
     // (Zeroing the entry while a slot still names it would make re-selection drop the packet
     // whenever that slot is drawn; the reconciler never leaves such a slot.)
-    h.set_frontend(VIP, 80, PROTO_TCP, 1, &[id2], 0);
+    h.set_frontend((VIP, 80), PROTO_TCP, 1, &[id2], 0);
     h.set_backend(ids[0], Backend::default());
     for i in 0..5 {
         let (verdict, out) = h.run(&ack.build());
@@ -223,7 +207,7 @@ fn udp_flow_moves_when_backend_gone() {
     assert_frame_eq(&out, &q.clone().dst(DNS_BE).build());
     let other = ([10, 244, 0, 12], 5353);
     let id2 = h.new_backend(other, PROTO_UDP);
-    h.set_frontend(VIP, 53, PROTO_UDP, 2, &[id2], 0);
+    h.set_frontend((VIP, 53), PROTO_UDP, 2, &[id2], 0);
     h.set_backend(ids[0], Backend::default());
     let (verdict, out) = h.run(&q.build());
     assert_eq!(verdict, TC_NEXT);
