@@ -52,6 +52,7 @@ use podlb::datapath::Maps;
 use serde_json::{json, Value};
 use testkit::apiserver::{http_get, ApiServer, Kind};
 use testkit::testbed::{manifest, wait_until, Agent, Netns, Node, NodeOptions, PodNetwork};
+use testkit::Rng;
 
 use crate::{
     e2e::fillers,
@@ -245,23 +246,6 @@ fn vm_hwm_kib(pid: u32) -> Option<f64> {
         .ok()
 }
 
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-
-    /// A pause drawn uniformly from 0 to twice `mean`.
-    fn pause(&mut self, mean: Duration) -> Duration {
-        let max_us = (2 * mean.as_micros() as u64).max(1);
-        Duration::from_micros(self.next() % max_us)
-    }
-}
-
 /// Service `k` with endpoint 0 replaced by the `c`-th new address.
 fn changed(svc: &SvcPort, c: usize) -> SvcPort {
     let mut s = svc.clone();
@@ -355,7 +339,7 @@ fn kube_rounds(
     opts: &Opts,
     node: &Node,
     svcs: &mut [SvcPort],
-    rng: &mut Lcg,
+    rng: &mut Rng,
     change_no: &mut usize,
 ) -> Result<KubeRounds> {
     let t = Instant::now();
@@ -445,7 +429,7 @@ fn kube_rounds(
         };
         let mut before = scrape()?;
         while phase.elapsed() < span {
-            let k = (rng.next() as usize) % n;
+            let k = rng.below(n as u64) as usize;
             let new = changed(&svcs[k], *change_no);
             *change_no += 1;
             thread::sleep(rng.pause(opts.mean_pause));
@@ -549,7 +533,7 @@ fn manifest_rounds(
     opts: &Opts,
     node: &Node,
     svcs: &mut [SvcPort],
-    rng: &mut Lcg,
+    rng: &mut Rng,
     change_no: &mut usize,
 ) -> Result<ManifestRounds> {
     let t = Instant::now();
@@ -580,10 +564,10 @@ fn manifest_rounds(
         );
         let mut lat = Vec::new();
         for _ in 0..opts.changes {
-            let k = (rng.next() as usize) % n;
+            let k = rng.below(n as u64) as usize;
             let new = changed(&svcs[k], *change_no);
             *change_no += 1;
-            thread::sleep(Duration::from_millis(rng.next() % 200));
+            thread::sleep(Duration::from_millis(rng.below(200)));
             let file = format!("svc-{k:06}.yaml");
             let t0 = Instant::now();
             agent.write_manifest(&file, &service_yaml(&[&new]))?;
@@ -622,7 +606,7 @@ struct Baselines {
 fn baselines(
     opts: &Opts,
     svcs: &mut [SvcPort],
-    rng: &mut Lcg,
+    rng: &mut Rng,
     change_no: &mut usize,
 ) -> Result<Baselines> {
     let n = svcs.len();
@@ -651,7 +635,7 @@ fn baselines(
             .push(time(&["iptables-restore", ipt.to_str().unwrap()])?);
         let mut v = Vec::new();
         for _ in 0..changes {
-            let k = (rng.next() as usize) % n;
+            let k = rng.below(n as u64) as usize;
             let new = changed(&svcs[k], *change_no);
             *change_no += 1;
             let f = tmp.join("iptables.change");
@@ -672,7 +656,7 @@ fn baselines(
             .push(time(&["nft", "-f", nft.to_str().unwrap()])?);
         let mut v = Vec::new();
         for _ in 0..changes {
-            let k = (rng.next() as usize) % n;
+            let k = rng.below(n as u64) as usize;
             let new = changed(&svcs[k], *change_no);
             *change_no += 1;
             let f = tmp.join("nftables.change");
@@ -697,7 +681,7 @@ pub fn run(podlb: &Path, opts: &Opts) -> Result<Vec<Figure>> {
         network: PodNetwork::Routed,
         external_client: false,
     })?;
-    let mut rng = Lcg(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     let mut change_no = 0;
     let kube = kube_rounds(podlb, opts, &node, &mut svcs, &mut rng, &mut change_no)?;
     let man = manifest_rounds(podlb, opts, &node, &mut svcs, &mut rng, &mut change_no)?;

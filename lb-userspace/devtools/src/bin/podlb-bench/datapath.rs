@@ -164,6 +164,10 @@ struct RunOut {
     data: Vec<u8>,
 }
 
+/// One opened flow: the ACK that followed its SYN, the run of that ACK, and (for the reply
+/// path) the backend's reply with its run.
+type OpenedFlow = (Vec<u8>, RunOut, Option<(Vec<u8>, RunOut)>);
+
 /// One BPF_PROG_TEST_RUN. `xdp_ifindex`: an XDP run with an `xdp_md` naming that ingress device.
 fn test_run(fd: RawFd, data: &[u8], xdp_ifindex: Option<u32>, repeat: u32) -> io::Result<RunOut> {
     let mut out = vec![0u8; data.len() + 256];
@@ -598,40 +602,38 @@ fn prepare(bed: &mut Bed, hook: Hook, path: Path, runs: usize) -> Result<Vec<Cas
                 })
                 .collect();
             let want_reply = path == Path::Reply;
-            let runs = bed.ns.run_in(
-                || -> Result<Vec<(Vec<u8>, RunOut, Option<(Vec<u8>, RunOut)>)>> {
-                    let mut v = Vec::with_capacity(flows.len());
-                    for &(src, dst, k) in &flows {
-                        let new_flow = |input: Vec<u8>| Case {
-                            input,
-                            verdict: nat_verdict,
-                            check: Check::NewFlow {
-                                k,
-                                snat: hook == Hook::Xdp,
-                            },
-                        };
-                        let syn = new_flow(tcp(src, dst, SYN).build());
-                        let first = test_run(fd, &syn.input, ifx, 1)?;
-                        check(&syn, &first)?;
-                        let ack = new_flow(tcp(src, dst, ACK).build());
-                        let fwd = test_run(fd, &ack.input, ifx, 1)?;
-                        check(&ack, &fwd)?;
-                        ensure!(
-                            first.data[26..38] == fwd.data[26..38],
-                            "the ACK did not follow the SYN's flow"
-                        );
-                        let reply = if want_reply {
-                            let reply = reply_of(&fwd.data, SYN | ACK);
-                            let r = test_run(fd, &reply, ifx, 1)?;
-                            Some((reply, r))
-                        } else {
-                            None
-                        };
-                        v.push((ack.input, fwd, reply));
-                    }
-                    Ok(v)
-                },
-            )?;
+            let runs = bed.ns.run_in(|| -> Result<Vec<OpenedFlow>> {
+                let mut v = Vec::with_capacity(flows.len());
+                for &(src, dst, k) in &flows {
+                    let new_flow = |input: Vec<u8>| Case {
+                        input,
+                        verdict: nat_verdict,
+                        check: Check::NewFlow {
+                            k,
+                            snat: hook == Hook::Xdp,
+                        },
+                    };
+                    let syn = new_flow(tcp(src, dst, SYN).build());
+                    let first = test_run(fd, &syn.input, ifx, 1)?;
+                    check(&syn, &first)?;
+                    let ack = new_flow(tcp(src, dst, ACK).build());
+                    let fwd = test_run(fd, &ack.input, ifx, 1)?;
+                    check(&ack, &fwd)?;
+                    ensure!(
+                        first.data[26..38] == fwd.data[26..38],
+                        "the ACK did not follow the SYN's flow"
+                    );
+                    let reply = if want_reply {
+                        let reply = reply_of(&fwd.data, SYN | ACK);
+                        let r = test_run(fd, &reply, ifx, 1)?;
+                        Some((reply, r))
+                    } else {
+                        None
+                    };
+                    v.push((ack.input, fwd, reply));
+                }
+                Ok(v)
+            })?;
             for ((src, dst, _), (ack, fwd, reply)) in flows.into_iter().zip(runs) {
                 match reply {
                     None => cases.push(Case {
