@@ -39,7 +39,33 @@ const CODE_FRAG_NEEDED: u8 = 4;
 const MTU_1280: [u8; 4] = [0, 0, 0x05, 0x00];
 
 // ---------------------------------------------------------------------------------------------
-// ICMP checks.
+// ICMP errors and their checks.
+
+/// "Fragmentation needed" (next-hop MTU 1280) from `src` to `dst`, quoting `quote`.
+fn frag_needed(src: [u8; 4], dst: [u8; 4], quote: &[u8]) -> Vec<u8> {
+    icmp(
+        src,
+        dst,
+        ICMP_DEST_UNREACH,
+        CODE_FRAG_NEEDED,
+        MTU_1280,
+        quote,
+    )
+    .build()
+}
+
+/// "Port unreachable" from `src` to `dst`, quoting `quote`.
+fn port_unreachable(src: [u8; 4], dst: [u8; 4], quote: &[u8]) -> Vec<u8> {
+    icmp(
+        src,
+        dst,
+        ICMP_DEST_UNREACH,
+        CODE_PORT_UNREACH,
+        [0; 4],
+        quote,
+    )
+    .build()
+}
 
 /// Independent checks of a translated error: outer IPv4 header checksum, ICMP checksum over
 /// the whole message (IPv4 total length), and the quoted IPv4 header's own checksum.
@@ -134,24 +160,8 @@ fn assert_translated(h: &mut Harness, input: &[u8], want: &[u8]) -> Vec<u8> {
 fn frag_needed_from_router(hook: Hook) {
     let mut h = Harness::new(hook, "icmp");
     let (syn, natted) = clusterip_flow(&mut h);
-    let input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&natted, 8),
-    )
-    .build();
-    let want = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&syn, 8),
-    )
-    .build();
+    let input = frag_needed(ROUTER, CLIENT.0, &quote(&natted, 8));
+    let want = frag_needed(ROUTER, CLIENT.0, &quote(&syn, 8));
     let out = assert_translated(&mut h, &input, &want);
 
     assert_eq!(addresses(&out), (ROUTER, CLIENT.0, CLIENT, (VIP, 80)));
@@ -171,24 +181,8 @@ fn frag_needed_from_router(hook: Hook) {
 fn port_unreachable_from_backend(hook: Hook) {
     let mut h = Harness::new(hook, "icmp");
     let (syn, natted) = clusterip_flow(&mut h);
-    let input = icmp(
-        BE1.0,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_PORT_UNREACH,
-        [0; 4],
-        &quote(&natted, 8),
-    )
-    .build();
-    let want = icmp(
-        VIP,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_PORT_UNREACH,
-        [0; 4],
-        &quote(&syn, 8),
-    )
-    .build();
+    let input = port_unreachable(BE1.0, CLIENT.0, &quote(&natted, 8));
+    let want = port_unreachable(VIP, CLIENT.0, &quote(&syn, 8));
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 80)));
 }
@@ -204,26 +198,10 @@ fn udp_port_unreachable_from_backend(hook: Hook) {
     assert_eq!(verdict, h.hook.nat());
     assert_frame_eq(&natted, &dgram.dst(UDP_BE).build());
 
-    let input = icmp(
-        UDP_BE.0,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_PORT_UNREACH,
-        [0; 4],
-        &quote(&natted, 8),
-    )
-    .build();
+    let input = port_unreachable(UDP_BE.0, CLIENT.0, &quote(&natted, 8));
     let mut q = quote(&sent, 8);
     q[26..28].copy_from_slice(&natted[40..42]); // the UDP checksum as quoted
-    let want = icmp(
-        VIP,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_PORT_UNREACH,
-        [0; 4],
-        &q,
-    )
-    .build();
+    let want = port_unreachable(VIP, CLIENT.0, &q);
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 53)));
 }
@@ -233,24 +211,8 @@ fn udp_port_unreachable_from_backend(hook: Hook) {
 fn masqueraded_error_from_backend(hook: Hook) {
     let mut h = Harness::new(hook, "icmp");
     let (syn, natted, _p) = nodeport_flow(&mut h);
-    let input = icmp(
-        BE1.0,
-        NODE,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&natted, 8),
-    )
-    .build();
-    let want = icmp(
-        NODE,
-        EXT.0,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&syn, 8),
-    )
-    .build();
+    let input = frag_needed(BE1.0, NODE, &quote(&natted, 8));
+    let want = frag_needed(NODE, EXT.0, &quote(&syn, 8));
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (NODE, EXT.0, EXT, NODE_PORT));
     assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
@@ -419,24 +381,8 @@ fn error_about_reply_goes_to_backend(hook: Hook) {
     clusterip_flow(&mut h);
     let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
     let as_sent = tcp(BE1, CLIENT, SYN | ACK).build();
-    let input = icmp(
-        ROUTER,
-        VIP,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&as_seen, 8),
-    )
-    .build();
-    let want = icmp(
-        ROUTER,
-        BE1.0,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&as_sent, 8),
-    )
-    .build();
+    let input = frag_needed(ROUTER, VIP, &quote(&as_seen, 8));
+    let want = frag_needed(ROUTER, BE1.0, &quote(&as_sent, 8));
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (ROUTER, BE1.0, BE1, CLIENT));
     assert_eq!(be16(&out, 40), 1280, "next-hop MTU");
@@ -451,24 +397,8 @@ fn error_about_masqueraded_reply_goes_to_backend(hook: Hook) {
     let (_, _, p) = nodeport_flow(&mut h);
     let as_seen = tcp(NODE_PORT, EXT, SYN | ACK).build();
     let as_sent = tcp(BE1, (NODE, p), SYN | ACK).build();
-    let input = icmp(
-        EXT.0,
-        NODE,
-        ICMP_DEST_UNREACH,
-        CODE_PORT_UNREACH,
-        [0; 4],
-        &quote(&as_seen, 8),
-    )
-    .build();
-    let want = icmp(
-        EXT.0,
-        BE1.0,
-        ICMP_DEST_UNREACH,
-        CODE_PORT_UNREACH,
-        [0; 4],
-        &quote(&as_sent, 8),
-    )
-    .build();
+    let input = port_unreachable(EXT.0, NODE, &quote(&as_seen, 8));
+    let want = port_unreachable(EXT.0, BE1.0, &quote(&as_sent, 8));
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (EXT.0, BE1.0, BE1, (NODE, p)));
 }
@@ -500,15 +430,7 @@ fn tc_egress_leaves_error_about_reply() {
     h.load_egress();
     clusterip_flow(&mut h);
     let as_seen = tcp((VIP, 80), CLIENT, SYN | ACK).build();
-    let input = icmp(
-        ROUTER,
-        VIP,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&as_seen, 8),
-    )
-    .build();
+    let input = frag_needed(ROUTER, VIP, &quote(&as_seen, 8));
     let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT);
     assert_eq!(out, input);
@@ -593,24 +515,8 @@ fn tc_egress_translates_frag_needed() {
     let (syn, natted) = clusterip_flow(&mut h);
     let ct = h.sorted_conntrack();
 
-    let input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&natted, 8),
-    )
-    .build();
-    let want = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&syn, 8),
-    )
-    .build();
+    let input = frag_needed(ROUTER, CLIENT.0, &quote(&natted, 8));
+    let want = frag_needed(ROUTER, CLIENT.0, &quote(&syn, 8));
     let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
@@ -657,24 +563,8 @@ fn tc_egress_translates_masqueraded_error() {
     let mut h = Harness::tc();
     h.load_egress();
     let (syn, natted, _p) = nodeport_flow(&mut h);
-    let input = icmp(
-        BE1.0,
-        NODE,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&natted, 8),
-    )
-    .build();
-    let want = icmp(
-        NODE,
-        EXT.0,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &quote(&syn, 8),
-    )
-    .build();
+    let input = frag_needed(BE1.0, NODE, &quote(&natted, 8));
+    let want = frag_needed(NODE, EXT.0, &quote(&syn, 8));
     let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
@@ -691,24 +581,8 @@ fn sctp_port_unreachable_from_backend(hook: Hook) {
     assert_eq!(verdict, h.hook.nat());
     assert_eq!(addresses_l4(&natted), (CLIENT, SCTP_BE), "INIT DNATed");
 
-    let input = icmp(
-        SCTP_BE.0,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_PORT_UNREACH,
-        [0; 4],
-        &quote(&natted, 8),
-    )
-    .build();
-    let want = icmp(
-        VIP,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_PORT_UNREACH,
-        [0; 4],
-        &quote(&sent, 8),
-    )
-    .build();
+    let input = port_unreachable(SCTP_BE.0, CLIENT.0, &quote(&natted, 8));
+    let want = port_unreachable(VIP, CLIENT.0, &quote(&sent, 8));
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(addresses(&out), (VIP, CLIENT.0, CLIENT, (VIP, 3868)));
 }
@@ -749,15 +623,7 @@ fn quote_truncated_by_total_length(hook: Hook) {
     let mut h = Harness::new(hook, "icmp");
     let (_syn, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
-    let mut input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP_DEST_UNREACH,
-        CODE_FRAG_NEEDED,
-        MTU_1280,
-        &q[..20],
-    )
-    .build();
+    let mut input = frag_needed(ROUTER, CLIENT.0, &q[..20]);
     input.extend(&q[20..28]);
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, h.hook.pass(), "verdict");

@@ -1017,6 +1017,11 @@ const ICMP6_ECHO_REQUEST: u8 = 128;
 const CODE_PORT_UNREACH: u8 = 4;
 const MTU_1280: [u8; 4] = [0, 0, 0x05, 0x00];
 
+/// "Packet too big" (MTU 1280) from `src` to `dst`, quoting `quote`.
+fn packet_too_big(src: [u8; 16], dst: [u8; 16], quote: &[u8]) -> Vec<u8> {
+    icmp(src, dst, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, quote).build()
+}
+
 /// ClusterIP [VIP]:80/TCP -> BE1 (svc 1); runs the client's SYN and returns (SYN as sent, SYN
 /// as emitted: client -> BE1).
 fn clusterip_flow(h: &mut Harness) -> (Vec<u8>, Vec<u8>) {
@@ -1094,24 +1099,8 @@ fn icmp6_packet_too_big_from_router(hook: Hook) {
     let mut h = Harness::new(hook, "v6");
     let (sent, natted) = clusterip_flow(&mut h);
     let n = natted.len() - L4;
-    let input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&natted, n),
-    )
-    .build();
-    let want = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &client_quote(&sent, &natted, n),
-    )
-    .build();
+    let input = packet_too_big(ROUTER, CLIENT.0, &quote(&natted, n));
+    let want = packet_too_big(ROUTER, CLIENT.0, &client_quote(&sent, &natted, n));
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (ROUTER, CLIENT.0, CLIENT, SVC));
     assert_eq!(&out[L4..L4 + 2], &[2, 0], "type and code");
@@ -1124,24 +1113,8 @@ fn icmp6_packet_too_big_from_router(hook: Hook) {
     );
 
     // Only 8 bytes of the L4 header quoted (the minimum the program needs is 4).
-    let input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&natted, 8),
-    )
-    .build();
-    let want = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&sent, 8),
-    )
-    .build();
+    let input = packet_too_big(ROUTER, CLIENT.0, &quote(&natted, 8));
+    let want = packet_too_big(ROUTER, CLIENT.0, &quote(&sent, 8));
     assert_translated(&mut h, &input, &want);
     assert_counters(&h, &[]);
 }
@@ -1232,24 +1205,8 @@ fn icmp6_masqueraded_errors(hook: Hook) {
     let mut h = Harness::new(hook, "v6");
     let (sent, natted) = nodeport_flow(&mut h);
     let n = natted.len() - L4;
-    let input = icmp(
-        ROUTER,
-        NODE,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&natted, n),
-    )
-    .build();
-    let want = icmp(
-        ROUTER,
-        EXT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &client_quote(&sent, &natted, n),
-    )
-    .build();
+    let input = packet_too_big(ROUTER, NODE, &quote(&natted, n));
+    let want = packet_too_big(ROUTER, EXT.0, &client_quote(&sent, &natted, n));
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (ROUTER, EXT.0, EXT, NODE_PORT));
 
@@ -1313,24 +1270,8 @@ fn icmp6_error_about_reply_goes_to_backend(hook: Hook) {
     clusterip_flow(&mut h);
     let as_seen = tcp(SVC, CLIENT, SYN | ACK).build();
     let as_sent = tcp(BE1, CLIENT, SYN | ACK).build();
-    let input = icmp(
-        ROUTER,
-        VIP,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&as_seen, 8),
-    )
-    .build();
-    let want = icmp(
-        ROUTER,
-        BE1.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&as_sent, 8),
-    )
-    .build();
+    let input = packet_too_big(ROUTER, VIP, &quote(&as_seen, 8));
+    let want = packet_too_big(ROUTER, BE1.0, &quote(&as_sent, 8));
     let out = assert_translated(&mut h, &input, &want);
     assert_eq!(icmp6_addresses(&out), (ROUTER, BE1.0, BE1, CLIENT));
     assert_counters(&h, &[]);
@@ -1372,7 +1313,7 @@ fn icmp6_untranslated_is_untouched(hook: Hook) {
     let mut h = Harness::new(hook, "v6");
     let (_sent, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
-    let ptb = |q: &[u8]| icmp(ROUTER, CLIENT.0, ICMP6_PACKET_TOO_BIG, 0, MTU_1280, q).build();
+    let ptb = |q: &[u8]| packet_too_big(ROUTER, CLIENT.0, q);
     let mut bad_version = q.clone();
     bad_version[0] = 0x40;
     let mut with_hbh = tcp(CLIENT, BE1, SYN).hop_by_hop().build()[IP6..].to_vec();
@@ -1447,54 +1388,22 @@ fn icmp6_quote_truncated_by_payload_length_is_untouched(hook: Hook) {
     let mut h = Harness::new(hook, "v6");
     let (sent, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
-    let mut input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &q[..40],
-    )
-    .build();
+    let mut input = packet_too_big(ROUTER, CLIENT.0, &q[..40]);
     input.extend(&q[40..48]);
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, h.hook.pass(), "verdict");
     assert_frame_eq(&out, &input);
     // 2 of the 4 port bytes inside the datagram.
-    let mut input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &q[..42],
-    )
-    .build();
+    let mut input = packet_too_big(ROUTER, CLIENT.0, &q[..42]);
     input.extend(&q[42..48]);
     let (verdict, out) = h.run(&input);
     assert_eq!(verdict, h.hook.pass(), "verdict");
     assert_frame_eq(&out, &input);
 
     // Both ports inside: translated; the trailer is left as it was.
-    let mut input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &q[..44],
-    )
-    .build();
+    let mut input = packet_too_big(ROUTER, CLIENT.0, &q[..44]);
     input.extend(&q[44..48]);
-    let mut want = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&sent, 4),
-    )
-    .build();
+    let mut want = packet_too_big(ROUTER, CLIENT.0, &quote(&sent, 4));
     want.extend(&q[44..48]);
     assert_translated(&mut h, &input, &want);
 }
@@ -1512,24 +1421,8 @@ fn tc_egress_translates_packet_too_big() {
     let (sent, natted) = clusterip_flow(&mut h);
     let ct = h.sorted_conntrack();
     let n = natted.len() - L4;
-    let input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&natted, n),
-    )
-    .build();
-    let want = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &client_quote(&sent, &natted, n),
-    )
-    .build();
+    let input = packet_too_big(ROUTER, CLIENT.0, &quote(&natted, n));
+    let want = packet_too_big(ROUTER, CLIENT.0, &client_quote(&sent, &natted, n));
     let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
@@ -1573,24 +1466,8 @@ fn tc_egress_translates_masqueraded_error() {
     let mut h = Harness::tc();
     h.load_egress();
     let (sent, natted) = nodeport_flow(&mut h);
-    let input = icmp(
-        BE1.0,
-        NODE,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&natted, 8),
-    )
-    .build();
-    let want = icmp(
-        NODE,
-        EXT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &quote(&sent, 8),
-    )
-    .build();
+    let input = packet_too_big(BE1.0, NODE, &quote(&natted, 8));
+    let want = packet_too_big(NODE, EXT.0, &quote(&sent, 8));
     let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
     assert_frame_eq(&out, &want);
@@ -1605,15 +1482,7 @@ fn tc_egress_quote_truncated_by_payload_length_is_untouched() {
     h.load_egress();
     let (_sent, natted) = clusterip_flow(&mut h);
     let q = quote(&natted, 8);
-    let mut input = icmp(
-        ROUTER,
-        CLIENT.0,
-        ICMP6_PACKET_TOO_BIG,
-        0,
-        MTU_1280,
-        &q[..40],
-    )
-    .build();
+    let mut input = packet_too_big(ROUTER, CLIENT.0, &q[..40]);
     input.extend(&q[40..48]);
     let (verdict, out) = h.run_egress(&input);
     assert_eq!(verdict, TC_NEXT, "verdict");
