@@ -29,9 +29,9 @@
 //! restart backed by the same etcd). The listener lives in a network namespace (that of a test
 //! node), bound to its 127.0.0.1.
 //!
-//! The modules: [`store`] holds the objects and their history, [`serve`] answers the requests
-//! (lists in [`list`], watches in [`watch`], with the selectors of [`filter`]) over the HTTP of
-//! [`http`].
+//! The modules: `store` holds the objects and their history, `serve` answers the requests
+//! (lists in `list`, watches in `watch`, with the selectors of `filter`) over the HTTP of
+//! `http`.
 use std::collections::BTreeMap;
 use std::net::Shutdown;
 use std::path::{Path, PathBuf};

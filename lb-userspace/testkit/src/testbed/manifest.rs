@@ -1,6 +1,6 @@
 //! YAML builders for the manifests the tests and the demo write.
 //!
-//! [`service`] and [`slice`] write the simple single-port-list cases; [`Service`] and [`Slice`]
+//! [`service`] and [`slice()`] write the simple single-port-list cases; [`Service`] and [`Slice`]
 //! are builders for everything else: Service types, dual stack (`ipFamilies`,
 //! `ipFamilyPolicy`, `clusterIPs`), NodePorts, externalIPs, LoadBalancer ingress, traffic
 //! policies, labels, and EndpointSlices of either address type with `nodeName`s. [`node`]
@@ -71,7 +71,7 @@ pub fn slice(
     s
 }
 
-/// [`slice`] with `addressType: IPv6`.
+/// [`slice()`] with `addressType: IPv6`.
 pub fn slice6(
     service: &str,
     slice: &str,

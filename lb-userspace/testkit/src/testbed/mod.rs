@@ -53,7 +53,7 @@
 //! created, and `nodad` on every address), so addresses are usable at once. Node namespaces have
 //! `net.ipv6.conf.all.forwarding=1`. Bridges have multicast snooping off, so neighbour discovery
 //! is flooded like ARP. The servers ([`TcpServer`], [`UdpServer`]) listen on both families and
-//! the clients ([`tcp_request`], [`udp_request`], [`TcpSession`]) take any [`SocketAddr`].
+//! the clients ([`tcp_request`], [`udp_request`], [`TcpSession`]) take any [`SocketAddr`](std::net::SocketAddr).
 
 mod addr;
 mod agent;

@@ -24,7 +24,7 @@ pub enum PodNetwork {
 /// Options for [`Node::new`] and [`Node::with_index`].
 ///
 /// The node index (which pod CIDR the node gets) is not a field here, so that existing struct
-/// literals keep compiling: pass it to [`Node::with_index`], or build a [`Cluster`].
+/// literals keep compiling: pass it to [`Node::with_index`], or build a [`Cluster`](super::Cluster).
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     /// Number of pods created up front (more with [`Node::add_pod`]).
@@ -93,9 +93,9 @@ pub struct Node {
     prefix: String,
     network: PodNetwork,
     index: u8,
-    /// The node's address on the cluster underlay (`eth0`), for a [`Cluster`] node.
+    /// The node's address on the cluster underlay (`eth0`), for a [`Cluster`](super::Cluster) node.
     pub(super) uplink: Option<Ipv4Addr>,
-    /// The node's IPv6 address on the cluster underlay, for a [`Cluster`] node.
+    /// The node's IPv6 address on the cluster underlay, for a [`Cluster`](super::Cluster) node.
     pub(super) uplink6: Option<Ipv6Addr>,
 }
 
@@ -287,14 +287,14 @@ impl Node {
         self.ext.as_ref().map(|_| EXT_CLIENT_IP6)
     }
     /// The node's address on the external network, for NodePorts: 192.168.50.(10+k) on `eth0`
-    /// for a [`Cluster`] node, 192.168.77.1 on `ext0` for a standalone node with an external
+    /// for a [`Cluster`](super::Cluster) node, 192.168.77.1 on `ext0` for a standalone node with an external
     /// client, else `None`.
     pub fn node_ip(&self) -> Option<Ipv4Addr> {
         self.uplink
             .or_else(|| self.ext.as_ref().map(|_| EXT_NODE_IP))
     }
     /// The node's IPv6 address on the external network, for NodePorts: fd00:50::(10+k) on
-    /// `eth0` for a [`Cluster`] node, fd00:77::1 on `ext0` for a standalone node with an
+    /// `eth0` for a [`Cluster`](super::Cluster) node, fd00:77::1 on `ext0` for a standalone node with an
     /// external client, else `None`.
     pub fn node_ip6(&self) -> Option<Ipv6Addr> {
         self.uplink6
@@ -318,7 +318,7 @@ impl Node {
     pub fn index(&self) -> u8 {
         self.index
     }
-    /// The Kubernetes node name, `node-{index}` (what [`Agent`] passes as `--node-name`).
+    /// The Kubernetes node name, `node-{index}` (what [`Agent`](super::Agent) passes as `--node-name`).
     pub fn name(&self) -> String {
         format!("node-{}", self.index)
     }
@@ -330,8 +330,8 @@ impl Node {
     pub fn pod_cidr6(&self) -> String {
         format!("fd00:10:244:{}::/64", self.index)
     }
-    /// The node's external interfaces (what [`Agent`] passes as `--external-interface`):
-    /// `["eth0"]` for a [`Cluster`] node, `["ext0"]` for a standalone node with an external
+    /// The node's external interfaces (what [`Agent`](super::Agent) passes as `--external-interface`):
+    /// `["eth0"]` for a [`Cluster`](super::Cluster) node, `["ext0"]` for a standalone node with an external
     /// client, else none.
     pub fn external_interfaces(&self) -> Vec<String> {
         let mut ifs = Vec::new();
