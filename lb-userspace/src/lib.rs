@@ -2,7 +2,6 @@
 //!
 //! Pure logic (`model`, `reconcile`) is kept apart from I/O (`source`, `datapath`, `agent`).
 pub mod agent;
-pub mod apiserver;
 pub mod cli;
 pub mod datapath;
 pub mod http;
@@ -11,6 +10,4 @@ pub mod model;
 pub mod objects;
 pub mod reconcile;
 pub mod source;
-pub mod testbed;
-pub mod testrun;
 pub mod types;

@@ -25,7 +25,8 @@ struct Cli {
 enum Cmd {
     /// Install what a fresh machine lacks (Debian packages, bpf-linker). Idempotent.
     Setup,
-    /// Build the eBPF object (with BTF), then `podlb` with the object embedded.
+    /// Build the eBPF object (with BTF), then `podlb` with the object embedded, and the dev
+    /// tools `podlb-bench` and `podlb-demo` (package podlb-devtools).
     Build,
     /// Setup, build, then run the unit tests and the privileged integration tests.
     Test {
@@ -212,6 +213,8 @@ fn build() -> Result<()> {
             ebpf_object().display()
         );
     }
+    // Every binary of the workspace: podlb, and the dev tools podlb-bench and podlb-demo
+    // (package podlb-devtools), all into target/release.
     run(userspace_cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     eprintln!("build: done in {:.1?}", t.elapsed());
     Ok(())

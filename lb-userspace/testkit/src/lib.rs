@@ -1,6 +1,17 @@
 //! podlb's test kit, for the tests, the bench and the demo; never part of the product.
 //!
+//! - [`testbed`]: Kubernetes nodes and clusters built from network namespaces, with real
+//!   servers and clients, and the `podlb agent` process wrapper; [`testbed::manifest`] writes
+//!   the YAML they are fed.
+//! - [`apiserver`]: a stand-in for the Kubernetes API server (list/watch of Services,
+//!   EndpointSlices and Nodes), for the `kubernetes` source.
+//! - [`frame`]: the one frame builder (IPv4, IPv6; TCP, UDP, SCTP, ICMP, ICMPv6) for
+//!   BPF_PROG_TEST_RUN, the replies the programs must send, and independent checksum and CRC32c
+//!   verifiers.
 //! - [`rng`]: the one seeded pseudo-random generator of the tests and the bench.
+pub mod apiserver;
+pub mod frame;
 pub mod rng;
+pub mod testbed;
 
 pub use rng::Rng;
