@@ -1,8 +1,8 @@
-//! The HTTP/1.1 the stand-in speaks: the listener inside a network namespace, reading a
-//! request, writing a response or a chunk, and [`http_get`], the one-shot client of the tests.
-use std::collections::BTreeMap;
+//! The HTTP/1.1 the stand-in speaks: the listener inside a network namespace, its JSON answers
+//! and watch streams over the agent's own wire format (`podlb::http::wire`: reading requests,
+//! writing heads and chunks), and [`http_get`], the one-shot client of the tests.
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use podlb::http::wire::{self, Body};
 use serde_json::Value;
 
 /// A listener on 127.0.0.1:`port` created inside the network namespace at `netns`.
@@ -29,113 +30,25 @@ pub(super) fn bind_in(netns: &Path, port: u16) -> Result<TcpListener> {
     })
 }
 
-pub(super) struct Request {
-    pub(super) method: String,
-    pub(super) path: String,
-    pub(super) query: BTreeMap<String, String>,
-    /// `Connection: close`: the connection ends after the response.
-    pub(super) close: bool,
-}
+pub(super) use podlb::http::wire::{chunk, read_request};
 
-pub(super) fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut content_length = 0usize;
-    let mut close = false;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 {
-            return Ok(None);
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                content_length = v.trim().parse().unwrap_or(0);
-            }
-            if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
-                close = true;
-            }
-        }
-    }
-    if content_length > 0 {
-        let mut body = vec![0; content_length];
-        reader.read_exact(&mut body)?;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let target = parts.next().unwrap_or("/");
-    let (path, q) = target.split_once('?').unwrap_or((target, ""));
-    let query = q
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
-    Ok(Some(Request {
-        method,
-        path: path.to_string(),
-        query,
-        close,
-    }))
-}
-
-/// URL query decoding: `%XX` and `+`.
-pub(super) fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// A JSON answer with its `Content-Length`, the connection kept open.
 pub(super) fn respond(conn: &mut TcpStream, code: u16, body: &Value) -> io::Result<()> {
     respond_text(conn, code, &body.to_string())
 }
 
+/// A JSON text answer with its `Content-Length`, the connection kept open.
 pub(super) fn respond_text(conn: &mut TcpStream, code: u16, body: &str) -> io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        410 => "Gone",
-        _ => "Error",
+    let body = Body::Full {
+        data: body.as_bytes(),
+        head_only: false,
     };
-    write!(
-        conn,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    conn.flush()
+    wire::respond(conn, code, "application/json", body, false)
 }
 
-pub(super) fn chunk(conn: &mut TcpStream, data: &[u8]) -> io::Result<()> {
-    write!(conn, "{:x}\r\n", data.len())?;
-    conn.write_all(data)?;
-    conn.write_all(b"\r\n")
+/// The head of a chunked watch stream; [`chunk`]s follow.
+pub(super) fn start_stream(conn: &mut TcpStream) -> io::Result<()> {
+    wire::respond(conn, 200, "application/json", Body::Chunked, false)
 }
 
 /// Sends one HTTP GET to `addr` (e.g. the agent's health or metrics server) and returns

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::filter::Filter;
-use super::http::decode;
 use super::list::{base64url, decode_continue, encode_continue, unbase64url};
 use super::serve::route;
 use super::*;
+use podlb::http::wire::decode;
 
 fn q(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::filter::Filter;
-use super::http::chunk;
+use super::http::{chunk, start_stream};
 use super::status;
 use super::store::{ChangeType, Inner, Kind};
 
@@ -38,9 +38,7 @@ pub(super) fn serve_watch(
     timeout: Option<Duration>,
     bookmarks: bool,
 ) -> io::Result<bool> {
-    conn.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-    )?;
+    start_stream(conn)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut st = inner.lock();
     let expire_epoch = st.expire_epoch;
