@@ -136,6 +136,57 @@ pub enum Op {
     SetConfig(Config),
 }
 
+/// A plan's writes by their step of the update order (DESIGN.md, "Reconciler: update order"),
+/// gathered in any order and written in this one by [`UpdateOrder::into_ops`]. The full plan,
+/// the incremental planner and the drift repair all write through it.
+#[derive(Default)]
+pub(crate) struct UpdateOrder {
+    pub(crate) config: Option<Op>,
+    /// 1. new and changed backends (no slot refers to them yet).
+    pub(crate) backends: Vec<Op>,
+    /// 2. names and zeroed counters of frontends.
+    pub(crate) names: Vec<Op>,
+    /// 3. slots: every slot below a live count names a live backend.
+    pub(crate) slots: Vec<Op>,
+    /// 4. frontend entries, the switch.
+    pub(crate) frontends: Vec<Op>,
+    /// ClusterIPs: added once their frontends exist, removed before their frontends go.
+    pub(crate) add_vips: Vec<Op>,
+    pub(crate) del_vips: Vec<Op>,
+    /// 5. what no frontend needs any more: slots beyond a count, frontends, their slots and
+    /// names, in the order given.
+    pub(crate) removals: Vec<Op>,
+    /// 6. backends no slot refers to.
+    pub(crate) del_backends: Vec<Op>,
+}
+
+impl UpdateOrder {
+    pub(crate) fn into_ops(self) -> Vec<Op> {
+        let UpdateOrder {
+            config,
+            backends,
+            names,
+            slots,
+            frontends,
+            add_vips,
+            del_vips,
+            removals,
+            del_backends,
+        } = self;
+        config
+            .into_iter()
+            .chain(backends)
+            .chain(names)
+            .chain(slots)
+            .chain(frontends)
+            .chain(add_vips)
+            .chain(del_vips)
+            .chain(removals)
+            .chain(del_backends)
+            .collect()
+    }
+}
+
 /// The plan, and the state the maps hold once it is applied.
 #[derive(Debug)]
 pub struct Plan {

@@ -9,7 +9,7 @@ use lb_common::{Frontend, FrontendKey, MAX_BACKENDS, MAX_BACKENDS_PER_SERVICE, M
 use super::ids::IdPool;
 use super::{
     config_for, flags_and_kind, frontend_key, same_family, vip_key, BackendKey, FrontendState,
-    MapState, Op, Plan,
+    MapState, Op, Plan, UpdateOrder,
 };
 use crate::model::{DesiredState, FrontendSpec};
 use crate::types::FrontendAddr;
@@ -64,7 +64,7 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
         .map(|(f, s)| (frontend_key(f), (f, s)))
         .collect();
     let mut svc_ids = IdPool::new(cur.frontends.values().map(|f| f.svc_id), MAX_SERVICES);
-    let mut fo = FrontendOps::default();
+    let mut fo = UpdateOrder::default();
     for (key, (fe, spec)) in &wanted_fes {
         let state = plan_frontend(
             key,
@@ -80,13 +80,6 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
             next.frontends.insert(*key, state);
         }
     }
-    let FrontendOps {
-        meta,
-        slots,
-        fronts,
-        shrink,
-    } = fo;
-
     let mut removals = Vec::new();
     for (key, old) in &cur.frontends {
         if next.frontends.contains_key(key) {
@@ -108,28 +101,18 @@ pub fn plan(cur: &MapState, desired: &DesiredState) -> Plan {
     next.config = config_for(desired);
     let config = (next.config != cur.config).then_some(Op::SetConfig(next.config));
 
-    let ops = config
-        .into_iter()
-        .chain(set_backends)
-        .chain(meta)
-        .chain(slots)
-        .chain(fronts)
-        .chain(add_vips)
-        .chain(del_vips)
-        .chain(shrink)
-        .chain(removals)
-        .chain(del_backends)
-        .collect();
+    // Slots beyond a shrunk count go first, then the removed frontends.
+    fo.removals.extend(removals);
+    let ops = UpdateOrder {
+        config,
+        backends: set_backends,
+        add_vips: add_vips.collect(),
+        del_vips: del_vips.collect(),
+        del_backends: del_backends.collect(),
+        ..fo
+    }
+    .into_ops();
     Plan { ops, next, errors }
-}
-
-/// The writes of one frontend, by step of the update order.
-#[derive(Default)]
-pub(super) struct FrontendOps {
-    pub(super) meta: Vec<Op>,
-    pub(super) slots: Vec<Op>,
-    pub(super) fronts: Vec<Op>,
-    pub(super) shrink: Vec<Op>,
 }
 
 /// Plans one wanted frontend against what the maps hold for it (`old`), given the ids of the
@@ -143,7 +126,7 @@ pub(super) fn plan_frontend(
     id_of: impl Fn(&BackendKey) -> Option<u32>,
     alloc_svc: &mut dyn FnMut() -> Option<u32>,
     errors: &mut Vec<String>,
-    out: &mut FrontendOps,
+    out: &mut UpdateOrder,
 ) -> Option<FrontendState> {
     if let Some(b) = spec.backends.iter().find(|b| !same_family(fe, b)) {
         // The model never does this; the datapath cannot translate between families.
@@ -164,7 +147,7 @@ pub(super) fn plan_frontend(
         Some(o) => o.svc_id,
         None => match alloc_svc() {
             Some(id) => {
-                out.meta.push(Op::ResetStats(id));
+                out.names.push(Op::ResetStats(id));
                 id
             }
             None => {
@@ -177,7 +160,7 @@ pub(super) fn plan_frontend(
         },
     };
     if old.map(|o| &o.name) != Some(&spec.name) {
-        out.meta.push(Op::SetMeta(svc_id, spec.name.clone()));
+        out.names.push(Op::SetMeta(svc_id, spec.name.clone()));
     }
     let old_slots = old.map(|o| o.slots.as_slice()).unwrap_or(&[]);
     let new_slots = place(old_slots, &ids);
@@ -193,7 +176,7 @@ pub(super) fn plan_frontend(
     let (flags, kind) = flags_and_kind(spec);
     if old.map(|o| (o.slots.len(), o.flags, o.kind)) != Some((new_slots.len(), flags, kind)) {
         let count = new_slots.len() as u32;
-        out.fronts.push(Op::SetFrontend(
+        out.frontends.push(Op::SetFrontend(
             *key,
             Frontend {
                 svc_id,
@@ -205,7 +188,7 @@ pub(super) fn plan_frontend(
         ));
     }
     for i in new_slots.len()..old_slots.len() {
-        out.shrink.push(Op::DelSlot {
+        out.removals.push(Op::DelSlot {
             svc_id,
             slot: i as u32,
         });

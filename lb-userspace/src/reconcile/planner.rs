@@ -5,8 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 use lb_common::{FrontendKey, MAX_BACKENDS, MAX_SERVICES};
 
 use super::ids::IdPool;
-use super::plan::{plan_frontend, removal_ops, FrontendOps};
-use super::{config_for, frontend_key, same_family, vip_key, BackendKey, MapState, Op};
+use super::plan::{plan_frontend, removal_ops};
+use super::{
+    config_for, frontend_key, same_family, vip_key, BackendKey, MapState, Op, UpdateOrder,
+};
 use crate::model::{Changes, DesiredState, FrontendSpec};
 use crate::types::FrontendAddr;
 
@@ -158,7 +160,7 @@ impl Planner {
             .map(|fe| (frontend_key(fe), fe))
             .collect();
         fes.sort_unstable_by_key(|a| a.0);
-        let mut fo = FrontendOps::default();
+        let mut fo = UpdateOrder::default();
         let mut removals = Vec::new();
         let mut freed_svcs = Vec::new();
         for (key, fe) in fes {
@@ -235,18 +237,17 @@ impl Planner {
         for id in freed_svcs {
             self.svc_pool.release(id);
         }
-        let ops = config
-            .into_iter()
-            .chain(set_backends)
-            .chain(fo.meta)
-            .chain(fo.slots)
-            .chain(fo.fronts)
-            .chain(add_vips.into_iter().map(Op::SetVip))
-            .chain(del_vips.into_iter().map(Op::DelVip))
-            .chain(fo.shrink)
-            .chain(removals)
-            .chain(gone.into_iter().map(Op::DelBackend))
-            .collect();
+        // Slots beyond a shrunk count go first, then the removed frontends.
+        fo.removals.extend(removals);
+        let ops = UpdateOrder {
+            config,
+            backends: set_backends,
+            add_vips: add_vips.into_iter().map(Op::SetVip).collect(),
+            del_vips: del_vips.into_iter().map(Op::DelVip).collect(),
+            del_backends: gone.into_iter().map(Op::DelBackend).collect(),
+            ..fo
+        }
+        .into_ops();
         (ops, errors)
     }
 }

@@ -5,7 +5,7 @@ use std::{borrow::Cow, cmp::Ordering, collections::BTreeSet};
 
 use lb_common::{Config, Frontend, FrontendKey, VipKey, SVC_NAME_LEN};
 
-use super::{BackendKey, FrontendState, MapState, Op};
+use super::{BackendKey, FrontendState, MapState, Op, UpdateOrder};
 
 /// The service maps as a resync reads them back, entry by entry and uninterpreted, so that
 /// [`repair`] sees every difference from the mirror: a slot beyond a frontend's count, a name
@@ -216,19 +216,22 @@ pub fn repair(mirror: &MapState, read: &ReadBack, touched: &Touched) -> Vec<Op> 
 
     let config =
         (!touched.config && read.config != mirror.config).then_some(Op::SetConfig(mirror.config));
-    config
-        .into_iter()
-        .chain(set_backends)
-        .chain(meta)
-        .chain(slots)
-        .chain(fronts)
-        .chain(add_vips)
-        .chain(del_vips)
-        .chain(del_fronts)
-        .chain(del_slots)
-        .chain(del_meta)
-        .chain(del_backends)
-        .collect()
+    UpdateOrder {
+        config,
+        backends: set_backends,
+        names: meta,
+        slots,
+        frontends: fronts,
+        add_vips,
+        del_vips,
+        removals: del_fronts
+            .into_iter()
+            .chain(del_slots)
+            .chain(del_meta)
+            .collect(),
+        del_backends,
+    }
+    .into_ops()
 }
 
 /// Two sequences sorted by key, side by side: every key once, with its value on either side.
