@@ -142,21 +142,21 @@ pub enum Op {
 #[derive(Default)]
 pub(crate) struct UpdateOrder {
     pub(crate) config: Option<Op>,
-    /// 1. new and changed backends (no slot refers to them yet).
+    /// Step 1: new and changed backends (no slot refers to them yet).
     pub(crate) backends: Vec<Op>,
-    /// 2. names and zeroed counters of frontends.
+    /// Step 2: names and zeroed counters of frontends.
     pub(crate) names: Vec<Op>,
-    /// 3. slots: every slot below a live count names a live backend.
+    /// Step 3: slots: every slot below a live count names a live backend.
     pub(crate) slots: Vec<Op>,
-    /// 4. frontend entries, the switch.
+    /// Step 4: frontend entries, the switch.
     pub(crate) frontends: Vec<Op>,
     /// ClusterIPs: added once their frontends exist, removed before their frontends go.
     pub(crate) add_vips: Vec<Op>,
     pub(crate) del_vips: Vec<Op>,
-    /// 5. what no frontend needs any more: slots beyond a count, frontends, their slots and
-    /// names, in the order given.
+    /// Step 5: what no frontend needs any more (slots beyond a count, frontends, their slots
+    /// and names), in the order given.
     pub(crate) removals: Vec<Op>,
-    /// 6. backends no slot refers to.
+    /// Step 6: backends no slot refers to.
     pub(crate) del_backends: Vec<Op>,
 }
 
