@@ -137,6 +137,8 @@ fn run_agent(a: AgentArgs) -> Result<()> {
         healthz_addr: listen_addr("--healthz-addr", &a.healthz_addr)?,
         metrics_addr: listen_addr("--metrics-addr", &a.metrics_addr)?,
         resync_interval: std::time::Duration::from_secs_f64(a.resync_interval),
+        cluster_cidrs: Vec::new(),
+        nodeport_addresses: Default::default(),
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

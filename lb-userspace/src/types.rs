@@ -262,3 +262,129 @@ pub fn parse_ip_of(s: &str, family: Family) -> Result<IpAddr, String> {
         _ => Err(format!("address {s:?} is not an {family} address")),
     }
 }
+
+/// An IP prefix, as in `--cluster-cidr 10.244.0.0/16` or `--nodeport-addresses fd00::/64`. The
+/// address is kept as written; [`Cidr::contains`] compares only the first `prefix` bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn family(&self) -> Family {
+        Family::of(self.addr)
+    }
+
+    /// Whether `ip` (of the same family) falls in this prefix.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+
+    /// The network address: the first `prefix` bits of the address, the rest zero.
+    pub fn network(&self) -> IpAddr {
+        fn mask<const N: usize>(mut b: [u8; N], prefix: u8) -> [u8; N] {
+            for (i, byte) in b.iter_mut().enumerate() {
+                let keep = (prefix as usize).saturating_sub(i * 8).min(8);
+                *byte &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+            }
+            b
+        }
+        match self.addr {
+            IpAddr::V4(a) => IpAddr::from(mask(a.octets(), self.prefix)),
+            IpAddr::V6(a) => IpAddr::from(mask(a.octets(), self.prefix)),
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let (full, rest) = ((prefix / 8) as usize, prefix % 8);
+    a[..full] == b[..full] && (rest == 0 || (a[full] ^ b[full]) & (0xffu8 << (8 - rest)) == 0)
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    /// "ADDR/PREFIX"; a bare address is its own /32 or /128.
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a CIDR (want ADDR/PREFIX)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("{s:?}: the prefix length must be 0 to {max}")),
+            },
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Which node addresses NodePorts are served on (`--nodeport-addresses`, kube-proxy's
+/// `nodePortAddresses`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NodePortAddresses {
+    /// The Node object's InternalIP/ExternalIP addresses, else the external interfaces'.
+    #[default]
+    Default,
+    /// The node's primary address of each family (the Node object's first InternalIP).
+    Primary,
+    /// The node's addresses (on any interface) that fall in one of these prefixes.
+    Cidrs(Vec<Cidr>),
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::Cidr;
+
+    #[test]
+    fn parses_matches_and_rejects() {
+        let c: Cidr = "10.244.0.0/16".parse().unwrap();
+        assert!(c.contains(&"10.244.3.7".parse().unwrap()));
+        assert!(!c.contains(&"10.245.0.1".parse().unwrap()));
+        assert!(!c.contains(&"fd00::1".parse().unwrap()));
+        let c: Cidr = "10.244.1.9/20".parse().unwrap();
+        assert_eq!(c.network().to_string(), "10.244.0.0");
+        assert!(c.contains(&"10.244.15.255".parse().unwrap()));
+        assert!(!c.contains(&"10.244.16.0".parse().unwrap()));
+        let c: Cidr = "fd00:10:244::/56".parse().unwrap();
+        assert!(c.contains(&"fd00:10:244:ff::1".parse().unwrap()));
+        assert!(!c.contains(&"fd00:10:244:100::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(&"192.0.2.1".parse().unwrap()));
+        assert_eq!("192.0.2.1".parse::<Cidr>().unwrap().prefix, 32);
+        assert_eq!(c.to_string(), "fd00:10:244::/56");
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0/8",
+            "x/8",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            let e = bad.parse::<Cidr>().unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+}

@@ -91,6 +91,11 @@ pub struct AgentConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// How often the maps are re-read and repaired (and everything re-synced).
     pub resync_interval: Duration,
+    /// The pods' address ranges (`--cluster-cidr`, at most one per family): traffic to a
+    /// ClusterIP from a source outside them is masqueraded, as kube-proxy does. Empty: none is.
+    pub cluster_cidrs: Vec<crate::types::Cidr>,
+    /// The node addresses NodePorts are served on (`--nodeport-addresses`).
+    pub nodeport_addresses: crate::types::NodePortAddresses,
 }
 
 /// How often the manifests directory and the interface list are polled.
