@@ -195,7 +195,9 @@ impl ApiServer {
     /// (`kube-system`). Only for an HTTPS stand-in: a plain one has neither token nor CA.
     pub fn write_service_account(&self, dir: &Path) -> Result<()> {
         let tls = self.tls.as_ref().ok_or_else(|| {
-            anyhow!("write_service_account: the stand-in serves plain HTTP; start it with start_tls")
+            anyhow!(
+                "write_service_account: the stand-in serves plain HTTP; start it with start_tls"
+            )
         })?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for (name, text) in [

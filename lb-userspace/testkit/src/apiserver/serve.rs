@@ -162,14 +162,7 @@ fn serve_conn(
                 .get("allowWatchBookmarks")
                 .is_some_and(|b| b == "true");
             if !serve_watch(
-                writer,
-                inner,
-                epoch,
-                kind,
-                &filter,
-                &from,
-                timeout,
-                bookmarks,
+                writer, inner, epoch, kind, &filter, &from, timeout, bookmarks,
             )? {
                 return Ok(());
             }

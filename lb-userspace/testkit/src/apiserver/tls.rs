@@ -114,9 +114,7 @@ pub(super) fn bearer(raw: &[u8]) -> Option<&str> {
             return None;
         }
         let (scheme, token) = v.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     })
 }
 
