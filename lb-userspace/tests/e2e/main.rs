@@ -10,10 +10,13 @@
 //! - [`multinode`]: two-node clusters;
 //! - [`icmp`]: ICMP errors about NATed flows;
 //! - [`ipv6`]: IPv6 and dual stack;
-//! - [`kube`]: the `kubernetes` source against the API server stand-in.
+//! - [`kube`]: the `kubernetes` source against the API server stand-in;
+//! - [`config`]: the agent's configuration (flags, files, `--print-config`) through the real
+//!   binary, and `--nodeport-addresses` with real traffic.
 
 mod support;
 
+mod config;
 mod icmp;
 mod ipv6;
 mod kube;
