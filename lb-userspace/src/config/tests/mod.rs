@@ -7,7 +7,7 @@ mod values;
 use super::*;
 
 /// Parses `text` as the file `name`; panics with the error.
-fn parse(name: &str, text: &str) -> file::Parsed {
+fn parse(name: &str, text: &str) -> Parsed {
     parse_file(name, text).unwrap_or_else(|e| panic!("{name}: {e:#}"))
 }
 
