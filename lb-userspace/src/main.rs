@@ -95,6 +95,10 @@ fn run_agent(a: AgentArgs) -> Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    tracing::debug!(
+        "configuration: {}",
+        serde_json::to_string(&config::effective(&loaded))?
+    );
     if a.print_config {
         print!("{}", config::effective_yaml(&loaded)?);
         return Ok(());

@@ -29,7 +29,7 @@ use serde_yaml::Value;
 
 use crate::agent::{AgentConfig, SourceConfig};
 use crate::types::{Cidr, NodePortAddresses};
-pub use file::{effective_yaml, AgentConfiguration};
+pub use file::{effective, effective_yaml, AgentConfiguration};
 pub use flags::AgentArgs;
 pub use values::LogFormat;
 

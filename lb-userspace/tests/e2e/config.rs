@@ -269,10 +269,11 @@ logging:
     // The printed configuration alone configures the same agent.
     let again = d.file("printed.yaml", &printed);
     let o = agent(&["--config", &again, "--print-config"]);
-    assert_eq!(
-        (o.status.code(), stdout(&o), stderr(&o)),
-        (Some(0), printed, String::new())
-    );
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), printed));
+    // Verbosity 3 logs the configuration at debug; there is nothing to warn about.
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(" DEBUG podlb: configuration: {"), "{err}");
 }
 
 #[test]
@@ -298,6 +299,32 @@ fn json_logs_and_todays_defaults() {
         "{line}"
     );
     assert!(stdout(&o).contains("  format: json\n"), "{}", stdout(&o));
+    // -v 3 and up: podlb's debug lines (the configuration); $PODLB_LOG, when set, wins.
+    let debug = |args: &[&str], podlb_log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_podlb"));
+        c.args([
+            "agent",
+            "--print-config",
+            "--node-name",
+            "n",
+            "--config",
+            &kp,
+        ]);
+        c.args(args).env_remove("PODLB_LOG");
+        if let Some(f) = podlb_log {
+            c.env("PODLB_LOG", f);
+        }
+        let err = stderr(&c.output().unwrap());
+        (
+            err.contains("configuration: {\"apiVersion\":\"podlb.io/v1alpha1\""),
+            err.contains("fields that podlb ignores"),
+        )
+    };
+    assert_eq!(debug(&["-v", "2"], None), (false, true));
+    assert_eq!(debug(&["-v", "3"], None), (true, true));
+    assert_eq!(debug(&["--v=5"], None), (true, true));
+    assert_eq!(debug(&["-v", "5"], Some("error")), (false, false));
+    assert_eq!(debug(&[], Some("debug")), (true, true));
     // No configuration: today's defaults; $NODE_NAME names the node.
     let o = Command::new(env!("CARGO_BIN_EXE_podlb"))
         .args(["agent", "--print-config"])
