@@ -8,11 +8,12 @@
 //! is validated as its layer is read, so an error names the flag, or the file and the field,
 //! and the reason; nothing is started before the whole configuration is good.
 //!
-//! The parts: `values` parses (and writes back) the values; `file` reads a file (and writes the
-//! effective configuration as an `AgentConfiguration`); `kubeproxy` reads a
-//! `KubeProxyConfiguration`; `flags` holds the flags. This module stacks the layers and resolves
-//! the result into the [`AgentConfig`] the agent runs with. All of it is pure but
-//! [`load`], which reads the files, the environment and the hostname.
+//! The parts: `values` parses (and writes back) the values; `file` reads an
+//! `AgentConfiguration` (and writes the effective configuration as one); `kubeproxy` reads a
+//! `KubeProxyConfiguration`; `flags` holds the flags. This module tells the kinds of file apart
+//! ([`parse_file`]), stacks the layers and resolves the result into the [`AgentConfig`] the agent
+//! runs with ([`resolve`]). All of it is pure but [`load`], which reads the files, the
+//! environment and the hostname.
 mod file;
 mod flags;
 mod kubeproxy;
