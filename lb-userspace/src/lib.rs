@@ -3,6 +3,7 @@
 //! Pure logic (`model`, `reconcile`) is kept apart from I/O (`source`, `datapath`, `agent`).
 pub mod agent;
 pub mod cli;
+pub mod config;
 pub mod datapath;
 pub mod http;
 pub mod metrics;

@@ -11,10 +11,13 @@
 //! - [`icmp`]: ICMP errors about NATed flows;
 //! - [`ipv6`]: IPv6 and dual stack;
 //! - [`kube`]: the `kubernetes` source against the API server stand-in;
-//! - [`kube_tls`]: the same over HTTPS, with the stand-in's CA and bearer token.
+//! - [`kube_tls`]: the same over HTTPS, with the stand-in's CA and bearer token;
+//! - [`config`]: the agent's configuration (flags, files, `--print-config`) through the real
+//!   binary, and `--nodeport-addresses` with real traffic.
 
 mod support;
 
+mod config;
 mod icmp;
 mod ipv6;
 mod kube;

@@ -5,6 +5,7 @@ mod dual_stack;
 mod endpoints;
 mod frontends;
 mod incremental;
+mod nodeport_addresses;
 mod ports;
 mod services;
 mod traffic_policy;
@@ -51,6 +52,7 @@ fn run_with(yaml: &str, fallback: &[&str]) -> Built {
         &NodeInfo {
             name: "node-a".into(),
             fallback_addresses: fallback.iter().map(|a| a.parse().unwrap()).collect(),
+            ..NodeInfo::default()
         },
     )
 }
