@@ -6,7 +6,8 @@
 //!
 //! The datapath keeps forwarding with what the maps hold: nothing is torn down because
 //! something failed, and what failed is retried.
-//! - **Start.** The agent stops with the error when the datapath cannot be loaded or adopted,
+//! - **Start.** The agent stops with the error when it lacks a capability it needs
+//!   ([`caps`](crate::caps)), the datapath cannot be loaded or adopted,
 //!   the maps cannot be opened or read, a slot or name left over by a crash (an orphan) cannot
 //!   be deleted, the Kubernetes configuration cannot be loaded, or the signal handlers cannot
 //!   be installed. When `accept_local` cannot be set, or the health or metrics address cannot
@@ -168,6 +169,7 @@ impl Agent {
     /// Opens (or adopts) the datapath and its maps, deletes the orphans a crash left, starts
     /// the health and metrics servers and the source, and sets up the signals and timers.
     fn open(cfg: AgentConfig) -> Result<Agent> {
+        crate::caps::require()?;
         let dp = Datapath::open(&cfg.bpf_root)?;
         if let Err(e) = accept_local() {
             tracing::error!(
