@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod caps;
 pub mod cli;
+pub mod config;
 pub mod datapath;
 pub mod http;
 pub mod metrics;

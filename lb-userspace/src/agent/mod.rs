@@ -57,12 +57,13 @@ use tokio::sync::Notify;
 use tokio::time::Interval;
 
 use crate::{
-    datapath::{accept_local, interface_addresses, Datapath, Failures, Maps},
+    datapath::{accept_local, interface_addresses, local_addresses, Datapath, Failures, Maps},
     http,
     metrics::METRICS,
     model::{Changes, Incremental, NodeInfo},
     reconcile::{MapState, ReadBack},
     source::{KubeSource, ManifestSource, Source, Update},
+    types::NodePortAddresses,
 };
 
 mod resync;
@@ -96,7 +97,7 @@ pub struct AgentConfig {
     /// ClusterIP from a source outside them is masqueraded, as kube-proxy does. Empty: none is.
     pub cluster_cidrs: Vec<crate::types::Cidr>,
     /// The node addresses NodePorts are served on (`--nodeport-addresses`).
-    pub nodeport_addresses: crate::types::NodePortAddresses,
+    pub nodeport_addresses: NodePortAddresses,
 }
 
 /// How often the manifests directory and the interface list are polled.
@@ -157,6 +158,9 @@ struct Agent {
     model: Option<Incremental>,
     /// The external interfaces' addresses: where NodePorts are served without a Node object.
     fallback_addresses: Vec<IpAddr>,
+    /// Every address of the node's network namespace; read only with `--nodeport-addresses`
+    /// CIDRs (they select among these).
+    local_addresses: Vec<IpAddr>,
     /// The model warnings and plan errors standing, each logged when it first appeared.
     reported: BTreeSet<String>,
     /// The attachments failing, each logged when it first failed.
@@ -228,6 +232,7 @@ impl Agent {
             mirror: Mirror::Full(pinned),
             model: None,
             fallback_addresses: Vec::new(),
+            local_addresses: Vec::new(),
             reported: BTreeSet::new(),
             failed_attach: Vec::new(),
             reading: None,
@@ -268,11 +273,23 @@ impl Agent {
         // The external interfaces' addresses are where NodePorts are served without a
         // Node object; they may change while the agent runs.
         let addresses = interface_addresses(&self.cfg.external_interfaces);
-        let changed = addresses != self.fallback_addresses;
+        let mut changed = addresses != self.fallback_addresses;
         if changed && self.source_ready {
             tracing::info!(?addresses, "external interface addresses changed");
         }
         self.fallback_addresses = addresses;
+        // With `--nodeport-addresses` CIDRs, NodePorts are served on the node's addresses
+        // within them, on any interface.
+        if matches!(self.cfg.nodeport_addresses, NodePortAddresses::Cidrs(_)) {
+            let local = local_addresses();
+            if local != self.local_addresses {
+                if self.source_ready {
+                    tracing::info!(addresses = ?local, "node addresses changed");
+                }
+                self.local_addresses = local;
+                changed = true;
+            }
+        }
         changed
     }
 
@@ -357,6 +374,8 @@ impl Agent {
                 let node = NodeInfo {
                     name: self.cfg.node_name.clone(),
                     fallback_addresses: self.fallback_addresses.clone(),
+                    nodeport_addresses: self.cfg.nodeport_addresses.clone(),
+                    local_addresses: self.local_addresses.clone(),
                 };
                 self.model.insert(Incremental::from_objects(
                     &objs.services,
@@ -367,6 +386,7 @@ impl Agent {
             }
         };
         m.set_fallback_addresses(self.fallback_addresses.clone());
+        m.set_local_addresses(self.local_addresses.clone());
         m.recompute();
         (full, m.take_changes())
     }

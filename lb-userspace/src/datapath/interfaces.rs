@@ -192,7 +192,37 @@ pub fn interfaces() -> Vec<(String, u32)> {
 /// order of `names`, and per interface in the kernel's order (IPv4 before IPv6). Loopback and
 /// IPv6 link-local (fe80::/10) addresses are left out: no Service can be reached on them.
 pub fn interface_addresses(names: &[String]) -> Vec<IpAddr> {
-    let mut found: Vec<(usize, IpAddr)> = Vec::new();
+    let mut found: Vec<(usize, IpAddr)> = all_addresses()
+        .into_iter()
+        .filter_map(|(name, ip)| Some((names.iter().position(|n| *n == name)?, ip)))
+        .collect();
+    found.sort_by_key(|(i, _)| *i);
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (_, ip) in found {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// The addresses of every interface of the current network namespace (the node's local
+/// addresses, where `--nodeport-addresses` CIDRs look), in the kernel's order, without
+/// loopback and IPv6 link-local addresses.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (_, ip) in all_addresses() {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// (interface name, address) of every usable address in the current network namespace, in
+/// the kernel's order; empty when they cannot be listed.
+fn all_addresses() -> Vec<(String, IpAddr)> {
+    let mut found = Vec::new();
     unsafe {
         let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
         if libc::getifaddrs(&mut list) != 0 {
@@ -218,23 +248,14 @@ pub fn interface_addresses(names: &[String]) -> Vec<IpAddr> {
                 },
             };
             if let Some(ip) = ip.filter(usable_interface_address) {
-                let name = CStr::from_ptr((*p).ifa_name).to_string_lossy();
-                if let Some(i) = names.iter().position(|n| *n == name) {
-                    found.push((i, ip));
-                }
+                let name = CStr::from_ptr((*p).ifa_name).to_string_lossy().into_owned();
+                found.push((name, ip));
             }
             p = (*p).ifa_next;
         }
         libc::freeifaddrs(list);
     }
-    found.sort_by_key(|(i, _)| *i);
-    let mut out: Vec<IpAddr> = Vec::new();
-    for (_, ip) in found {
-        if !out.contains(&ip) {
-            out.push(ip);
-        }
-    }
-    out
+    found
 }
 
 pub(super) fn usable_interface_address(ip: &IpAddr) -> bool {

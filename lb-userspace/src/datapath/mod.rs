@@ -28,7 +28,7 @@ mod pins;
 #[cfg(test)]
 mod tests;
 
-pub use interfaces::{accept_local, interface_addresses, interfaces, Failures};
+pub use interfaces::{accept_local, interface_addresses, interfaces, local_addresses, Failures};
 pub use maps::{
     fmt_addr, frontend_counters, make_meta, meta_name, FrontendCounters, Maps, WriteError,
 };

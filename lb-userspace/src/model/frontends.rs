@@ -1,14 +1,11 @@
 //! Which frontends each Service gets (contract points 1-5, 7-9, 13-16 and 21): whether a
 //! Service counts at all, its ClusterIPs by family, its ports, the NodePorts on the node
 //! addresses, externalIPs and LoadBalancer ingress IPs, and for each frontend the endpoint set
-//! its traffic policy selects (from [`super::endpoints`]) and whether it masquerades. Also the
-//! node addresses NodePorts are served on.
+//! its traffic policy selects (from [`super::endpoints`]) and whether it masquerades.
 use super::endpoints::{endpoint_sets, EndpointSets};
-use super::{FrontendSpec, NodeInfo};
+use super::FrontendSpec;
 use crate::objects::{ServiceObj, ServiceSpecObj, SliceView};
 use crate::types::{parse_ip, Family, FrontendAddr, FrontendKind, Proto};
-use k8s_openapi::api::core::v1::Node;
-use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -33,48 +30,6 @@ fn ip_list<'a>(
         }
     }
     out
-}
-
-/// An address NodePorts can be served on: not loopback or unspecified, and for IPv6 not
-/// link-local (fe80::/10: only meaningful with an interface scope).
-fn usable_node_address(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_unspecified(),
-        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unspecified() && !v6.is_unicast_link_local(),
-    }
-}
-
-/// Where NodePorts are served (point 21): the InternalIP and ExternalIP addresses (both
-/// families) of the Node object named `node.name`, else `node.fallback_addresses`.
-pub(super) fn node_addresses<N: Borrow<Node>>(
-    nodes: &[N],
-    node: &NodeInfo,
-    warnings: &mut Vec<String>,
-) -> Vec<IpAddr> {
-    let mut own = Vec::new();
-    if let Some(obj) = nodes
-        .iter()
-        .map(Borrow::borrow)
-        .find(|n| n.metadata.name.as_deref() == Some(node.name.as_str()))
-    {
-        let addrs = obj.status.iter().flat_map(|s| s.addresses.iter().flatten());
-        let addrs = addrs
-            .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
-            .map(|a| a.address.as_str());
-        let what = format!("node {}: address", node.name);
-        own = ip_list(addrs, &what, warnings);
-        own.retain(usable_node_address);
-    }
-    if own.is_empty() {
-        for ip in node
-            .fallback_addresses
-            .iter()
-            .filter(|ip| usable_node_address(ip))
-        {
-            push_unique(&mut own, *ip);
-        }
-    }
-    own
 }
 
 /// What one accepted Service contributes.
@@ -150,7 +105,7 @@ pub(super) fn service_frontends(
     svc: &ServiceObj,
     key: &str,
     slices: &[&SliceView],
-    node_addresses: &[IpAddr],
+    nodeport_addresses: &[IpAddr],
     node_name: &str,
 ) -> Result<Option<ServiceOutput>, String> {
     let Some(spec) = svc.spec.as_ref() else {
@@ -247,7 +202,7 @@ pub(super) fn service_frontends(
         if let (true, Some(number)) = (node_ports, p.node_port) {
             match u16::try_from(number) {
                 Ok(np) => {
-                    for &ip in node_addresses.iter().filter(|ip| has_family(ip)) {
+                    for &ip in nodeport_addresses.iter().filter(|ip| has_family(ip)) {
                         add(FrontendKind::NodePort, ip, np);
                     }
                 }

@@ -1,7 +1,8 @@
 //! [`build`]: the desired state computed from scratch over every object, with a warning for
 //! each object, address or frontend left out. [`super::Incremental`] maintains the same result
 //! object by object.
-use super::frontends::{node_addresses, service_frontends};
+use super::frontends::service_frontends;
+use super::node::node_addresses;
 use super::{Built, DesiredState, NodeInfo};
 use crate::objects::{ServiceObj, SliceObj, SliceView};
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -21,8 +22,9 @@ pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>, N: Borrow<Node>>(
     node: &NodeInfo,
 ) -> Built {
     let mut warnings = Vec::new();
+    let addrs = node_addresses(nodes, node, &mut warnings);
     let mut state = DesiredState {
-        node_addresses: node_addresses(nodes, node, &mut warnings),
+        node_addresses: addrs.node,
         ..DesiredState::default()
     };
 
@@ -51,7 +53,7 @@ pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>, N: Borrow<Node>>(
     for svc in &sorted {
         let key = svc.key();
         let slices: Vec<&SliceView> = by_service.get(&key).into_iter().flatten().collect();
-        match service_frontends(svc, &key, &slices, &state.node_addresses, &node.name) {
+        match service_frontends(svc, &key, &slices, &addrs.nodeports, &node.name) {
             Ok(Some(out)) => {
                 state.cluster_ips.extend(out.cluster_ips);
                 claims.extend(out.frontends);

@@ -1,7 +1,8 @@
 //! [`Incremental`]: the model kept between syncs, one cache entry per Service key, with the
 //! claims on every frontend address ranked as [`build`](super::build) ranks them, and the [`Changes`] since
 //! the reconciler last took them.
-use super::frontends::{node_addresses, service_frontends};
+use super::frontends::service_frontends;
+use super::node::node_addresses;
 use super::{DesiredState, FrontendSpec, NodeInfo};
 use crate::objects::{ServiceObj, SliceObj, SliceView};
 use crate::types::FrontendAddr;
@@ -51,6 +52,8 @@ impl Changes {
 pub struct Incremental {
     node: NodeInfo,
     nodes: Vec<Arc<Node>>,
+    /// Where NodePorts are served (`state.node_addresses` are the SNAT addresses).
+    nodeport_addresses: Vec<IpAddr>,
     node_warnings: Vec<String>,
     services: HashMap<String, ServiceCache>,
     /// Slice key -> the versions with that key (several only with duplicate manifests),
@@ -75,6 +78,7 @@ impl Incremental {
         let mut m = Incremental {
             node,
             nodes: Vec::new(),
+            nodeport_addresses: Vec::new(),
             node_warnings: Vec::new(),
             services: HashMap::new(),
             slices: HashMap::new(),
@@ -206,13 +210,30 @@ impl Incremental {
         }
     }
 
+    /// The node's addresses (all interfaces of its network namespace), for
+    /// `--nodeport-addresses` CIDRs.
+    pub fn set_local_addresses(&mut self, addresses: Vec<IpAddr>) {
+        if self.node.local_addresses != addresses {
+            self.node.local_addresses = addresses;
+            self.refresh_node_addresses();
+        }
+    }
+
+    /// Where NodePorts are served.
+    pub fn nodeport_addresses(&self) -> &[IpAddr] {
+        &self.nodeport_addresses
+    }
+
     fn refresh_node_addresses(&mut self) {
         let mut warnings = Vec::new();
         let addrs = node_addresses(&self.nodes, &self.node, &mut warnings);
         self.node_warnings = warnings;
-        if addrs != self.state.node_addresses {
-            self.state.node_addresses = addrs;
+        if addrs.node != self.state.node_addresses {
+            self.state.node_addresses = addrs.node;
             self.changes.node_addresses = true;
+        }
+        if addrs.nodeports != self.nodeport_addresses {
+            self.nodeport_addresses = addrs.nodeports;
             self.dirty.extend(self.services.keys().cloned());
         }
     }
@@ -287,13 +308,7 @@ impl Incremental {
         let name: Arc<str> = Arc::from(key);
         let mut seq = 0u32;
         for svc in &cache.objects {
-            match service_frontends(
-                svc,
-                key,
-                &views,
-                &self.state.node_addresses,
-                &self.node.name,
-            ) {
+            match service_frontends(svc, key, &views, &self.nodeport_addresses, &self.node.name) {
                 Ok(Some(out)) => {
                     for ip in out.cluster_ips {
                         cache.cluster_ips.push(ip);

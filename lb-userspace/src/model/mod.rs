@@ -12,19 +12,21 @@
 //! LoadBalancer ingress IPs of a family the Service does not have are ignored.
 //!
 //! The parts: [`build`] computes the state from scratch (`full`), [`Incremental`] maintains it
-//! object by object (`incremental`); both take each Service's frontends from `frontends`, which
-//! takes the endpoints of each port from `endpoints`. This module holds what they produce.
+//! object by object (`incremental`); both take the node's addresses from `node` and each
+//! Service's frontends from `frontends`, which takes the endpoints of each port from
+//! `endpoints`. This module holds what they produce.
 mod endpoints;
 mod frontends;
 mod full;
 mod incremental;
+mod node;
 #[cfg(test)]
 mod tests;
 
 pub use full::build;
 pub use incremental::{Changes, Incremental};
 
-use crate::types::{BackendAddr, FrontendAddr, FrontendKind};
+use crate::types::{BackendAddr, FrontendAddr, FrontendKind, NodePortAddresses};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -50,13 +52,15 @@ pub struct DesiredState {
     /// Every programmed ClusterIP, of both families: traffic to one of these on a port that is
     /// not a frontend is rejected (point 24).
     pub cluster_ips: BTreeSet<IpAddr>,
-    /// The addresses NodePorts are served on, of both families, in order (point 21 and DESIGN:
-    /// the Node object's InternalIP and ExternalIP addresses, else
-    /// NodeInfo.fallback_addresses). Never loopback, unspecified or IPv6 link-local. The first
-    /// address of each family is that family's SNAT address.
+    /// The node's addresses, of both families, in order (point 21 and DESIGN: the Node
+    /// object's InternalIP and ExternalIP addresses, else NodeInfo.fallback_addresses). Never
+    /// loopback, unspecified or IPv6 link-local. The first address of each family is that
+    /// family's SNAT address. NodePorts are served on these unless `--nodeport-addresses`
+    /// says otherwise (`Incremental::nodeport_addresses`, the `node` module).
     pub node_addresses: Vec<IpAddr>,
 }
 
+#[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
     /// This node's name: the Node object to read addresses from, and endpoints whose `nodeName`
     /// is this name are local.
@@ -64,6 +68,11 @@ pub struct NodeInfo {
     /// Where NodePorts are served when the Node object is missing or has no usable address
     /// (the external interfaces' addresses, both families).
     pub fallback_addresses: Vec<IpAddr>,
+    /// Which node addresses NodePorts are served on (`--nodeport-addresses`).
+    pub nodeport_addresses: NodePortAddresses,
+    /// Every address of the node (all interfaces of its network namespace): where
+    /// `--nodeport-addresses` CIDRs look. Read only when CIDRs are configured.
+    pub local_addresses: Vec<IpAddr>,
 }
 
 pub struct Built {

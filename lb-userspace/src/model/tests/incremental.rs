@@ -120,6 +120,7 @@ fn incremental_equals_build() {
         let node = || NodeInfo {
             name: "node-a".into(),
             fallback_addresses: vec![ip("192.168.0.1")],
+            ..NodeInfo::default()
         };
         let mut inc = Incremental::new(node());
         let mut services: Vec<Arc<Service>> = Vec::new();
@@ -196,6 +197,7 @@ fn incremental_equals_build() {
                 &NodeInfo {
                     name: "node-a".into(),
                     fallback_addresses: fallback.clone(),
+                    ..NodeInfo::default()
                 },
             );
             assert_eq!(*inc.state(), full.state, "seed {seed} step {step}");
