@@ -10,13 +10,15 @@
 //! - [`multinode`]: two-node clusters;
 //! - [`icmp`]: ICMP errors about NATed flows;
 //! - [`ipv6`]: IPv6 and dual stack;
-//! - [`kube`]: the `kubernetes` source against the API server stand-in.
+//! - [`kube`]: the `kubernetes` source against the API server stand-in;
+//! - [`kube_tls`]: the same over HTTPS, with the stand-in's CA and bearer token.
 
 mod support;
 
 mod icmp;
 mod ipv6;
 mod kube;
+mod kube_tls;
 mod multinode;
 mod service;
 mod service_types;

@@ -33,12 +33,12 @@ pub(super) fn bind_in(netns: &Path, port: u16) -> Result<TcpListener> {
 pub(super) use podlb::http::wire::{chunk, read_request};
 
 /// A JSON answer with its `Content-Length`, the connection kept open.
-pub(super) fn respond(conn: &mut TcpStream, code: u16, body: &Value) -> io::Result<()> {
+pub(super) fn respond(conn: &mut impl Write, code: u16, body: &Value) -> io::Result<()> {
     respond_text(conn, code, &body.to_string())
 }
 
 /// A JSON text answer with its `Content-Length`, the connection kept open.
-pub(super) fn respond_text(conn: &mut TcpStream, code: u16, body: &str) -> io::Result<()> {
+pub(super) fn respond_text(conn: &mut impl Write, code: u16, body: &str) -> io::Result<()> {
     let body = Body::Full {
         data: body.as_bytes(),
         head_only: false,
@@ -47,7 +47,7 @@ pub(super) fn respond_text(conn: &mut TcpStream, code: u16, body: &str) -> io::R
 }
 
 /// The head of a chunked watch stream; [`chunk`]s follow.
-pub(super) fn start_stream(conn: &mut TcpStream) -> io::Result<()> {
+pub(super) fn start_stream(conn: &mut impl Write) -> io::Result<()> {
     wire::respond(conn, 200, "application/json", Body::Chunked, false)
 }
 

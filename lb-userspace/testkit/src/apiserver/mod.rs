@@ -29,17 +29,26 @@
 //! restart backed by the same etcd). The listener lives in a network namespace (that of a test
 //! node), bound to its 127.0.0.1.
 //!
+//! Two modes: [`ApiServer::start`] serves plain HTTP without authentication;
+//! [`ApiServer::start_tls`] serves HTTPS only, with a CA and a server certificate made at start
+//! (SANs: 127.0.0.1, `localhost` and the `kubernetes.default.svc` names), and answers 401
+//! Unauthorized to a request without `Authorization: Bearer TOKEN` of its token. For a client
+//! configured as in a pod, [`ApiServer::write_service_account`] writes `token`, `ca.crt` and
+//! `namespace`, and [`ApiServer::host`] and [`ApiServer::port`] are `KUBERNETES_SERVICE_HOST`
+//! and `KUBERNETES_SERVICE_PORT`. [`ApiServer::write_kubeconfig`] works in both modes.
+//!
 //! The modules: `store` holds the objects and their history, `serve` answers the requests
 //! (lists in `list`, watches in `watch`, with the selectors of `filter`) over the HTTP of
-//! `http`.
+//! `http`, and over TLS with `tls`.
 use std::collections::BTreeMap;
-use std::net::Shutdown;
+use std::net::{Ipv4Addr, Shutdown};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 
 use anyhow::{anyhow, Context, Result};
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -50,6 +59,7 @@ mod serve;
 mod store;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod watch;
 
 pub use http::http_get;
@@ -58,6 +68,12 @@ pub use store::Kind;
 use http::bind_in;
 use serve::accept_loop;
 use store::{Change, ChangeType, Counters, Inner, State};
+use tls::Tls;
+
+/// The address the stand-in listens on, in its network namespace.
+const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// The namespace `write_service_account` writes, as a pod of kube-system would have.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "kube-system";
 
 struct Acceptor {
     stop: Arc<AtomicBool>,
@@ -70,12 +86,25 @@ pub struct ApiServer {
     netns: PathBuf,
     port: u16,
     acceptor: Option<Acceptor>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl ApiServer {
     /// Starts listening on 127.0.0.1 (a free port) of the network namespace at `netns`
     /// (e.g. `/run/netns/NAME`).
     pub fn start(netns: &Path) -> Result<ApiServer> {
+        Self::start_with(netns, None)
+    }
+
+    /// Like [`ApiServer::start`], but serving HTTPS only: a fresh self-signed CA and a server
+    /// certificate for 127.0.0.1, `localhost` and `kubernetes.default.svc[.cluster.local]`;
+    /// every request must carry `Authorization: Bearer` [`ApiServer::token`], or gets 401.
+    pub fn start_tls(netns: &Path) -> Result<ApiServer> {
+        let tls = Tls::new(HOST)?;
+        Self::start_with(netns, Some(Arc::new(tls)))
+    }
+
+    fn start_with(netns: &Path, tls: Option<Arc<Tls>>) -> Result<ApiServer> {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -89,6 +118,7 @@ impl ApiServer {
             netns: netns.to_path_buf(),
             port: 0,
             acceptor: None,
+            tls,
         };
         server.listen()?;
         Ok(server)
@@ -100,30 +130,85 @@ impl ApiServer {
             .with_context(|| format!("api stand-in: bind 127.0.0.1:{port}"))?;
         self.port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
-        let (inner, st) = (self.inner.clone(), stop.clone());
-        let thread = thread::spawn(move || accept_loop(listener, inner, st));
+        let (inner, st, tls) = (self.inner.clone(), stop.clone(), self.tls.clone());
+        let thread = thread::spawn(move || accept_loop(listener, inner, st, tls));
         self.acceptor = Some(Acceptor { stop, thread });
         Ok(())
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` when started with
+    /// [`ApiServer::start_tls`].
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host(), self.port)
     }
 
+    /// The address it listens on in its namespace ("127.0.0.1"): `KUBERNETES_SERVICE_HOST`.
+    pub fn host(&self) -> String {
+        HOST.to_string()
+    }
+
+    /// The port it listens on: `KUBERNETES_SERVICE_PORT`.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Writes a kubeconfig pointing at this server to `path`.
+    /// Whether it serves HTTPS (started with [`ApiServer::start_tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The bearer token an HTTPS stand-in requires; None in plain-HTTP mode.
+    pub fn token(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.token.as_str())
+    }
+
+    /// The PEM of the CA that signed an HTTPS stand-in's certificate; None in plain-HTTP mode.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
+    }
+
+    /// Writes a kubeconfig pointing at this server to `path`. In HTTPS mode it carries the CA
+    /// (`certificate-authority-data`) and the token.
     pub fn write_kubeconfig(&self, path: &Path) -> Result<()> {
+        let (ca, user) = match &self.tls {
+            None => (String::new(), "{}".to_string()),
+            Some(t) => {
+                let ca = base64::engine::general_purpose::STANDARD.encode(&t.ca_pem);
+                (
+                    format!("    certificate-authority-data: {ca}\n"),
+                    format!("\n    token: {}", t.token),
+                )
+            }
+        };
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {}\n\
-             users:\n- name: tester\n  user: {{}}\ncontexts:\n- name: standin\n  context:\n    \
+             {ca}users:\n- name: tester\n  user: {user}\ncontexts:\n- name: standin\n  context:\n    \
              cluster: standin\n    user: tester\ncurrent-context: standin\n",
             self.url()
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Writes what kubelet mounts at `/var/run/secrets/kubernetes.io/serviceaccount` into
+    /// `dir` (created if missing): `token`, `ca.crt` (the CA's PEM) and `namespace`
+    /// (`kube-system`). Only for an HTTPS stand-in: a plain one has neither token nor CA.
+    pub fn write_service_account(&self, dir: &Path) -> Result<()> {
+        let tls = self.tls.as_ref().ok_or_else(|| {
+            anyhow!(
+                "write_service_account: the stand-in serves plain HTTP; start it with start_tls"
+            )
+        })?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, text) in [
+            ("token", tls.token.as_str()),
+            ("ca.crt", tls.ca_pem.as_str()),
+            ("namespace", SERVICE_ACCOUNT_NAMESPACE),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Creates or replaces an object (a Service, EndpointSlice or Node as JSON); returns the
@@ -301,6 +386,11 @@ impl ApiServer {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// Requests answered 401 Unauthorized so far (HTTPS mode: no or a wrong token).
+    pub fn unauthorized(&self) -> usize {
+        self.inner.counters.unauthorized.load(Ordering::SeqCst)
     }
 
     /// 410 Gone ERROR events sent so far.

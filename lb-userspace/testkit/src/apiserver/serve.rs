@@ -1,6 +1,6 @@
-//! Serving the connections: the accept loop, one thread per connection, and the routing of
-//! each request to a list or a watch of its kind.
-use std::io::{self, BufReader};
+//! Serving the connections: the accept loop, one thread per connection (plain HTTP, or HTTPS
+//! with a bearer token), and the routing of each request to a list or a watch of its kind.
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,9 +12,15 @@ use super::http::{read_request, respond, respond_text};
 use super::list::list_response;
 use super::status;
 use super::store::{Inner, Kind};
+use super::tls::{Recording, Tls, TlsConn};
 use super::watch::serve_watch;
 
-pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, stop: Arc<AtomicBool>) {
+pub(super) fn accept_loop(
+    listener: TcpListener,
+    inner: Arc<Inner>,
+    stop: Arc<AtomicBool>,
+    tls: Option<Arc<Tls>>,
+) {
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((conn, _)) => {
@@ -28,9 +34,9 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, stop: Arc<At
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(id, c);
                 }
-                let inner = inner.clone();
+                let (inner, tls) = (inner.clone(), tls.clone());
                 thread::spawn(move || {
-                    let _ = serve_conn(&conn, &inner, epoch);
+                    let _ = serve(&conn, &inner, epoch, tls.as_deref());
                     let _ = conn.shutdown(Shutdown::Both);
                     inner
                         .conns
@@ -68,16 +74,46 @@ pub(super) fn route(path: &str) -> Option<(Kind, Option<String>)> {
     None
 }
 
-fn serve_conn(conn: &TcpStream, inner: &Inner, epoch: u64) -> io::Result<()> {
-    let mut writer = conn.try_clone()?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    while let Some(req) = read_request(&mut reader)? {
+/// Serves one connection, over TLS when `tls` (after the handshake; a client that rejects the
+/// certificate ends it there).
+fn serve(conn: &TcpStream, inner: &Inner, epoch: u64, tls: Option<&Tls>) -> io::Result<()> {
+    match tls {
+        None => serve_conn(conn.try_clone()?, inner, epoch, None),
+        Some(t) => {
+            let stream = TlsConn::accept(t.config.clone(), conn.try_clone()?)?;
+            serve_conn(stream, inner, epoch, Some(t))
+        }
+    }
+}
+
+fn serve_conn(
+    stream: impl Read + Write,
+    inner: &Inner,
+    epoch: u64,
+    tls: Option<&Tls>,
+) -> io::Result<()> {
+    let mut reader = Recording::new(BufReader::new(stream));
+    loop {
+        reader.seen.clear();
+        let Some(req) = read_request(&mut reader)? else {
+            return Ok(());
+        };
         if inner.conn_epoch.load(Ordering::SeqCst) != epoch {
             return Ok(());
         }
+        let authorized = tls.is_none_or(|t| t.authorized(&reader.seen));
+        let writer = reader.get_mut().get_mut();
+        if !authorized {
+            inner.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
+            respond(writer, 401, &status(401, "Unauthorized", "Unauthorized"))?;
+            if req.close {
+                return Ok(());
+            }
+            continue;
+        }
         if req.method != "GET" {
             respond(
-                &mut writer,
+                writer,
                 405,
                 &status(405, "MethodNotAllowed", "read-only stand-in"),
             )?;
@@ -85,7 +121,7 @@ fn serve_conn(conn: &TcpStream, inner: &Inner, epoch: u64) -> io::Result<()> {
         }
         let Some((kind, ns)) = route(&req.path) else {
             respond(
-                &mut writer,
+                writer,
                 404,
                 &status(404, "NotFound", &format!("no such path {}", req.path)),
             )?;
@@ -94,7 +130,7 @@ fn serve_conn(conn: &TcpStream, inner: &Inner, epoch: u64) -> io::Result<()> {
         let filter = match Filter::parse(&req.query, ns) {
             Ok(f) => f,
             Err(e) => {
-                respond(&mut writer, 400, &status(400, "BadRequest", &e))?;
+                respond(writer, 400, &status(400, "BadRequest", &e))?;
                 continue;
             }
         };
@@ -126,24 +162,16 @@ fn serve_conn(conn: &TcpStream, inner: &Inner, epoch: u64) -> io::Result<()> {
                 .get("allowWatchBookmarks")
                 .is_some_and(|b| b == "true");
             if !serve_watch(
-                &mut writer,
-                inner,
-                epoch,
-                kind,
-                &filter,
-                &from,
-                timeout,
-                bookmarks,
+                writer, inner, epoch, kind, &filter, &from, timeout, bookmarks,
             )? {
                 return Ok(());
             }
         } else {
             let (code, body) = list_response(inner, kind, &filter, &req.query);
-            respond_text(&mut writer, code, &body)?;
+            respond_text(writer, code, &body)?;
         }
         if req.close {
             return Ok(());
         }
     }
-    Ok(())
 }

@@ -109,6 +109,8 @@ pub(super) struct Counters {
     pub(super) expired_continues: AtomicUsize,
     pub(super) watches: [AtomicUsize; 3],
     pub(super) gone: AtomicUsize,
+    /// Requests answered 401 Unauthorized (HTTPS mode: no or a wrong bearer token).
+    pub(super) unauthorized: AtomicUsize,
     /// (labelSelector, fieldSelector) of every list and watch request, per kind.
     pub(super) selectors: Mutex<[Vec<(String, String)>; 3]>,
 }

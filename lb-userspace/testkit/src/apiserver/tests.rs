@@ -244,3 +244,28 @@ fn query_decoding_and_routes() {
     assert_eq!(route("/api/v1/namespaces/x/nodes"), None);
     assert_eq!(route("/api/v1/pods"), None);
 }
+
+#[test]
+fn bearer_token_of_a_request_head() {
+    use super::tls::bearer;
+    let head = |h: &str| format!("GET /api/v1/services HTTP/1.1\r\nHost: x\r\n{h}\r\n\r\n");
+    assert_eq!(
+        bearer(head("Authorization: Bearer abc-1").as_bytes()),
+        Some("abc-1")
+    );
+    assert_eq!(
+        bearer(head("authorization:   bearer  abc-1 ").as_bytes()),
+        Some("abc-1")
+    );
+    assert_eq!(
+        bearer(head("Authorization: Basic dXNlcg==").as_bytes()),
+        None
+    );
+    assert_eq!(bearer(head("X-Authorization: Bearer abc").as_bytes()), None);
+    assert_eq!(bearer(head("Accept: */*").as_bytes()), None);
+    // The request line is not a header, whatever it holds.
+    assert_eq!(
+        bearer(b"GET /Authorization: Bearer x HTTP/1.1\r\n\r\n"),
+        None
+    );
+}

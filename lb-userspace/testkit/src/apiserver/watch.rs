@@ -1,7 +1,6 @@
 //! Watch requests: a chunked stream of ADDED, MODIFIED, DELETED, BOOKMARK and ERROR events
 //! from a resourceVersion on, and 410 Gone after a compaction.
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ fn event_line(kind: &str, object: &Value) -> Vec<u8> {
 /// connection may carry another request; Ok(false): it was dropped.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn serve_watch(
-    conn: &mut TcpStream,
+    conn: &mut impl Write,
     inner: &Inner,
     epoch: u64,
     kind: Kind,

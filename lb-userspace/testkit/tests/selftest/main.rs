@@ -61,6 +61,7 @@ fn sa6(ip: Ipv6Addr, port: u16) -> SocketAddr {
     SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))
 }
 
+mod apiserver_tls;
 mod cluster;
 mod ipv6;
 
