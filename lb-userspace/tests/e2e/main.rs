@@ -11,10 +11,12 @@
 //! - [`icmp`]: ICMP errors about NATed flows;
 //! - [`ipv6`]: IPv6 and dual stack;
 //! - [`kube`]: the `kubernetes` source against the API server stand-in;
-//! - [`kube_tls`]: the same over HTTPS, with the stand-in's CA and bearer token.
+//! - [`kube_tls`]: the same over HTTPS, with the stand-in's CA and bearer token;
+//! - [`daemonset`]: the image run with podman as the rendered DaemonSet specifies.
 
 mod support;
 
+mod daemonset;
 mod icmp;
 mod ipv6;
 mod kube;
