@@ -4,8 +4,9 @@
 //!    plus bpftool, iproute2, iptables and nftables; no docs, man pages, locales or gconv),
 //!    imported into the local store as `localhost/podlb-base:<key>`, where the key is a hash of
 //!    that recipe. It is made once per recipe.
-//! 2. `buildah bud` of deploy/image/Containerfile on that base, with the release `podlb` as
-//!    the only file of the build context: `/usr/bin/podlb`, the entrypoint, and OCI labels.
+//! 2. `buildah bud` of deploy/image/Containerfile on that base, with the release `podlb`
+//!    (stripped) as the only file of the build context: `/usr/bin/podlb`, the entrypoint, and
+//!    OCI labels (version, revision, the unstripped binary's sha256).
 //!
 //! The image is tagged `localhost/podlb:<version>` (what deploy/base names) and
 //! `localhost/podlb:<version>-<git short sha>[-dirty]`. When the second tag already holds this
@@ -38,7 +39,7 @@ const PATH_EXCLUDES: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/gconv/*",
 ];
 /// The tools this needs; `cargo xtask setup` installs them.
-const TOOLS: &[&str] = &["mmdebstrap", "podman", "buildah", "runc"];
+const TOOLS: &[&str] = &["mmdebstrap", "podman", "buildah", "runc", "strip"];
 
 /// Builds the image from `podlb` (a release binary); `root` is the workspace.
 pub fn build(root: &Path, podlb: &Path, version: &str) -> Result<()> {
@@ -51,8 +52,8 @@ pub fn build(root: &Path, podlb: &Path, version: &str) -> Result<()> {
             .unwrap_or(false);
         if !found {
             bail!(
-                "{tool} is missing: run `cargo xtask setup` (it installs {})",
-                TOOLS.join(" ")
+                "{tool} is missing: run `cargo xtask setup` (it installs podman buildah runc \
+                 mmdebstrap binutils)"
             );
         }
     }
@@ -83,6 +84,8 @@ pub fn build(root: &Path, podlb: &Path, version: &str) -> Result<()> {
         fs::create_dir_all(&context)?;
         fs::copy(podlb, context.join("podlb"))
             .with_context(|| format!("copying {} into the build context", podlb.display()))?;
+        // The symbol table is a fifth of the binary; panics still name the file and line.
+        run(Command::new("strip").arg(context.join("podlb")))?;
         let mut bud = Command::new("buildah");
         bud.args(["bud", "--runtime", "runc", "--pull=never", "--layers=false"])
             .arg("--file")

@@ -83,6 +83,7 @@ const PACKAGES: &[&str] = &[
     "buildah",
     "runc",
     "mmdebstrap",
+    "binutils",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";

@@ -133,7 +133,7 @@ struct Bed {
 
 impl Bed {
     /// The test bed, without the container.
-    fn new(spec: &PodSpec) -> Bed {
+    fn new(spec: &PodSpec, network: PodNetwork) -> Bed {
         build_image();
         let ext_if = config_of(spec)["externalInterfaces"][0]
             .as_str()
@@ -142,7 +142,7 @@ impl Bed {
         let node = Node::with_external_interface(
             NodeOptions {
                 pods: 3,
-                network: PodNetwork::Routed,
+                network,
                 external_client: true,
             },
             &ext_if,
@@ -301,17 +301,10 @@ fn balance(
     (who, seen)
 }
 
-// The DaemonSet's container serves a pod's ClusterIP traffic and an external client's
-// NodePort traffic, balanced over the endpoints; its probes answer as the DaemonSet expects;
-// `podman restart` (kubelet restarting the container) keeps an open connection.
-#[test]
-fn daemonset_container_balances_and_survives_a_restart() {
-    let spec = spec();
-    let mut bed = Bed::new(&spec);
-    apply_objects(&bed);
-    bed.start(&spec);
+/// Probes, accept_local, a pod to the ClusterIP and the external client to the NodePort,
+/// each balanced; the maps as read on the host. The container runs on `bed`.
+fn serves(bed: &Bed, spec: &PodSpec) {
     let log = || bed.logs();
-
     // Probes, on the ports and paths the DaemonSet names: ready once synced.
     let readiness = spec.readiness.clone().expect("a readiness probe");
     let liveness = spec.liveness.clone().expect("a liveness probe");
@@ -323,7 +316,8 @@ fn daemonset_container_balances_and_survives_a_restart() {
     assert_eq!(code, 200, "{}: {body}\n{}", liveness.path, log());
 
     // /proc/sys is read-only in the container: accept_local is on for each attached interface
-    // instead of `all` (the test bed leaves `all` off), else NodePort replies are martians.
+    // (and a bridge the pods' interfaces belong to) instead of `all`, which the test bed
+    // leaves off; without it the NodePort's replies would be dropped as martians.
     let sysctl = |key: &str| {
         let path = format!("/proc/sys/net/ipv4/conf/{key}/accept_local");
         bed.node
@@ -333,11 +327,15 @@ fn daemonset_container_balances_and_survives_a_restart() {
             .to_string()
     };
     assert_eq!(sysctl("all"), "0");
-    let ext_if = config_of(&spec)["externalInterfaces"][0]
+    let ext_if = config_of(spec)["externalInterfaces"][0]
         .as_str()
         .unwrap()
         .to_string();
-    for dev in [ext_if.as_str(), "lxc0", "lxc1"] {
+    let mut devs = vec![ext_if, "lxc0".to_string(), "lxc1".to_string()];
+    if bed.node.network() == PodNetwork::Bridge {
+        devs.push("cbr0".into());
+    }
+    for dev in &devs {
         assert_eq!(sysctl(dev), "1", "accept_local on {dev}\n{}", log());
     }
 
@@ -345,7 +343,7 @@ fn daemonset_container_balances_and_survives_a_restart() {
     let client = bed.node.pod(0).ns();
     let cip = sa(vip(CLUSTER_IP), 80);
     wait_answered(client, cip, L4::Tcp, log);
-    let (who, seen) = balance(&bed, client, cip, 30);
+    let (who, seen) = balance(bed, client, cip, 30);
     assert_eq!(who, names(&BACKENDS), "{}", log());
     assert_eq!(seen, BTreeSet::from([IpAddr::V4(bed.node.pod(0).ip())]));
 
@@ -354,19 +352,35 @@ fn daemonset_container_balances_and_survives_a_restart() {
     let node_ip = bed.node.node_ip().expect("external client");
     let np = sa(node_ip, NODE_PORT);
     wait_answered(ext, np, L4::Tcp, log);
-    let (who, seen) = balance(&bed, ext, np, 30);
+    let (who, seen) = balance(bed, ext, np, 30);
     assert_eq!(who, names(&BACKENDS), "{}", log());
     assert_eq!(seen, BTreeSet::from([IpAddr::V4(node_ip)]), "{}", log());
 
     // The maps (read on the host from the container's pins) hold what the stand-in serves.
     let rows = bed
-        .services(&spec)
+        .services(spec)
         .expect("podlb service list on the container's pins");
     let fe = rows
         .iter()
         .find(|r| r["frontend"] == cip.to_string().as_str())
         .unwrap_or_else(|| panic!("{cip} not programmed: {rows:?}"));
     assert_eq!(row_backends(fe).len(), BACKENDS.len());
+}
+
+// The DaemonSet's container serves a pod's ClusterIP traffic and an external client's
+// NodePort traffic, balanced over the endpoints; its probes answer as the DaemonSet expects;
+// `podman restart` (kubelet restarting the container) keeps an open connection.
+#[test]
+fn daemonset_container_balances_and_survives_a_restart() {
+    let spec = spec();
+    let mut bed = Bed::new(&spec, PodNetwork::Routed);
+    apply_objects(&bed);
+    bed.start(&spec);
+    serves(&bed, &spec);
+    let log = || bed.logs();
+    let readiness = spec.readiness.clone().expect("a readiness probe");
+    let client = bed.node.pod(0).ns();
+    let cip = sa(vip(CLUSTER_IP), 80);
 
     // An open connection survives the container's restart.
     let mut session = TcpSession::connect(client, cip, T).unwrap();
@@ -402,6 +416,17 @@ fn daemonset_container_balances_and_survives_a_restart() {
     assert_eq!(who, names(&BACKENDS), "{}", log());
 }
 
+// The same on a bridge CNI node: replies enter the stack on the bridge, which gets
+// accept_local as the master of the pods' interfaces.
+#[test]
+fn daemonset_container_balances_on_a_bridge_node() {
+    let spec = spec();
+    let mut bed = Bed::new(&spec, PodNetwork::Bridge);
+    apply_objects(&bed);
+    bed.start(&spec);
+    serves(&bed, &spec);
+}
+
 // With each capability of the DaemonSet's set taken away, the container exits at once with
 // an error naming that capability and what it is for.
 #[test]
@@ -413,7 +438,7 @@ fn daemonset_container_without_a_capability_names_it() {
     );
     for cap in spec.cap_add.clone() {
         let without = spec.without_capability(&cap).unwrap();
-        let mut bed = Bed::new(&without);
+        let mut bed = Bed::new(&without, PodNetwork::Routed);
         bed.start(&without);
         let code = bed.container().wait_exit(SETTLE);
         let logs = bed.logs();
@@ -443,7 +468,7 @@ fn daemonset_container_without_a_capability_names_it() {
 #[test]
 fn image_entrypoint_and_daemonset_args_agree() {
     let spec = spec();
-    let bed = Bed::new(&spec);
+    let bed = Bed::new(&spec, PodNetwork::Routed);
     assert!(
         spec.command.is_empty(),
         "the DaemonSet overrides the entrypoint: {:?}",
