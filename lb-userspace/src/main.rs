@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the agent: watch Services and EndpointSlices, program the datapath.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Inspect Services as programmed in the datapath (reads the pinned maps).
     Service {
         #[command(subcommand)]
@@ -63,7 +63,7 @@ fn main() -> Result<()> {
         init_logging(Logging::default());
     }
     match cmd {
-        Cmd::Agent(a) => run_agent(a),
+        Cmd::Agent(a) => run_agent(*a),
         Cmd::Service {
             cmd: ServiceCmd::List(r),
         } => cli::service_list(&r.bpf_root, matches!(r.output, Output::Json)),

@@ -1,6 +1,5 @@
-//! A configuration file: which kind it is (by `apiVersion` and `kind`), podlb's own
-//! `AgentConfiguration` (read strictly: an unknown field is an error), and the effective
-//! configuration written back as one (`podlb agent --print-config`).
+//! podlb's own configuration file, `AgentConfiguration` (read strictly: an unknown field is an
+//! error), and the effective configuration written back as one (`podlb agent --print-config`).
 //!
 //! In every file, a field that is absent, null or empty ("" or []) leaves the setting as the
 //! layers below it (earlier files, the defaults) have it; `off` turns a server off.
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use super::values::{self, HEALTHZ_PORT, METRICS_PORT};
-use super::{kubeproxy, Loaded, Settings, SourceSetting};
+use super::{Loaded, Settings, SourceSetting};
 use crate::agent::SourceConfig;
 
 pub const API_VERSION: &str = "podlb.io/v1alpha1";
@@ -50,37 +49,6 @@ pub struct LoggingConfiguration {
     pub verbosity: Option<u32>,
 }
 
-/// What one file sets, and the warning to log about it (a kube-proxy file's fields that podlb
-/// ignores).
-#[derive(Debug)]
-pub struct Parsed {
-    pub settings: Settings,
-    pub warning: Option<String>,
-}
-
-/// Reads the file `name` (for messages) with contents `text`.
-pub fn parse_file(name: &str, text: &str) -> Result<Parsed> {
-    let doc: Value =
-        serde_yaml::from_str(text).map_err(|e| anyhow!("{name}: not a YAML document: {e}"))?;
-    let Value::Mapping(map) = &doc else {
-        bail!("{name}: not a configuration (want a mapping with apiVersion and kind)");
-    };
-    let field = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
-    match (field("apiVersion"), field("kind")) {
-        (API_VERSION, KIND) => Ok(Parsed {
-            settings: agent_configuration(name, text)?,
-            warning: None,
-        }),
-        (kubeproxy::API_VERSION, kubeproxy::KIND) => kubeproxy::parse(name, map),
-        (api_version, kind) => bail!(
-            "{name}: unknown configuration apiVersion {api_version:?}, kind {kind:?} (want \
-             {API_VERSION} {KIND}, or {} {})",
-            kubeproxy::API_VERSION,
-            kubeproxy::KIND
-        ),
-    }
-}
-
 /// Some(value) unless absent or empty.
 fn set(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
@@ -90,7 +58,8 @@ fn set_list(v: Option<Vec<String>>) -> Option<Vec<String>> {
     v.filter(|l| !l.is_empty())
 }
 
-fn agent_configuration(name: &str, text: &str) -> Result<Settings> {
+/// Reads an `AgentConfiguration` file `name` (for messages) with contents `text`.
+pub(super) fn parse(name: &str, text: &str) -> Result<Settings> {
     let c: AgentConfiguration = serde_yaml::from_str(text).map_err(|e| anyhow!("{name}: {e}"))?;
     let err = |field: &str, e: String| anyhow!("{name}: {field}: {e}");
     let source = match (set(c.kubeconfig), set(c.manifests)) {

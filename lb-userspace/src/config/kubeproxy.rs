@@ -11,9 +11,8 @@
 use anyhow::{anyhow, bail, Result};
 use serde_yaml::{Mapping, Value};
 
-use super::file::Parsed;
 use super::values::{self, HEALTHZ_PORT, METRICS_PORT};
-use super::{Settings, SourceSetting};
+use super::{Parsed, Settings, SourceSetting};
 
 pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
 pub const KIND: &str = "KubeProxyConfiguration";

@@ -24,11 +24,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
+use serde_yaml::Value;
 
 use crate::agent::{AgentConfig, SourceConfig};
 use crate::types::{Cidr, NodePortAddresses};
-pub use file::{effective_yaml, parse_file, AgentConfiguration};
+pub use file::{effective_yaml, AgentConfiguration};
 pub use flags::AgentArgs;
 pub use values::LogFormat;
 
@@ -82,6 +83,40 @@ impl Settings {
             log_format: over.log_format.or(self.log_format),
             verbosity: over.verbosity.or(self.verbosity),
         }
+    }
+}
+
+/// What one file sets, and the warning to log about it (a kube-proxy file's fields that podlb
+/// ignores).
+#[derive(Debug)]
+pub struct Parsed {
+    pub settings: Settings,
+    pub warning: Option<String>,
+}
+
+/// Reads the configuration file `name` (for messages) with contents `text`, of the kind its
+/// `apiVersion` and `kind` say.
+pub fn parse_file(name: &str, text: &str) -> Result<Parsed> {
+    let doc: Value =
+        serde_yaml::from_str(text).map_err(|e| anyhow!("{name}: not a YAML document: {e}"))?;
+    let Value::Mapping(map) = &doc else {
+        bail!("{name}: not a configuration (want a mapping with apiVersion and kind)");
+    };
+    let field = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
+    match (field("apiVersion"), field("kind")) {
+        (file::API_VERSION, file::KIND) => Ok(Parsed {
+            settings: file::parse(name, text)?,
+            warning: None,
+        }),
+        (kubeproxy::API_VERSION, kubeproxy::KIND) => kubeproxy::parse(name, map),
+        (api_version, kind) => bail!(
+            "{name}: unknown configuration apiVersion {api_version:?}, kind {kind:?} (want \
+             {} {}, or {} {})",
+            file::API_VERSION,
+            file::KIND,
+            kubeproxy::API_VERSION,
+            kubeproxy::KIND
+        ),
     }
 }
 

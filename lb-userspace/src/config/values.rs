@@ -117,7 +117,7 @@ pub fn duration_string(d: Duration) -> String {
             (h, 0, 0) => format!("{h}h"),
             (h, m, s) => format!("{h}h{m}m{s}s"),
         }
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}ns", d.as_nanos())

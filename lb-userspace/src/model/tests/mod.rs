@@ -5,6 +5,7 @@ mod dual_stack;
 mod endpoints;
 mod frontends;
 mod incremental;
+mod nodeport_addresses;
 mod ports;
 mod services;
 mod traffic_policy;
