@@ -95,7 +95,7 @@ fn api_status(e: &kube::Error) -> Option<(u16, String)> {
 // default namespace taken from the `namespace` file) and a watch that streams a new Service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incluster_client_lists_and_watches_over_tls() {
-    let api = start_tls();
+    let mut api = start_tls();
     assert!(api.is_tls());
     assert_eq!(api.host(), "127.0.0.1");
     assert!(api.url().starts_with("https://127.0.0.1:"), "{}", api.url());
@@ -167,6 +167,21 @@ async fn incluster_client_lists_and_watches_over_tls() {
     assert!(
         !matches!(end, Some(Ok(_))),
         "an event after drop_connections: {end:?}"
+    );
+
+    // After stop and restart (same port), the same CA and token still work: the client's
+    // configuration holds.
+    api.stop();
+    let e = all.list(&ListParams::default()).await.unwrap_err();
+    assert!(
+        api_status(&e).is_none(),
+        "a stopped stand-in answered: {e:#}"
+    );
+    api.restart().unwrap();
+    let list = all.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        names(&list.items),
+        ["default/late", "default/web", "kube-system/dns"]
     );
 }
 
