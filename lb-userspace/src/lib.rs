@@ -2,6 +2,7 @@
 //!
 //! Pure logic (`model`, `reconcile`) is kept apart from I/O (`source`, `datapath`, `agent`).
 pub mod agent;
+pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod datapath;

@@ -1,4 +1,4 @@
-//! Developer and CI entry points: `cargo xtask setup | build | test | demo | bench`.
+//! Developer and CI entry points: `cargo xtask setup | build | test | lint | image | demo | bench`.
 //!
 //! The build recipe is the one in TOOLCHAIN.md: the eBPF crate is compiled with Debian's
 //! `rustc-web` (which ships a prebuilt BPF `core`) and linked by bpf-linker built against
@@ -12,6 +12,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod image;
 mod layout;
 
 #[derive(Parser)]
@@ -37,6 +38,13 @@ enum Cmd {
     /// rustfmt --check, clippy with warnings as errors, and the layout rules (module docs,
     /// file sizes, no import cycles). Also run by `test`.
     Lint,
+    /// Build the OCI image localhost/podlb:<version> (and :<version>-<git sha>) with buildah,
+    /// from a Debian root filesystem made by mmdebstrap; no registry is needed.
+    Image {
+        /// Put this podlb binary in the image instead of setting up and building one.
+        #[arg(long, value_name = "PATH")]
+        podlb: Option<PathBuf>,
+    },
     /// Build a small node from network namespaces, run the agent on it and send traffic.
     Demo {
         /// Keep the topology and the agent running until Ctrl-C.
@@ -70,6 +78,12 @@ const PACKAGES: &[&str] = &[
     "conntrack",
     "netcat-openbsd",
     "iputils-ping",
+    // The image (`cargo xtask image`) and the podman end-to-end test.
+    "podman",
+    "buildah",
+    "runc",
+    "mmdebstrap",
+    "binutils",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
@@ -96,6 +110,18 @@ fn main() -> Result<()> {
                 bench(true, "ABC")?;
             }
             Ok(())
+        }
+        Cmd::Image { podlb } => {
+            require_root("image", "buildah and podman use the system's image store")?;
+            let podlb = match podlb {
+                Some(p) => p,
+                None => {
+                    setup()?;
+                    build()?;
+                    image::default_binary(&root())
+                }
+            };
+            image::build(&root(), &podlb, env!("CARGO_PKG_VERSION"))
         }
         Cmd::Bench { quick, sections } => {
             require_root(

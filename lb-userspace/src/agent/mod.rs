@@ -6,11 +6,13 @@
 //!
 //! The datapath keeps forwarding with what the maps hold: nothing is torn down because
 //! something failed, and what failed is retried.
-//! - **Start.** The agent stops with the error when the datapath cannot be loaded or adopted,
+//! - **Start.** The agent stops with the error when it lacks a capability it needs
+//!   ([`caps`](crate::caps)), the datapath cannot be loaded or adopted,
 //!   the maps cannot be opened or read, a slot or name left over by a crash (an orphan) cannot
 //!   be deleted, the Kubernetes configuration cannot be loaded, or the signal handlers cannot
-//!   be installed. When `accept_local` cannot be set, or the health or metrics address cannot
-//!   be bound, that is logged and the agent runs on (without that server).
+//!   be installed. When `all.accept_local` cannot be set (a read-only /proc/sys), it is set on
+//!   each interface the programs are attached to, by netlink; when the health or metrics
+//!   address cannot be bound, that is logged and the agent runs on (without that server).
 //! - **The source is incomplete or unreachable.** Nothing is written (nor repaired) before the
 //!   source was complete once (every watch listed, or the manifests read): until then the maps
 //!   keep what they hold, so pins adopted from the last agent go on forwarding, and /healthz
@@ -172,11 +174,11 @@ impl Agent {
     /// Opens (or adopts) the datapath and its maps, deletes the orphans a crash left, starts
     /// the health and metrics servers and the source, and sets up the signals and timers.
     fn open(cfg: AgentConfig) -> Result<Agent> {
+        crate::caps::require()?;
         let dp = Datapath::open(&cfg.bpf_root)?;
         if let Err(e) = accept_local() {
-            tracing::error!(
-                "{e:#}: masqueraded traffic (NodePort, hairpin) will be dropped by the kernel"
-            );
+            // Read-only /proc/sys (a container): each attached interface gets it instead.
+            tracing::warn!("{e:#}: setting accept_local on each attached interface instead");
         }
         let mut maps = Maps::open(&cfg.bpf_root)?;
         let pinned = maps.read_state()?;

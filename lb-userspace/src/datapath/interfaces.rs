@@ -1,6 +1,6 @@
 //! The interfaces of the node: listing them and their addresses, their drivers, attaching the
 //! programs (and pinning the links) or finding them attached, and the `accept_local` sysctl
-//! that masqueraded traffic needs.
+//! that masqueraded traffic needs (`all`, else per interface where /proc/sys is read-only).
 use std::{
     ffi::CStr,
     fs,
@@ -52,6 +52,13 @@ impl Datapath {
                 }
                 let pin = links.join(link_pin_name(hook, name, *index));
                 match self.attach_tc(hook, name, &pin) {
+                    Ok(()) if hook == Hook::Tc => {
+                        attached.push((name.clone(), hook));
+                        if let Err(e) = accept_local_on(name, *index) {
+                            failed
+                                .push((format!("{name}@{index} (accept_local)"), format!("{e:#}")));
+                        }
+                    }
                     Ok(()) => attached.push((name.clone(), hook)),
                     Err(e) => failed.push((
                         format!("{name}@{index} ({})", hook.name()),
@@ -167,6 +174,22 @@ pub fn accept_local() -> Result<()> {
         return Ok(());
     }
     fs::write(path, "1").with_context(|| format!("setting {path}"))
+}
+
+/// When `all.accept_local` is off (it could not be set: /proc/sys is read-only in a
+/// container), sets it on the interface and on its bridge through netlink
+/// ([`devconf`](super::devconf)); CAP_NET_ADMIN suffices.
+fn accept_local_on(name: &str, index: u32) -> Result<()> {
+    let all = fs::read_to_string("/proc/sys/net/ipv4/conf/all/accept_local");
+    if all.map(|v| v.trim() == "1").unwrap_or(false) {
+        return Ok(());
+    }
+    super::devconf::set_accept_local(index).context("setting accept_local by netlink")?;
+    if let Some(master) = super::devconf::master_of(name) {
+        super::devconf::set_accept_local(master)
+            .context("setting accept_local on the interface's master by netlink")?;
+    }
+    Ok(())
 }
 
 /// Interfaces of the current network namespace, as (name, index).

@@ -15,12 +15,14 @@
 //!
 //! The parts: `pins` (the bpf root, the layout version, the link pins, `reset`), `load`
 //! (loading or adopting the programs and maps), `interfaces` (listing, addresses, attaching),
+//! `devconf` (an interface's accept_local by netlink),
 //! `maps` (the map handles, reads and writes) and `batch` (batched whole-map reads).
 use std::path::PathBuf;
 
 use aya::programs::{SchedClassifier, Xdp};
 
 mod batch;
+mod devconf;
 mod interfaces;
 mod load;
 mod maps;

@@ -8,9 +8,12 @@
 //! - [`frame`]: the one frame builder (IPv4, IPv6; TCP, UDP, SCTP, ICMP, ICMPv6) for
 //!   BPF_PROG_TEST_RUN, the replies the programs must send, and independent checksum and CRC32c
 //!   verifiers.
+//! - [`podspec`]: a rendered DaemonSet's container as a `podman run` command line, and the
+//!   podman runner ([`podspec::podman`]) for the DaemonSet test.
 //! - [`rng`]: the one seeded pseudo-random generator of the tests and the bench.
 pub mod apiserver;
 pub mod frame;
+pub mod podspec;
 pub mod rng;
 pub mod testbed;
 

@@ -13,11 +13,13 @@
 //! - [`kube`]: the `kubernetes` source against the API server stand-in;
 //! - [`kube_tls`]: the same over HTTPS, with the stand-in's CA and bearer token;
 //! - [`config`]: the agent's configuration (flags, files, `--print-config`) through the real
-//!   binary, and `--nodeport-addresses` with real traffic.
+//!   binary, and `--nodeport-addresses` with real traffic;
+//! - [`daemonset`]: the image run with podman as the rendered DaemonSet specifies.
 
 mod support;
 
 mod config;
+mod daemonset;
 mod icmp;
 mod ipv6;
 mod kube;

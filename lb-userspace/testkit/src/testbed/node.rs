@@ -97,6 +97,8 @@ pub struct Node {
     pub(super) uplink: Option<Ipv4Addr>,
     /// The node's IPv6 address on the cluster underlay, for a [`Cluster`](super::Cluster) node.
     pub(super) uplink6: Option<Ipv6Addr>,
+    /// The node-side name of the external client's link (`ext0` unless named otherwise).
+    ext_if: String,
 }
 
 impl Node {
@@ -112,7 +114,22 @@ impl Node {
         Self::build(opts, index, unique_prefix())
     }
 
+    /// Like [`Node::new`], with the node's side of the external client's link named `name`
+    /// instead of `ext0`. Interface names are per namespace, so the node may call it `eth0`,
+    /// as a real node names its uplink: then a configuration written for real nodes
+    /// (deploy/base's `externalInterfaces: ["eth0"]`) fits the test bed unchanged.
+    pub fn with_external_interface(opts: NodeOptions, name: &str) -> Result<Node> {
+        if name.is_empty() || name.len() > 15 || name.starts_with("lxc") {
+            bail!("external interface name {name:?}: want 1 to 15 characters, not lxc* (the pods' interfaces)");
+        }
+        Self::build_named(opts, 0, unique_prefix(), name)
+    }
+
     pub(super) fn build(opts: NodeOptions, index: u8, prefix: String) -> Result<Node> {
+        Self::build_named(opts, index, prefix, "ext0")
+    }
+
+    fn build_named(opts: NodeOptions, index: u8, prefix: String, ext_if: &str) -> Result<Node> {
         let ns = Netns::with_name(format!("{prefix}-node"))?;
         let mut node = Node {
             pods: Vec::new(),
@@ -123,6 +140,7 @@ impl Node {
             index,
             uplink: None,
             uplink6: None,
+            ext_if: ext_if.to_string(),
         };
         node.ns.sysctl(&[
             ("net.ipv4.ip_forward", "1"),
@@ -150,12 +168,12 @@ impl Node {
                 &node.ns,
                 &[
                     format!(
-                        "link add ext0 type veth peer name eth0 netns {}",
+                        "link add {ext_if} type veth peer name eth0 netns {}",
                         ext_ref.name()
                     ),
-                    format!("addr add {EXT_NODE_IP}/24 dev ext0"),
-                    format!("addr add {EXT_NODE_IP6}/64 dev ext0 nodad"),
-                    "link set ext0 up".into(),
+                    format!("addr add {EXT_NODE_IP}/24 dev {ext_if}"),
+                    format!("addr add {EXT_NODE_IP6}/64 dev {ext_if} nodad"),
+                    format!("link set {ext_if} up"),
                 ],
             )?;
             ip_batch(
@@ -332,14 +350,14 @@ impl Node {
     }
     /// The node's external interfaces (what [`Agent`](super::Agent) passes as `--external-interface`):
     /// `["eth0"]` for a [`Cluster`](super::Cluster) node, `["ext0"]` for a standalone node with an external
-    /// client, else none.
+    /// client (or the name given to [`Node::with_external_interface`]), else none.
     pub fn external_interfaces(&self) -> Vec<String> {
         let mut ifs = Vec::new();
         if self.uplink.is_some() {
             ifs.push(CLUSTER_UPLINK.to_string());
         }
         if self.ext.is_some() {
-            ifs.push("ext0".to_string());
+            ifs.push(self.ext_if.clone());
         }
         ifs
     }
