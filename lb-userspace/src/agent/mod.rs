@@ -355,6 +355,7 @@ impl Agent {
                 let node = NodeInfo {
                     name: self.cfg.node_name.clone(),
                     fallback_addresses: self.fallback_addresses.clone(),
+                    cluster_cidrs: self.cfg.cluster_cidrs.clone(),
                 };
                 self.model.insert(Incremental::from_objects(
                     &objs.services,

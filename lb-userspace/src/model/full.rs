@@ -23,6 +23,7 @@ pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>, N: Borrow<Node>>(
     let mut warnings = Vec::new();
     let mut state = DesiredState {
         node_addresses: node_addresses(nodes, node, &mut warnings),
+        cluster_cidrs: node.cluster_cidrs.clone(),
         ..DesiredState::default()
     };
 
@@ -51,7 +52,7 @@ pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>, N: Borrow<Node>>(
     for svc in &sorted {
         let key = svc.key();
         let slices: Vec<&SliceView> = by_service.get(&key).into_iter().flatten().collect();
-        match service_frontends(svc, &key, &slices, &state.node_addresses, &node.name) {
+        match service_frontends(svc, &key, &slices, &state.node_addresses, node) {
             Ok(Some(out)) => {
                 state.cluster_ips.extend(out.cluster_ips);
                 claims.extend(out.frontends);

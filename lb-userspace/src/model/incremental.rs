@@ -72,6 +72,10 @@ pub struct Incremental {
 
 impl Incremental {
     pub fn new(node: NodeInfo) -> Self {
+        let state = DesiredState {
+            cluster_cidrs: node.cluster_cidrs.clone(),
+            ..DesiredState::default()
+        };
         let mut m = Incremental {
             node,
             nodes: Vec::new(),
@@ -83,7 +87,7 @@ impl Incremental {
             conflicts: BTreeSet::new(),
             cluster_ip_refs: HashMap::new(),
             dirty: BTreeSet::new(),
-            state: DesiredState::default(),
+            state,
             changes: Changes::default(),
         };
         m.refresh_node_addresses();
@@ -292,7 +296,7 @@ impl Incremental {
                 key,
                 &views,
                 &self.state.node_addresses,
-                &self.node.name,
+                &self.node,
             ) {
                 Ok(Some(out)) => {
                     for ip in out.cluster_ips {

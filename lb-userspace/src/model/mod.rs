@@ -24,7 +24,7 @@ mod tests;
 pub use full::build;
 pub use incremental::{Changes, Incremental};
 
-use crate::types::{BackendAddr, FrontendAddr, FrontendKind};
+use crate::types::{BackendAddr, Cidr, FrontendAddr, FrontendKind};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -36,6 +36,10 @@ pub struct FrontendSpec {
     /// Masquerade (SNAT to the node address) every new flow: externally reachable frontends
     /// (NodePort, ExternalIp, LoadBalancer) with externalTrafficPolicy Cluster (contract point 13).
     pub snat: bool,
+    /// Masquerade new flows whose source is outside the cluster CIDR of the frontend's family:
+    /// ClusterIP frontends of a family with a `--cluster-cidr` (contract point 12, kube-proxy's
+    /// `! -s clusterCIDR -d clusterIP -j KUBE-MARK-MASQ`, for either internalTrafficPolicy).
+    pub masq_off_cluster: bool,
     /// With no backends: drop silently (true: iTP=Local / eTP=Local with no local endpoints,
     /// points 14-15) instead of rejecting (false: point 16).
     pub drop_when_empty: bool,
@@ -55,6 +59,8 @@ pub struct DesiredState {
     /// NodeInfo.fallback_addresses). Never loopback, unspecified or IPv6 link-local. The first
     /// address of each family is that family's SNAT address.
     pub node_addresses: Vec<IpAddr>,
+    /// The cluster CIDRs ([`NodeInfo::cluster_cidrs`]), for the datapath's configuration.
+    pub cluster_cidrs: Vec<Cidr>,
 }
 
 pub struct NodeInfo {
@@ -64,6 +70,10 @@ pub struct NodeInfo {
     /// Where NodePorts are served when the Node object is missing or has no usable address
     /// (the external interfaces' addresses, both families).
     pub fallback_addresses: Vec<IpAddr>,
+    /// The pods' address ranges (`--cluster-cidr`), at most one per family. ClusterIP traffic
+    /// from outside the CIDR of its family is masqueraded; a family without one masquerades
+    /// nothing for this reason (kube-proxy's local detector, per family).
+    pub cluster_cidrs: Vec<Cidr>,
 }
 
 pub struct Built {

@@ -120,6 +120,7 @@ fn incremental_equals_build() {
         let node = || NodeInfo {
             name: "node-a".into(),
             fallback_addresses: vec![ip("192.168.0.1")],
+            cluster_cidrs: Vec::new(),
         };
         let mut inc = Incremental::new(node());
         let mut services: Vec<Arc<Service>> = Vec::new();
@@ -196,6 +197,7 @@ fn incremental_equals_build() {
                 &NodeInfo {
                     name: "node-a".into(),
                     fallback_addresses: fallback.clone(),
+                    cluster_cidrs: Vec::new(),
                 },
             );
             assert_eq!(*inc.state(), full.state, "seed {seed} step {step}");

@@ -51,6 +51,7 @@ fn run_with(yaml: &str, fallback: &[&str]) -> Built {
         &NodeInfo {
             name: "node-a".into(),
             fallback_addresses: fallback.iter().map(|a| a.parse().unwrap()).collect(),
+            cluster_cidrs: Vec::new(),
         },
     )
 }

@@ -57,6 +57,7 @@ fn desired(fes: &[(FrontendAddr, &str, Vec<BackendAddr>)]) -> DesiredState {
                         kind: FrontendKind::ClusterIp,
                         snat: false,
                         drop_when_empty: false,
+                        masq_off_cluster: false,
                         backends: b.clone(),
                     },
                 )
