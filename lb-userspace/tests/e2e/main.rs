@@ -8,12 +8,15 @@
 //! - [`service`]: ClusterIP Services over IPv4;
 //! - [`service_types`]: NodePort, externalIPs, LoadBalancer and the rest of the Service types;
 //! - [`multinode`]: two-node clusters;
+//! - [`cluster_cidr`]: `--cluster-cidr`, an external client to a ClusterIP via a node whose
+//!   only backend is on the other node;
 //! - [`icmp`]: ICMP errors about NATed flows;
 //! - [`ipv6`]: IPv6 and dual stack;
 //! - [`kube`]: the `kubernetes` source against the API server stand-in.
 
 mod support;
 
+mod cluster_cidr;
 mod icmp;
 mod ipv6;
 mod kube;
