@@ -308,8 +308,16 @@ impl Cidr {
     /// address's family.
     pub fn netmask(&self) -> IpAddr {
         match self.addr {
-            IpAddr::V4(_) => Cidr { addr: IpAddr::from([0xff; 4]), prefix: self.prefix }.network(),
-            IpAddr::V6(_) => Cidr { addr: IpAddr::from([0xff; 16]), prefix: self.prefix }.network(),
+            IpAddr::V4(_) => Cidr {
+                addr: IpAddr::from([0xff; 4]),
+                prefix: self.prefix,
+            }
+            .network(),
+            IpAddr::V6(_) => Cidr {
+                addr: IpAddr::from([0xff; 16]),
+                prefix: self.prefix,
+            }
+            .network(),
         }
     }
 }

@@ -49,9 +49,9 @@ pub fn service_rows(root: &Path) -> Result<Vec<ServiceRow>> {
                     (FE_MASQ_OFF_CLUSTER, "masq-off-cluster"),
                 ]
                 .into_iter()
-                    .filter(|(bit, _)| f.flags & bit != 0)
-                    .map(|(_, n)| n)
-                    .collect(),
+                .filter(|(bit, _)| f.flags & bit != 0)
+                .map(|(_, n)| n)
+                .collect(),
                 service: f.name.clone(),
                 backends: f
                     .slots

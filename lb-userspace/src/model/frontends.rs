@@ -212,7 +212,11 @@ pub(super) fn service_frontends(
     // Point 12: with a cluster CIDR of the family, ClusterIP traffic from outside it is
     // masqueraded. kube-proxy writes that rule into the chain internal traffic goes to, the
     // Cluster or the Local one, so internalTrafficPolicy does not matter.
-    let has_cidr = |ip: &IpAddr| node.cluster_cidrs.iter().any(|c| c.family() == Family::of(*ip));
+    let has_cidr = |ip: &IpAddr| {
+        node.cluster_cidrs
+            .iter()
+            .any(|c| c.family() == Family::of(*ip))
+    };
 
     let mut frontends = Vec::new();
     for p in &ports {

@@ -291,13 +291,7 @@ impl Incremental {
         let name: Arc<str> = Arc::from(key);
         let mut seq = 0u32;
         for svc in &cache.objects {
-            match service_frontends(
-                svc,
-                key,
-                &views,
-                &self.state.node_addresses,
-                &self.node,
-            ) {
+            match service_frontends(svc, key, &views, &self.state.node_addresses, &self.node) {
                 Ok(Some(out)) => {
                     for ip in out.cluster_ips {
                         cache.cluster_ips.push(ip);

@@ -17,8 +17,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::support::*;
-use testkit::testbed::wait_for;
 use podlb::types::Family;
+use testkit::testbed::wait_for;
 use testkit::testbed::PodNetwork;
 
 const WHO: &str = "cluster-cidr";
@@ -42,7 +42,14 @@ fn setup(family: Family, agent_args: &[&str]) -> (Multi, SocketAddr, SocketAddr,
     let backend = f.pod(1, 0).ip_of(family);
     let cip = vip_of(family, 30);
     let mut docs = vec![nodes_yaml()];
-    docs.extend(multi_docs("web", "ClusterIP", cip, None, None, &[(backend, 1)]));
+    docs.extend(multi_docs(
+        "web",
+        "ClusterIP",
+        cip,
+        None,
+        None,
+        &[(backend, 1)],
+    ));
     f.apply("web", &docs);
     let (tdst, udst) = (sa(cip, 80), sa(cip, 53));
     let (tbe, ube) = (sa(backend, TCP_BACKEND_PORT), sa(backend, UDP_BACKEND_PORT));
@@ -141,7 +148,10 @@ fn external_client_reply_bypasses_node_a_without_cluster_cidr(family: Family) {
     let accepted = f.tcp[&Multi::ident(1, 0)].accepted();
     for i in 0..3 {
         if let Ok(r) = L4::Tcp.request(client, tdst, SHORT) {
-            panic!("TCP request {i} to {tdst} was answered: {r:?}\n{}", f.logs());
+            panic!(
+                "TCP request {i} to {tdst} was answered: {r:?}\n{}",
+                f.logs()
+            );
         }
     }
     assert_eq!(f.tcp[&Multi::ident(1, 0)].accepted(), accepted);

@@ -67,7 +67,10 @@ const V6: Case<[u8; 16]> = Case {
     ],
     inside: [
         (ip6([0xfd00, 0x10, 0x244, 0, 0, 0, 0, 5]), 40000),
-        (ip6([0xfd00, 0x10, 0x244, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff]), 40001),
+        (
+            ip6([0xfd00, 0x10, 0x244, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff]),
+            40001,
+        ),
     ],
     config: config6,
 };
@@ -190,7 +193,13 @@ fn off_cluster_source_is_masqueraded<A: Ip>(hook: Hook, c: &Case<A>) {
         verify::<A>(&out);
         assert_eq!(
             h.ct_get(ct_key(src, c.vip, PROTO_TCP)),
-            Some(ct_entry(c.backend, CT_FORWARD | CT_SNAT, 1, id, (c.node, p))),
+            Some(ct_entry(
+                c.backend,
+                CT_FORWARD | CT_SNAT,
+                1,
+                id,
+                (c.node, p)
+            )),
             "forward entry of {src:?}"
         );
         assert_eq!(
@@ -237,7 +246,9 @@ fn without_cidr_nothing_changes<A: Ip>(hook: Hook, c: &Case<A>) {
         for &src in c.outside.iter().chain(&c.inside) {
             let syn = syn(c, src);
             assert_nat(&h, &syn, &syn.clone().dst(c.backend));
-            let fwd = h.ct_get(ct_key(src, c.vip, PROTO_TCP)).expect("forward entry");
+            let fwd = h
+                .ct_get(ct_key(src, c.vip, PROTO_TCP))
+                .expect("forward entry");
             assert_eq!(fwd.flags, CT_FORWARD, "flags {flags}, source {src:?}");
         }
         assert_eq!(h.conntrack().len(), 8);

@@ -89,18 +89,30 @@ fn internal_traffic_policy_local_masquerades_off_cluster_sources_too() {
     let b = build_with(&dual_web("Local"), &["10.244.0.0/16", "fd00:10:244::/48"]);
     let cip = &b.state.frontends[&fe("fd00:96::10", 80, Proto::Tcp)];
     assert!(cip.masq_off_cluster && cip.drop_when_empty, "{cip:?}");
-    assert_eq!(flags_and_kind(cip).0 & FE_MASQ_OFF_CLUSTER, FE_MASQ_OFF_CLUSTER);
+    assert_eq!(
+        flags_and_kind(cip).0 & FE_MASQ_OFF_CLUSTER,
+        FE_MASQ_OFF_CLUSTER
+    );
 }
 
 #[test]
 fn cidrs_reach_the_datapath_config_as_network_and_mask() {
     // The address as written keeps its host bits; the config holds the network.
-    let b = build_with(&dual_web("Cluster"), &["10.244.7.1/16", "fd00:10:244:1::/48"]);
+    let b = build_with(
+        &dual_web("Cluster"),
+        &["10.244.7.1/16", "fd00:10:244:1::/48"],
+    );
     let c = config_for(&b.state);
-    assert_eq!((c.cluster_net, c.cluster_mask), ([10, 244, 0, 0], [255, 255, 0, 0]));
+    assert_eq!(
+        (c.cluster_net, c.cluster_mask),
+        ([10, 244, 0, 0], [255, 255, 0, 0])
+    );
     let net6: std::net::Ipv6Addr = "fd00:10:244::".parse().unwrap();
     let mask6: std::net::Ipv6Addr = "ffff:ffff:ffff::".parse().unwrap();
-    assert_eq!((c.cluster_net6, c.cluster_mask6), (net6.octets(), mask6.octets()));
+    assert_eq!(
+        (c.cluster_net6, c.cluster_mask6),
+        (net6.octets(), mask6.octets())
+    );
     assert_eq!(c.snat_addr, [192, 168, 0, 1]);
 
     // Only IPv6: the IPv4 prefix stays all zeros.
