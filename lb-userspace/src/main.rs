@@ -65,10 +65,6 @@ struct AgentArgs {
     /// (seconds; fractions allowed).
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     resync_interval: f64,
-    /// The pods' address ranges, at most one per family (comma-separated): ClusterIP traffic
-    /// from outside them is masqueraded, as kube-proxy does.
-    #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',')]
-    cluster_cidrs: Vec<podlb::types::Cidr>,
 }
 
 #[derive(Subcommand)]
@@ -132,11 +128,6 @@ fn run_agent(a: AgentArgs) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("bad --pod-interface glob {g:?}: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    for f in podlb::types::Family::ALL {
-        if a.cluster_cidrs.iter().filter(|c| c.family() == f).count() > 1 {
-            bail!("--cluster-cidr: more than one {f} CIDR");
-        }
-    }
     let cfg = agent::AgentConfig {
         source,
         node_name,
@@ -146,7 +137,7 @@ fn run_agent(a: AgentArgs) -> Result<()> {
         healthz_addr: listen_addr("--healthz-addr", &a.healthz_addr)?,
         metrics_addr: listen_addr("--metrics-addr", &a.metrics_addr)?,
         resync_interval: std::time::Duration::from_secs_f64(a.resync_interval),
-        cluster_cidrs: a.cluster_cidrs,
+        cluster_cidrs: Vec::new(),
         nodeport_addresses: Default::default(),
     };
     tokio::runtime::Builder::new_current_thread()
