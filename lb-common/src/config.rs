@@ -1,4 +1,5 @@
-//! `lb_config`: the agent's settings for the datapath (SNAT addresses and port range).
+//! `lb_config`: the agent's settings for the datapath (SNAT addresses and port range, and the
+//! cluster CIDR of each family).
 
 /// Default SNAT port range: above Linux's default ephemeral range (32768-60999), so SNATed
 /// flows do not collide with the node's own connections.
@@ -16,4 +17,13 @@ pub struct Config {
     pub snat_port_max: u16,
     /// IPv6 source address for SNAT; `::` disables IPv6 SNAT.
     pub snat_addr6: [u8; 16],
+    /// The IPv4 cluster CIDR (`--cluster-cidr`) as network address and netmask, both in network
+    /// order: a source `s` is inside when `s & cluster_mask == cluster_net`. Read only for
+    /// frontends with `FE_MASQ_OFF_CLUSTER`, which the agent sets only when the family has a
+    /// CIDR; all zeros otherwise.
+    pub cluster_net: [u8; 4],
+    pub cluster_mask: [u8; 4],
+    /// The IPv6 cluster CIDR, the same way.
+    pub cluster_net6: [u8; 16],
+    pub cluster_mask6: [u8; 16],
 }

@@ -7,6 +7,10 @@ use crate::Addr;
 pub const FE_SNAT: u16 = 1;
 /// `Frontend::flags`: with no backends, drop instead of rejecting (traffic policy Local).
 pub const FE_DROP_EMPTY: u16 = 2;
+/// `Frontend::flags`: masquerade a new flow whose source is outside the cluster CIDR of its
+/// family (`Config::cluster_net`), as kube-proxy does for ClusterIPs with `--cluster-cidr`.
+/// Set on ClusterIP frontends of a family that has a cluster CIDR.
+pub const FE_MASQ_OFF_CLUSTER: u16 = 4;
 
 /// `Frontend::kind` values.
 pub const KIND_CLUSTER_IP: u16 = 1;

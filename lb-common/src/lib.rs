@@ -14,7 +14,7 @@
 /// Version of the pinned map layout. Bump when a key or value type changes shape.
 /// The agent records it in `<bpf-root>/layout-version` and refuses to adopt pins of another
 /// version (`podlb reset` clears them).
-pub const PIN_LAYOUT_VERSION: u32 = 4;
+pub const PIN_LAYOUT_VERSION: u32 = 5;
 /// File under the bpf root that holds `PIN_LAYOUT_VERSION` of the pinned maps.
 pub const LAYOUT_VERSION_FILE: &str = "layout-version";
 

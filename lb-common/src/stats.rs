@@ -9,9 +9,12 @@ pub const CNT_SNAT_NO_PORT: u32 = 3;
 pub const CNT_NAT_ERROR: u32 = 4;
 pub const CNT_HAIRPIN: u32 = 5;
 pub const CNT_SNAT: u32 = 6;
+/// Flows to a ClusterIP masqueraded because their source is outside the cluster CIDR
+/// (`FE_MASQ_OFF_CLUSTER`); `CNT_SNAT` counts the frontends that masquerade every flow.
+pub const CNT_SNAT_OFF_CLUSTER: u32 = 7;
 pub const COUNTERS: u32 = 8;
 /// Names of the counters, by index, for the CLI.
-pub const COUNTER_NAMES: [&str; 7] = [
+pub const COUNTER_NAMES: [&str; 8] = [
     "reject_no_backend",
     "reject_no_port",
     "drop_no_backend",
@@ -19,6 +22,7 @@ pub const COUNTER_NAMES: [&str; 7] = [
     "nat_error",
     "hairpin",
     "snat",
+    "snat_off_cluster",
 ];
 
 /// Length of the name in `SvcMeta`.

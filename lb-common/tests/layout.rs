@@ -13,11 +13,11 @@ use core::mem::{align_of, offset_of, size_of};
 use lb_common::*;
 
 /// The layout version `table()` describes.
-const TABLE_VERSION: u32 = 4;
+const TABLE_VERSION: u32 = 5;
 
 /// Every layout version since this test exists, with the fingerprint of its table. Append a
 /// line for a new version (the failing test prints its fingerprint); never change a line.
-const HISTORY: &[(u32, u64)] = &[(4, 0x7419_b30b_f916_1cae)];
+const HISTORY: &[(u32, u64)] = &[(4, 0x7419_b30b_f916_1cae), (5, 0xb2b3_647e_cd62_5d6e)];
 
 /// One line per type: `Type = size / align { field @ offset + size, ... }`, fields in
 /// declaration order. Keep the order of the lines: the fingerprint follows it.
@@ -27,7 +27,7 @@ fn table() -> Vec<TypeLayout> {
         Frontend = 16 / 4 { svc_id @ 0 + 4, count @ 4 + 4, flags @ 8 + 2, kind @ 10 + 2, pad @ 12 + 4 }
         VipKey = 20 / 4 { addr @ 0 + 16, family @ 16 + 1, pad @ 17 + 3 }
         Vip = 4 / 4 { flags @ 0 + 4 }
-        Config = 24 / 4 { snat_addr @ 0 + 4, snat_port_min @ 4 + 2, snat_port_max @ 6 + 2, snat_addr6 @ 8 + 16 }
+        Config = 64 / 4 { snat_addr @ 0 + 4, snat_port_min @ 4 + 2, snat_port_max @ 6 + 2, snat_addr6 @ 8 + 16, cluster_net @ 24 + 4, cluster_mask @ 28 + 4, cluster_net6 @ 32 + 16, cluster_mask6 @ 48 + 16 }
         SlotKey = 8 / 4 { svc_id @ 0 + 4, slot @ 4 + 4 }
         Slot = 4 / 4 { backend_id @ 0 + 4 }
         Backend = 20 / 4 { addr @ 0 + 16, port @ 16 + 2, proto @ 18 + 1, family @ 19 + 1 }

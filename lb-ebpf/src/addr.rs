@@ -31,6 +31,19 @@ pub fn words(a: &Addr) -> &[u32; 4] {
     unsafe { &*(a as *const Addr as *const [u32; 4]) }
 }
 
+/// Whether an (aligned) address lies in the prefix `net`/`mask`, both as words in network
+/// order (an IPv4 prefix in the first word, the rest zero; a zero mask matches everything):
+/// the address masked word by word equals `net`.
+#[inline(always)]
+pub fn in_prefix(a: &Addr, net: &[u32; 4], mask: &[u32; 4]) -> bool {
+    let a = words(a);
+    ((a[0] & mask[0]) ^ net[0])
+        | ((a[1] & mask[1]) ^ net[1])
+        | ((a[2] & mask[2]) ^ net[2])
+        | ((a[3] & mask[3]) ^ net[3])
+        == 0
+}
+
 /// Sets an (aligned) address: an IPv4 address (first word) or all zeros.
 #[inline(always)]
 pub fn set_addr4(dst: &mut Addr, v4: [u8; 4]) {

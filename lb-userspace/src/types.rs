@@ -303,6 +303,23 @@ impl Cidr {
             IpAddr::V6(a) => IpAddr::from(mask(a.octets(), self.prefix)),
         }
     }
+
+    /// The netmask: `prefix` one bits, the rest zero (`255.255.0.0` for a /16), of the
+    /// address's family.
+    pub fn netmask(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(_) => Cidr {
+                addr: IpAddr::from([0xff; 4]),
+                prefix: self.prefix,
+            }
+            .network(),
+            IpAddr::V6(_) => Cidr {
+                addr: IpAddr::from([0xff; 16]),
+                prefix: self.prefix,
+            }
+            .network(),
+        }
+    }
 }
 
 fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {

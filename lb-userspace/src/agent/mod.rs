@@ -376,6 +376,7 @@ impl Agent {
                     fallback_addresses: self.fallback_addresses.clone(),
                     nodeport_addresses: self.cfg.nodeport_addresses.clone(),
                     local_addresses: self.local_addresses.clone(),
+                    cluster_cidrs: self.cfg.cluster_cidrs.clone(),
                 };
                 self.model.insert(Incremental::from_objects(
                     &objs.services,

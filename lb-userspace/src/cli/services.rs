@@ -4,7 +4,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use lb_common::{FE_DROP_EMPTY, FE_SNAT};
+use lb_common::{FE_DROP_EMPTY, FE_MASQ_OFF_CLUSTER, FE_SNAT};
 
 use super::table::print_table;
 use crate::datapath::{fmt_addr, Maps};
@@ -43,11 +43,15 @@ pub fn service_rows(root: &Path) -> Result<Vec<ServiceRow>> {
                 family: Family::name_of(k.family),
                 protocol: Proto::name_of(k.proto),
                 kind: FrontendKind::name_of(f.kind),
-                flags: [(FE_SNAT, "snat"), (FE_DROP_EMPTY, "drop-empty")]
-                    .into_iter()
-                    .filter(|(bit, _)| f.flags & bit != 0)
-                    .map(|(_, n)| n)
-                    .collect(),
+                flags: [
+                    (FE_SNAT, "snat"),
+                    (FE_DROP_EMPTY, "drop-empty"),
+                    (FE_MASQ_OFF_CLUSTER, "masq-off-cluster"),
+                ]
+                .into_iter()
+                .filter(|(bit, _)| f.flags & bit != 0)
+                .map(|(_, n)| n)
+                .collect(),
                 service: f.name.clone(),
                 backends: f
                     .slots

@@ -281,15 +281,15 @@ impl Maps {
 }
 
 /// A planned write that failed ([`Maps::apply`]): the agent counts a full map apart from other
-/// failures.
+/// failures. The write is boxed: an `Op` with the whole config entry is large.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The map has no room for the entry (`E2BIG` or `ENOSPC` from the kernel).
     #[error("map write {0:?}")]
-    Full(Op, #[source] MapError),
+    Full(Box<Op>, #[source] MapError),
     /// Any other failure of the write.
     #[error("map write {0:?}")]
-    Failed(Op, #[source] MapError),
+    Failed(Box<Op>, #[source] MapError),
     /// The zeroed per-CPU counters could not be made: the number of possible CPUs is unknown.
     #[error(transparent)]
     Cpus(#[from] std::io::Error),
@@ -304,8 +304,8 @@ impl WriteError {
             _ => false,
         };
         match full {
-            true => WriteError::Full(op.clone(), e),
-            false => WriteError::Failed(op.clone(), e),
+            true => WriteError::Full(Box::new(op.clone()), e),
+            false => WriteError::Failed(Box::new(op.clone()), e),
         }
     }
 }

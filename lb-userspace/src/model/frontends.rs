@@ -1,9 +1,9 @@
-//! Which frontends each Service gets (contract points 1-5, 7-9, 13-16 and 21): whether a
+//! Which frontends each Service gets (contract points 1-5, 7-9, 12-16 and 21): whether a
 //! Service counts at all, its ClusterIPs by family, its ports, the NodePorts on the node
 //! addresses, externalIPs and LoadBalancer ingress IPs, and for each frontend the endpoint set
 //! its traffic policy selects (from [`super::endpoints`]) and whether it masquerades.
 use super::endpoints::{endpoint_sets, EndpointSets};
-use super::FrontendSpec;
+use super::{FrontendSpec, NodeInfo};
 use crate::objects::{ServiceObj, ServiceSpecObj, SliceView};
 use crate::types::{parse_ip, Family, FrontendAddr, FrontendKind, Proto};
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,8 +106,9 @@ pub(super) fn service_frontends(
     key: &str,
     slices: &[&SliceView],
     nodeport_addresses: &[IpAddr],
-    node_name: &str,
+    node: &NodeInfo,
 ) -> Result<Option<ServiceOutput>, String> {
+    let node_name = node.name.as_str();
     let Some(spec) = svc.spec.as_ref() else {
         return Ok(None);
     };
@@ -163,6 +164,14 @@ pub(super) fn service_frontends(
     let node_ports = matches!(type_, "NodePort" | "LoadBalancer");
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    // Point 12: with a cluster CIDR of the family, ClusterIP traffic from outside it is
+    // masqueraded. kube-proxy writes that rule into the chain internal traffic goes to, the
+    // Cluster or the Local one, so internalTrafficPolicy does not matter.
+    let has_cidr = |ip: &IpAddr| {
+        node.cluster_cidrs
+            .iter()
+            .any(|c| c.family() == Family::of(*ip))
+    };
 
     let mut frontends = Vec::new();
     for p in &ports {
@@ -191,6 +200,7 @@ pub(super) fn service_frontends(
                 name: name.clone(),
                 kind,
                 snat: kind.is_external() && !local,
+                masq_off_cluster: kind == FrontendKind::ClusterIp && has_cidr(&ip),
                 drop_when_empty: local,
                 backends: if local { &set.local } else { &set.cluster }.clone(),
             };

@@ -25,6 +25,7 @@ pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>, N: Borrow<Node>>(
     let addrs = node_addresses(nodes, node, &mut warnings);
     let mut state = DesiredState {
         node_addresses: addrs.node,
+        cluster_cidrs: node.cluster_cidrs.clone(),
         ..DesiredState::default()
     };
 
@@ -53,7 +54,7 @@ pub fn build<S: Borrow<Service>, E: Borrow<EndpointSlice>, N: Borrow<Node>>(
     for svc in &sorted {
         let key = svc.key();
         let slices: Vec<&SliceView> = by_service.get(&key).into_iter().flatten().collect();
-        match service_frontends(svc, &key, &slices, &addrs.nodeports, &node.name) {
+        match service_frontends(svc, &key, &slices, &addrs.nodeports, node) {
             Ok(Some(out)) => {
                 state.cluster_ips.extend(out.cluster_ips);
                 claims.extend(out.frontends);

@@ -75,6 +75,10 @@ pub struct Incremental {
 
 impl Incremental {
     pub fn new(node: NodeInfo) -> Self {
+        let state = DesiredState {
+            cluster_cidrs: node.cluster_cidrs.clone(),
+            ..DesiredState::default()
+        };
         let mut m = Incremental {
             node,
             nodes: Vec::new(),
@@ -87,7 +91,7 @@ impl Incremental {
             conflicts: BTreeSet::new(),
             cluster_ip_refs: HashMap::new(),
             dirty: BTreeSet::new(),
-            state: DesiredState::default(),
+            state,
             changes: Changes::default(),
         };
         m.refresh_node_addresses();
@@ -308,7 +312,7 @@ impl Incremental {
         let name: Arc<str> = Arc::from(key);
         let mut seq = 0u32;
         for svc in &cache.objects {
-            match service_frontends(svc, key, &views, &self.nodeport_addresses, &self.node.name) {
+            match service_frontends(svc, key, &views, &self.nodeport_addresses, &self.node) {
                 Ok(Some(out)) => {
                     for ip in out.cluster_ips {
                         cache.cluster_ips.push(ip);

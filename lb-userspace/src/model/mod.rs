@@ -26,7 +26,7 @@ mod tests;
 pub use full::build;
 pub use incremental::{Changes, Incremental};
 
-use crate::types::{BackendAddr, FrontendAddr, FrontendKind, NodePortAddresses};
+use crate::types::{BackendAddr, Cidr, FrontendAddr, FrontendKind, NodePortAddresses};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -38,6 +38,10 @@ pub struct FrontendSpec {
     /// Masquerade (SNAT to the node address) every new flow: externally reachable frontends
     /// (NodePort, ExternalIp, LoadBalancer) with externalTrafficPolicy Cluster (contract point 13).
     pub snat: bool,
+    /// Masquerade new flows whose source is outside the cluster CIDR of the frontend's family:
+    /// ClusterIP frontends of a family with a `--cluster-cidr` (contract point 12, kube-proxy's
+    /// `! -s clusterCIDR -d clusterIP -j KUBE-MARK-MASQ`, for either internalTrafficPolicy).
+    pub masq_off_cluster: bool,
     /// With no backends: drop silently (true: iTP=Local / eTP=Local with no local endpoints,
     /// points 14-15) instead of rejecting (false: point 16).
     pub drop_when_empty: bool,
@@ -58,6 +62,8 @@ pub struct DesiredState {
     /// family's SNAT address. NodePorts are served on these unless `--nodeport-addresses`
     /// says otherwise (`Incremental::nodeport_addresses`, the `node` module).
     pub node_addresses: Vec<IpAddr>,
+    /// The cluster CIDRs ([`NodeInfo::cluster_cidrs`]), for the datapath's configuration.
+    pub cluster_cidrs: Vec<Cidr>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -73,6 +79,10 @@ pub struct NodeInfo {
     /// Every address of the node (all interfaces of its network namespace): where
     /// `--nodeport-addresses` CIDRs look. Read only when CIDRs are configured.
     pub local_addresses: Vec<IpAddr>,
+    /// The pods' address ranges (`--cluster-cidr`), at most one per family. ClusterIP traffic
+    /// from outside the CIDR of its family is masqueraded; a family without one masquerades
+    /// nothing for this reason (kube-proxy's local detector, per family).
+    pub cluster_cidrs: Vec<Cidr>,
 }
 
 pub struct Built {

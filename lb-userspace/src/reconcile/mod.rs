@@ -27,8 +27,8 @@ use std::{
 
 use lb_common::{
     ip::{from_addr, to_addr},
-    Backend, Config, Frontend, FrontendKey, VipKey, FE_DROP_EMPTY, FE_SNAT, SNAT_PORT_MAX,
-    SNAT_PORT_MIN,
+    Backend, Config, Frontend, FrontendKey, VipKey, FE_DROP_EMPTY, FE_MASQ_OFF_CLUSTER, FE_SNAT,
+    SNAT_PORT_MAX, SNAT_PORT_MIN,
 };
 
 use crate::model::{DesiredState, FrontendSpec};
@@ -205,18 +205,37 @@ pub fn flags_and_kind(spec: &FrontendSpec) -> (u16, u16) {
     if spec.drop_when_empty {
         flags |= FE_DROP_EMPTY;
     }
+    if spec.masq_off_cluster {
+        flags |= FE_MASQ_OFF_CLUSTER;
+    }
     (flags, spec.kind.code())
 }
 
 /// SNAT sources: the first IPv4 and the first IPv6 node address (0.0.0.0 and ::, i.e. no SNAT
-/// in that family, when there is none).
+/// in that family, when there is none); the cluster CIDR of each family as network and mask
+/// (all zeros without one: only `FE_MASQ_OFF_CLUSTER` frontends read it, and the model sets
+/// that flag only in a family with a CIDR).
 pub fn config_for(desired: &DesiredState) -> Config {
     let mut config = Config {
         snat_addr: [0; 4],
         snat_port_min: SNAT_PORT_MIN,
         snat_port_max: SNAT_PORT_MAX,
         snat_addr6: [0; 16],
+        ..Config::default()
     };
+    for cidr in &desired.cluster_cidrs {
+        match (cidr.network(), cidr.netmask()) {
+            (IpAddr::V4(net), IpAddr::V4(mask)) => {
+                config.cluster_net = net.octets();
+                config.cluster_mask = mask.octets();
+            }
+            (IpAddr::V6(net), IpAddr::V6(mask)) => {
+                config.cluster_net6 = net.octets();
+                config.cluster_mask6 = mask.octets();
+            }
+            _ => {}
+        }
+    }
     if let Some(v4) = desired.node_addresses.iter().find_map(|a| match a {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(_) => None,

@@ -8,6 +8,8 @@
 //! - [`service`]: ClusterIP Services over IPv4;
 //! - [`service_types`]: NodePort, externalIPs, LoadBalancer and the rest of the Service types;
 //! - [`multinode`]: two-node clusters;
+//! - [`cluster_cidr`]: `--cluster-cidr`, an external client to a ClusterIP via a node whose
+//!   only backend is on the other node;
 //! - [`icmp`]: ICMP errors about NATed flows;
 //! - [`ipv6`]: IPv6 and dual stack;
 //! - [`kube`]: the `kubernetes` source against the API server stand-in;
@@ -18,6 +20,7 @@
 
 mod support;
 
+mod cluster_cidr;
 mod config;
 mod daemonset;
 mod icmp;

@@ -356,7 +356,15 @@ impl Harness {
             snat_port_min,
             snat_port_max,
             snat_addr6,
+            ..Config::default()
         };
+        m.set(0, cfg, 0).unwrap();
+    }
+
+    /// Writes the whole config entry.
+    pub fn write_config(&mut self, cfg: Config) {
+        let mut m: Array<_, Config> =
+            Array::try_from(self.ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
         m.set(0, cfg, 0).unwrap();
     }
 

@@ -11,7 +11,9 @@
 //! - [`xdp`]: the XDP program `podlb_xdp_ext` over IPv4;
 //! - [`sctp`]: SCTP load balancing (both hooks);
 //! - [`icmp`]: the ICMP error translation (all three programs);
-//! - [`ipv6`]: IPv6 in all three programs.
+//! - [`ipv6`]: IPv6 in all three programs;
+//! - [`cluster_cidr`]: masquerading of ClusterIP traffic from outside the cluster CIDR (both
+//!   families, both hooks).
 
 mod harness;
 
@@ -33,6 +35,7 @@ macro_rules! for_both_hooks {
     };
 }
 
+mod cluster_cidr;
 mod icmp;
 mod ipv6;
 mod sctp;

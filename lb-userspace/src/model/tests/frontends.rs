@@ -64,6 +64,7 @@ status: {{addresses: [{{type: InternalIP, address: 10.1.0.6}}]}}
             kind: FrontendKind::NodePort,
             snat: true,
             drop_when_empty: false,
+            masq_off_cluster: false,
             backends: bes(&["10.0.1.1:8080", "10.0.2.1:8080", "10.0.3.1:8080"]),
         }
     );

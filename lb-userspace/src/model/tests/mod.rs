@@ -1,5 +1,6 @@
 //! Unit tests of the model, by topic, with the helpers they share: objects from YAML, a build
 //! on node "node-a", and the addresses and backends of its frontends.
+mod cluster_cidr;
 mod cluster_ips;
 mod dual_stack;
 mod endpoints;

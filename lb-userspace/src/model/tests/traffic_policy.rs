@@ -116,6 +116,7 @@ spec:
             kind: FrontendKind::ClusterIp,
             snat: false,
             drop_when_empty: true,
+            masq_off_cluster: false,
             backends: bes(&["10.0.1.1:8080"]),
         }
     );

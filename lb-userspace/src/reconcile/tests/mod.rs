@@ -57,6 +57,7 @@ fn desired(fes: &[(FrontendAddr, &str, Vec<BackendAddr>)]) -> DesiredState {
                         kind: FrontendKind::ClusterIp,
                         snat: false,
                         drop_when_empty: false,
+                        masq_off_cluster: false,
                         backends: b.clone(),
                     },
                 )
@@ -67,6 +68,7 @@ fn desired(fes: &[(FrontendAddr, &str, Vec<BackendAddr>)]) -> DesiredState {
             "192.168.77.1".parse().unwrap(),
             "2001:db8::1".parse().unwrap(),
         ],
+        cluster_cidrs: Vec::new(),
     }
 }
 /// Applies ops to a mirror the way the maps would, checking the datapath invariant after

@@ -71,6 +71,7 @@ fn incremental_plan_equals_full_plan() {
                             [rng.below(2) as usize],
                         snat: rng.below(2) == 0,
                         drop_when_empty: rng.below(2) == 0,
+                        masq_off_cluster: false,
                         backends,
                     },
                 );

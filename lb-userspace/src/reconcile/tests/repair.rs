@@ -449,6 +449,7 @@ fn repair_at_scale() {
                 kind: FrontendKind::ClusterIp,
                 snat: false,
                 drop_when_empty: false,
+                masq_off_cluster: false,
                 backends,
             },
         );

@@ -158,6 +158,23 @@ impl Cluster {
         Ok(n)
     }
 
+    /// Routes `dest` (a prefix of either family, such as the Service range 10.96.0.0/16) from
+    /// client `n` via node `k`'s underlay address of that family, as an operator routes a
+    /// Service range to a node.
+    pub fn route_from_client(&self, n: usize, dest: &str, k: usize) -> Result<()> {
+        let Some(ns) = self.clients.get(n) else {
+            bail!("no client {n}");
+        };
+        if k >= self.nodes.len() {
+            bail!("no node {k}");
+        }
+        let via: IpAddr = match dest.contains(':') {
+            true => cluster_node_ip6(k).into(),
+            false => cluster_node_ip(k).into(),
+        };
+        ip_batch(ns, &[format!("route add {dest} via {via}")])
+    }
+
     /// Node `k`; panics if there is no such node.
     pub fn node(&self, k: usize) -> &Node {
         &self.nodes[k]

@@ -261,6 +261,16 @@ pub struct Multi {
 impl Multi {
     /// Two nodes with two pods each, `clients` external clients (at least 1), an agent per node.
     pub fn new(who: &str, network: PodNetwork, clients: usize) -> Multi {
+        Self::with_agent_args(who, network, clients, &[])
+    }
+
+    /// Like [`Multi::new`], with `agent_args` appended to every agent's command line.
+    pub fn with_agent_args(
+        who: &str,
+        network: PodNetwork,
+        clients: usize,
+        agent_args: &[&str],
+    ) -> Multi {
         require_root().unwrap_or_else(|e| panic!("{who} tests must run as root: {e:#}"));
         let mut cluster = Cluster::new(ClusterOptions {
             nodes: NODES,
@@ -275,7 +285,7 @@ impl Multi {
         let bin = Path::new(env!("CARGO_BIN_EXE_podlb"));
         let agents = (0..NODES)
             .map(|k| {
-                Agent::start(bin, cluster.node(k))
+                Agent::start_with(bin, cluster.node(k), agent_args)
                     .unwrap_or_else(|e| panic!("starting the agent on node {k}: {e:#}"))
             })
             .collect();

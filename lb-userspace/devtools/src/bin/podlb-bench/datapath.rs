@@ -303,6 +303,7 @@ impl Bed {
                 snat_port_min: SNAT_PORT_MIN,
                 snat_port_max: SNAT_PORT_MAX,
                 snat_addr6: [0; 16],
+                ..Config::default()
             },
             0,
         )?;
