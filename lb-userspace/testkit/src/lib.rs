@@ -9,9 +9,12 @@
 //!   BPF_PROG_TEST_RUN, the replies the programs must send, and independent checksum and CRC32c
 //!   verifiers.
 //! - [`rng`]: the one seeded pseudo-random generator of the tests and the bench.
+//! - [`rules`]: iptables and nftables rule sets in the shapes kube-proxy writes, for the bench's
+//!   baselines and the `podlb cleanup-kube-proxy` tests.
 pub mod apiserver;
 pub mod frame;
 pub mod rng;
+pub mod rules;
 pub mod testbed;
 
 pub use rng::Rng;
