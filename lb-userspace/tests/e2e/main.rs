@@ -10,10 +10,13 @@
 //! - [`multinode`]: two-node clusters;
 //! - [`icmp`]: ICMP errors about NATed flows;
 //! - [`ipv6`]: IPv6 and dual stack;
-//! - [`kube`]: the `kubernetes` source against the API server stand-in.
+//! - [`kube`]: the `kubernetes` source against the API server stand-in;
+//! - [`cleanup`]: `podlb cleanup-kube-proxy` against kube-proxy-shaped iptables and nftables
+//!   rules.
 
 mod support;
 
+mod cleanup;
 mod icmp;
 mod ipv6;
 mod kube;
