@@ -1,4 +1,5 @@
-//! Developer and CI entry points: `cargo xtask setup | build | test | demo | bench`.
+//! Developer and CI entry points: `cargo xtask setup | build | test | lint | manifests | demo |
+//! bench`.
 //!
 //! The build recipe is the one in TOOLCHAIN.md: the eBPF crate is compiled with Debian's
 //! `rustc-web` (which ships a prebuilt BPF `core`) and linked by bpf-linker built against
@@ -13,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod layout;
+mod manifests;
 
 #[derive(Parser)]
 #[command(about = "podlb developer tasks")]
@@ -37,6 +39,9 @@ enum Cmd {
     /// rustfmt --check, clippy with warnings as errors, and the layout rules (module docs,
     /// file sizes, no import cycles). Also run by `test`.
     Lint,
+    /// Render deploy/'s kustomizations (`kubectl kustomize`) and validate the objects against
+    /// the oldest and newest supported Kubernetes schemas. Also run by `test`.
+    Manifests,
     /// Build a small node from network namespaces, run the agent on it and send traffic.
     Demo {
         /// Keep the topology and the agent running until Ctrl-C.
@@ -80,6 +85,10 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup(),
         Cmd::Lint => lint(),
+        Cmd::Manifests => {
+            setup()?;
+            manifests::manifests(&root())
+        }
         Cmd::Build => {
             setup()?;
             build()
@@ -89,6 +98,7 @@ fn main() -> Result<()> {
             setup()?;
             build()?;
             lint()?;
+            manifests::manifests(&root())?;
             test(&args)?;
             // The quick bench keeps the harness from rotting; it asserts no thresholds. Only
             // with the whole suite, not when a filter picks some tests.
@@ -181,6 +191,7 @@ fn setup() -> Result<()> {
             .env("PATH", path)
             .env("LLVM_PREFIX", LLVM_PREFIX))?;
     }
+    manifests::setup(&root())?;
     eprintln!("setup: done in {:.1?}", t.elapsed());
     Ok(())
 }
@@ -272,9 +283,11 @@ const LAYOUT_CHECKED: &[&str] = &["lb-userspace/src", "lb-common/src", "lb-ebpf/
 
 fn test(args: &[String]) -> Result<()> {
     let t = Instant::now();
+    // The deploy tests render deploy/ with the same kubectl as `manifests`.
     run(userspace_cargo()
         .args(["test", "--release", "--workspace"])
-        .args(args))?;
+        .args(args)
+        .env("PODLB_KUBECTL", manifests::kubectl(&root())?))?;
     eprintln!("test: done in {:.1?}", t.elapsed());
     Ok(())
 }
