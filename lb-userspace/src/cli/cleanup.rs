@@ -339,11 +339,13 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Result<String> {
         .wait_with_output()
         .with_context(|| format!("waiting for {what}"))?;
     if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let hint = if stderr.contains("Permission denied") || stderr.contains("not permitted") {
+            " (podlb cleanup-kube-proxy needs CAP_NET_ADMIN, and CAP_NET_RAW for iptables-legacy)"
+        } else {
+            ""
+        };
+        bail!("{what} failed ({}): {}{hint}", out.status, stderr.trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -367,8 +369,16 @@ pub fn cleanup_kube_proxy(dry_run: bool) -> Result<()> {
     let verb = if dry_run { "would remove" } else { "removed" };
     let (mut n_rules, mut n_chains, mut n_tables) = (0, 0, 0);
 
+    // Everything is read before anything is changed: a tool that cannot read (a missing
+    // capability) fails the command with nothing removed.
     let listed = run(Command::new(&nft).args(["list", "tables"]), None)?;
-    for (family, name) in kube_proxy_nft_tables(&listed) {
+    let nft_tables = kube_proxy_nft_tables(&listed);
+    let mut plans = Vec::new();
+    for t in &all_tools {
+        plans.push(saved_plan(t)?);
+    }
+
+    for (family, name) in nft_tables {
         if !dry_run {
             run(
                 Command::new(&nft).args(["delete", "table", &family, &name]),
@@ -379,8 +389,7 @@ pub fn cleanup_kube_proxy(dry_run: bool) -> Result<()> {
         n_tables += 1;
     }
 
-    for t in &all_tools {
-        let plans = saved_plan(t)?;
+    for (t, plans) in all_tools.iter().zip(plans) {
         if plans.is_empty() {
             continue;
         }

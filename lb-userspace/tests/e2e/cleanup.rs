@@ -9,7 +9,9 @@
 //! `inet filter` table and an `inet kube-proxy` table (not a family kube-proxy uses). A second
 //! namespace gets only the rules that are not kube-proxy's. After the real `podlb
 //! cleanup-kube-proxy` has run in the first, every `iptables-save` (nft and legacy, IPv4 and
-//! IPv6) and `nft list ruleset` of the two must be the same.
+//! IPv6) and `nft list ruleset` of the two must be the same. Run with only the init container's
+//! capabilities (NET_ADMIN and NET_RAW), it works; without NET_RAW it fails before changing
+//! anything.
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -342,4 +344,50 @@ fn cleanup_kube_proxy_names_a_missing_tool() {
         ),
         "stderr: {err}"
     );
+}
+
+/// Runs the real `podlb cleanup-kube-proxy` in `ns` with only the capabilities `caps`
+/// (`setpriv` syntax, e.g. "+net_admin"), as the init container would.
+fn cleanup_with_caps(ns: &Netns, caps: &str) -> Output {
+    let set = format!("-all,{caps}");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns.name(), "setpriv"])
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(format!("--bounding-set={set}"))
+        .arg(Path::new(env!("CARGO_BIN_EXE_podlb")))
+        .arg("cleanup-kube-proxy");
+    run(cmd, None)
+}
+
+/// The init container's capabilities (deploy/overlays/replace-kube-proxy): with NET_ADMIN
+/// alone iptables-legacy cannot read its tables, and the command fails with nothing removed,
+/// saying what it needs; NET_ADMIN and NET_RAW are enough.
+#[test]
+fn cleanup_kube_proxy_needs_net_admin_and_net_raw() {
+    let node = loaded("cleanup-caps", true);
+    let reference = loaded("cleanup-caps-ref", false);
+    let before = snapshot(&node);
+
+    let out = cleanup_with_caps(&node, "+net_admin");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "succeeded without CAP_NET_RAW: {err}"
+    );
+    assert!(
+        err.contains("iptables-legacy-save\" failed")
+            && err.contains(
+                "(podlb cleanup-kube-proxy needs CAP_NET_ADMIN, and CAP_NET_RAW for iptables-legacy)"
+            ),
+        "stderr: {err}"
+    );
+    assert_eq!(
+        snapshot(&node),
+        before,
+        "something was removed before the failure"
+    );
+
+    stdout_ok(&cleanup_with_caps(&node, "+net_admin,+net_raw"));
+    assert_eq!(snapshot(&node), snapshot(&reference));
 }
