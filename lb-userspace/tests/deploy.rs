@@ -280,6 +280,10 @@ fn check_daemonset(e: &Expect, d: &DaemonSet, p: &mut Vec<String>) {
         }
     };
     flag(spec.host_network == Some(true), "hostNetwork is not true");
+    flag(
+        spec.dns_policy.as_deref() == Some("Default"),
+        "dnsPolicy is not Default: the cluster DNS is behind a ClusterIP that podlb serves",
+    );
     flag(spec.host_pid != Some(true), "hostPID is true");
     flag(spec.host_ipc != Some(true), "hostIPC is true");
     flag(
