@@ -92,6 +92,7 @@ fn ensure_venv(root: &Path) -> Result<()> {
     if !made {
         eprintln!("setup: installing Debian packages: python3 python3-venv");
         let _ = std::fs::remove_dir_all(venv(root));
+        run(Command::new("apt-get").args(["update", "-q"]))?;
         run(Command::new("apt-get")
             .args([
                 "install",
