@@ -33,6 +33,13 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_BPF_ROOT)]
         bpf_root: PathBuf,
     },
+    /// Remove the iptables chains and nftables tables kube-proxy left behind, and nothing else
+    /// (run it once kube-proxy is stopped).
+    CleanupKubeProxy {
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +76,7 @@ fn main() -> Result<()> {
         } => cli::service_list(&r.bpf_root, matches!(r.output, Output::Json)),
         Cmd::Status(r) => cli::status(&r.bpf_root, matches!(r.output, Output::Json)),
         Cmd::Reset { bpf_root } => cli::reset(&bpf_root),
+        Cmd::CleanupKubeProxy { dry_run } => cli::cleanup_kube_proxy(dry_run),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Developer and CI entry points: `cargo xtask setup | build | test | lint | image | demo | bench`.
+//! Developer and CI entry points: `cargo xtask setup | build | test | lint | manifests | image |
+//! demo | bench`.
 //!
 //! The build recipe is the one in TOOLCHAIN.md: the eBPF crate is compiled with Debian's
 //! `rustc-web` (which ships a prebuilt BPF `core`) and linked by bpf-linker built against
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod image;
 mod layout;
+mod manifests;
 
 #[derive(Parser)]
 #[command(about = "podlb developer tasks")]
@@ -38,6 +40,9 @@ enum Cmd {
     /// rustfmt --check, clippy with warnings as errors, and the layout rules (module docs,
     /// file sizes, no import cycles). Also run by `test`.
     Lint,
+    /// Render deploy/'s kustomizations (`kubectl kustomize`) and validate the objects against
+    /// the oldest and newest supported Kubernetes schemas. Also run by `test`.
+    Manifests,
     /// Build the OCI image localhost/podlb:<version> (and :<version>-<git sha>) with buildah,
     /// from a Debian root filesystem made by mmdebstrap; no registry is needed.
     Image {
@@ -94,6 +99,10 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup(),
         Cmd::Lint => lint(),
+        Cmd::Manifests => {
+            setup()?;
+            manifests::manifests(&root())
+        }
         Cmd::Build => {
             setup()?;
             build()
@@ -103,6 +112,7 @@ fn main() -> Result<()> {
             setup()?;
             build()?;
             lint()?;
+            manifests::manifests(&root())?;
             test(&args)?;
             // The quick bench keeps the harness from rotting; it asserts no thresholds. Only
             // with the whole suite, not when a filter picks some tests.
@@ -207,6 +217,7 @@ fn setup() -> Result<()> {
             .env("PATH", path)
             .env("LLVM_PREFIX", LLVM_PREFIX))?;
     }
+    manifests::setup(&root())?;
     eprintln!("setup: done in {:.1?}", t.elapsed());
     Ok(())
 }
@@ -298,9 +309,11 @@ const LAYOUT_CHECKED: &[&str] = &["lb-userspace/src", "lb-common/src", "lb-ebpf/
 
 fn test(args: &[String]) -> Result<()> {
     let t = Instant::now();
+    // The deploy tests render deploy/ with the same kubectl as `manifests`.
     run(userspace_cargo()
         .args(["test", "--release", "--workspace"])
-        .args(args))?;
+        .args(args)
+        .env("PODLB_KUBECTL", manifests::kubectl(&root())?))?;
     eprintln!("test: done in {:.1?}", t.elapsed());
     Ok(())
 }

@@ -2,17 +2,19 @@
 //! stopped.
 //!
 //! The parts: `services` (`podlb service list`), `status` (`podlb status`) and `table` (the
-//! plain-text tables they print); `reset` is here.
+//! plain-text tables they print), `cleanup` (`podlb cleanup-kube-proxy`); `reset` is here.
 use std::path::Path;
 
 use anyhow::Result;
 
 use crate::datapath;
 
+mod cleanup;
 mod services;
 mod status;
 mod table;
 
+pub use cleanup::cleanup_kube_proxy;
 pub use services::{service_list, service_rows, ServiceRow};
 pub use status::status;
 

@@ -11,10 +11,13 @@
 //! - [`podspec`]: a rendered DaemonSet's container as a `podman run` command line, and the
 //!   podman runner ([`podspec::podman`]) for the DaemonSet test.
 //! - [`rng`]: the one seeded pseudo-random generator of the tests and the bench.
+//! - [`rules`]: iptables and nftables rule sets in the shapes kube-proxy writes, for the bench's
+//!   baselines and the `podlb cleanup-kube-proxy` tests.
 pub mod apiserver;
 pub mod frame;
 pub mod podspec;
 pub mod rng;
+pub mod rules;
 pub mod testbed;
 
 pub use rng::Rng;

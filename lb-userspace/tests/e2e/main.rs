@@ -16,10 +16,13 @@
 //! - [`kube_tls`]: the same over HTTPS, with the stand-in's CA and bearer token;
 //! - [`config`]: the agent's configuration (flags, files, `--print-config`) through the real
 //!   binary, and `--nodeport-addresses` with real traffic;
-//! - [`daemonset`]: the image run with podman as the rendered DaemonSet specifies.
+//! - [`daemonset`]: the image run with podman as the rendered DaemonSet specifies;
+//! - [`cleanup`]: `podlb cleanup-kube-proxy` against kube-proxy-shaped iptables and nftables
+//!   rules.
 
 mod support;
 
+mod cleanup;
 mod cluster_cidr;
 mod config;
 mod daemonset;

@@ -57,8 +57,8 @@ use testkit::Rng;
 use crate::{
     e2e::fillers,
     report::{fmt_num, median, quantile, Figure},
-    rules::{self, SvcPort},
 };
+use testkit::rules::{self, SvcPort};
 
 pub struct Opts {
     pub services: usize,

@@ -48,8 +48,8 @@ use testkit::testbed::{wait_for, Agent, Netns, Node, NodeOptions, PodNetwork};
 use crate::{
     control::write_manifests,
     report::{quantile, Figure},
-    rules::{self, SvcPort},
 };
+use testkit::rules::{self, SvcPort};
 
 pub struct Opts {
     pub scales: Vec<usize>,

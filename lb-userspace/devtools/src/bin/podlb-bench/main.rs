@@ -14,7 +14,6 @@ mod control;
 mod datapath;
 mod e2e;
 mod report;
-mod rules;
 
 use std::{
     fs,

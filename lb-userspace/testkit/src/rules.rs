@@ -1,5 +1,6 @@
 //! Rule sets in the shapes kube-proxy writes, generated for the bench's Services, so that the
-//! same Services can be served by iptables and nftables instead of podlb.
+//! same Services can be served by iptables and nftables instead of podlb (and so that
+//! `podlb cleanup-kube-proxy` has kube-proxy's rules to remove in its tests).
 //!
 //! Written from kube-proxy's documented layouts (the Kubernetes "Virtual IPs and Service
 //! Proxies" page, KEP-3866 for nftables, and the rule dumps in kube-proxy's own docs and tests),
