@@ -12,7 +12,6 @@
 //! broken renderings and wants exactly those messages.
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Container;
@@ -100,29 +99,9 @@ const REPLACE: Expect = Expect {
     bpf_propagation: "HostToContainer",
 };
 
-fn kubectl() -> String {
-    std::env::var("PODLB_KUBECTL").unwrap_or_else(|_| "kubectl".into())
-}
-
-/// `kubectl kustomize DIR` (DIR relative to the workspace root), as YAML text.
 fn render(dir: &str) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(kubectl())
-        .arg("kustomize")
-        .arg(root.join(dir))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} (set PODLB_KUBECTL, or run cargo xtask setup): {e}",
-                kubectl()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+    testkit::kustomize::render(&root.join(dir)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The problems of the objects in `yaml` against `e`; empty when all is as expected.

@@ -15,6 +15,7 @@
 //!   baselines and the `podlb cleanup-kube-proxy` tests.
 pub mod apiserver;
 pub mod frame;
+pub mod kustomize;
 pub mod podspec;
 pub mod rng;
 pub mod rules;

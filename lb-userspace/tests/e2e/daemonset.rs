@@ -66,22 +66,7 @@ fn build_image() {
 /// `kubectl kustomize deploy/base`, once.
 fn rendered() -> &'static str {
     static RENDERED: OnceLock<Result<String, String>> = OnceLock::new();
-    let r = RENDERED.get_or_init(|| {
-        let dir = workspace().join("deploy/base");
-        let out = Command::new("kubectl")
-            .arg("kustomize")
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("kubectl is missing ({e}): install it (`cargo xtask setup`)"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "kubectl kustomize {}: {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    });
+    let r = RENDERED.get_or_init(|| testkit::kustomize::render(&workspace().join("deploy/base")));
     r.as_deref().unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -41,6 +41,7 @@ fn node(cidrs: &[&str]) -> NodeInfo {
         name: "node-a".into(),
         fallback_addresses: vec![ip("192.168.0.1"), ip("2001:db8::1")],
         cluster_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        ..NodeInfo::default()
     }
 }
 

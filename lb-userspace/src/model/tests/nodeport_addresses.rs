@@ -34,6 +34,7 @@ fn node(mode: NodePortAddresses, local: &[&str]) -> NodeInfo {
         fallback_addresses: ips(&["192.168.0.1", "192.168.0.2", "fd00:77::1"]),
         nodeport_addresses: mode,
         local_addresses: ips(local),
+        ..NodeInfo::default()
     }
 }
 
