@@ -13,6 +13,7 @@ use std::{
     time::Instant,
 };
 
+use super::run;
 use anyhow::{bail, Context, Result};
 
 /// The kustomizations that are rendered and validated: the base and every overlay.
@@ -64,16 +65,6 @@ pub fn kubectl(root: &Path) -> Result<PathBuf> {
             venv(root).join("bin/kubectl").display()
         )
     })
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
-    }
-    Ok(())
 }
 
 /// Creates target/tools/py (a virtualenv) if missing, with Debian's python3-venv if the

@@ -106,6 +106,13 @@ fn external_client_is_masqueraded_with_cluster_cidr(family: Family) {
     assert_eq!(counter(&f, 0, "snat"), 0);
     // Node B served no flow from outside.
     assert_eq!(counter(&f, 1, "snat_off_cluster"), 0);
+    // `podlb status` shows the CIDRs the datapath holds.
+    let s = try_status(&f.agents[0]).unwrap_or_else(|e| panic!("podlb status: {e:#}"));
+    assert_eq!(
+        s["cluster_cidrs"],
+        serde_json::json!(["10.244.0.0/16", "fd00:10:244::/48"]),
+        "{s}"
+    );
 
     // A pod of node A is inside the CIDR: it keeps its source.
     let pod = f.pod(0, 0);
@@ -143,6 +150,8 @@ fn external_client_reply_bypasses_node_a_without_cluster_cidr(family: Family) {
         "{r:?}"
     );
     assert_eq!(counter(&f, 0, "snat_off_cluster"), 0);
+    let s = try_status(&f.agents[0]).unwrap_or_else(|e| panic!("podlb status: {e:#}"));
+    assert_eq!(s["cluster_cidrs"], serde_json::json!([]), "{s}");
     // TCP: the SYN-ACK comes from the pod's address too, so the client's connection to the
     // ClusterIP never completes, and the backend accepts nothing.
     let accepted = f.tcp[&Multi::ident(1, 0)].accepted();
