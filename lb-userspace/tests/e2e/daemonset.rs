@@ -74,6 +74,13 @@ fn spec() -> PodSpec {
     PodSpec::from_rendered(rendered(), DAEMONSET).expect("reading the rendered DaemonSet")
 }
 
+/// The DaemonSet as `kubectl kustomize deploy/overlays/privileged` renders it.
+fn privileged_spec() -> PodSpec {
+    let dir = workspace().join("deploy/overlays/privileged");
+    let yaml = testkit::kustomize::render(&dir).unwrap_or_else(|e| panic!("{e}"));
+    PodSpec::from_rendered(&yaml, DAEMONSET).expect("reading the privileged DaemonSet")
+}
+
 /// The ConfigMap's configuration, parsed.
 fn config_of(spec: &PodSpec) -> Value {
     let files = spec.configmap_files();
@@ -311,7 +318,12 @@ fn serves(bed: &Bed, spec: &PodSpec) {
             .trim()
             .to_string()
     };
-    assert_eq!(sysctl("all"), "0");
+    if spec.privileged {
+        // A privileged container's /proc/sys is writable: the agent sets `all`.
+        assert_eq!(sysctl("all"), "1", "{}", log());
+    } else {
+        assert_eq!(sysctl("all"), "0");
+    }
     let ext_if = config_of(spec)["externalInterfaces"][0]
         .as_str()
         .unwrap()
@@ -320,7 +332,7 @@ fn serves(bed: &Bed, spec: &PodSpec) {
     if bed.node.network() == PodNetwork::Bridge {
         devs.push("cbr0".into());
     }
-    for dev in &devs {
+    for dev in devs.iter().filter(|_| !spec.privileged) {
         assert_eq!(sysctl(dev), "1", "accept_local on {dev}\n{}", log());
     }
 
@@ -407,6 +419,17 @@ fn daemonset_container_balances_and_survives_a_restart() {
 fn daemonset_container_balances_on_a_bridge_node() {
     let spec = spec();
     let mut bed = Bed::new(&spec, PodNetwork::Bridge);
+    apply_objects(&bed);
+    bed.start(&spec);
+    serves(&bed, &spec);
+}
+
+// The privileged overlay (privileged, the bpffs mounted Bidirectional) serves the same.
+#[test]
+fn daemonset_privileged_overlay_balances() {
+    let spec = privileged_spec();
+    assert!(spec.privileged, "the privileged overlay is not privileged");
+    let mut bed = Bed::new(&spec, PodNetwork::Routed);
     apply_objects(&bed);
     bed.start(&spec);
     serves(&bed, &spec);
