@@ -150,9 +150,21 @@ fn udp_request_impl(
     timeout: Duration,
 ) -> Result<Reply> {
     let src = unspecified_like(&dst, src_port);
-    let sock = ns
-        .try_run_in(|| UdpSocket::bind(src))?
-        .with_context(|| format!("bind {src}"))?;
+    // A fixed source port can be held for a moment after the last request closed it: another
+    // test thread's fork inherits every open socket until its exec closes it. Retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let sock = loop {
+        match ns.try_run_in(|| UdpSocket::bind(src))? {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && src_port != 0
+                    && Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(20))
+            }
+            r => break r.with_context(|| format!("bind {src}"))?,
+        }
+    };
     sock.set_read_timeout(Some(timeout))?;
     sock.send_to(b"hello\n", dst)?;
     let mut buf = [0u8; 2048];
