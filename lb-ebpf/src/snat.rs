@@ -79,16 +79,19 @@ fn reason(pkt: &Packet, fe: &Frontend, hairpin: bool, cfg: &Config) -> u32 {
     if fe.flags & FE_SNAT != 0 {
         return CNT_SNAT;
     }
+    if fe.flags & FE_MASQ_OFF_CLUSTER == 0 {
+        return NO_SNAT;
+    }
     let inside = if pkt.v6 {
         in_prefix(&pkt.saddr, words(&cfg.cluster_net6), words(&cfg.cluster_mask6))
     } else {
         let word = |b: [u8; 4]| [u32::from_ne_bytes(b), 0, 0, 0];
         in_prefix(&pkt.saddr, &word(cfg.cluster_net), &word(cfg.cluster_mask))
     };
-    if fe.flags & FE_MASQ_OFF_CLUSTER != 0 && !inside {
-        CNT_SNAT_OFF_CLUSTER
-    } else {
+    if inside {
         NO_SNAT
+    } else {
+        CNT_SNAT_OFF_CLUSTER
     }
 }
 

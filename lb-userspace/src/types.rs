@@ -278,15 +278,11 @@ impl Cidr {
 
     /// Whether `ip` (of the same family) falls in this prefix.
     pub fn contains(&self, ip: &IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            _ => false,
-        }
+        let other = Cidr {
+            addr: *ip,
+            prefix: self.prefix,
+        };
+        other.family() == self.family() && other.network() == self.network()
     }
 
     /// The network address: the first `prefix` bits of the address, the rest zero.
@@ -320,11 +316,6 @@ impl Cidr {
             .network(),
         }
     }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let (full, rest) = ((prefix / 8) as usize, prefix % 8);
-    a[..full] == b[..full] && (rest == 0 || (a[full] ^ b[full]) & (0xffu8 << (8 - rest)) == 0)
 }
 
 impl std::str::FromStr for Cidr {

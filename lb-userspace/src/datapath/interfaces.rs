@@ -220,21 +220,20 @@ pub fn interface_addresses(names: &[String]) -> Vec<IpAddr> {
         .filter_map(|(name, ip)| Some((names.iter().position(|n| *n == name)?, ip)))
         .collect();
     found.sort_by_key(|(i, _)| *i);
-    let mut out: Vec<IpAddr> = Vec::new();
-    for (_, ip) in found {
-        if !out.contains(&ip) {
-            out.push(ip);
-        }
-    }
-    out
+    unique(found.into_iter().map(|(_, ip)| ip))
 }
 
 /// The addresses of every interface of the current network namespace (the node's local
 /// addresses, where `--nodeport-addresses` CIDRs look), in the kernel's order, without
 /// loopback and IPv6 link-local addresses.
 pub fn local_addresses() -> Vec<IpAddr> {
+    unique(all_addresses().into_iter().map(|(_, ip)| ip))
+}
+
+/// The addresses in order, each once.
+fn unique(ips: impl Iterator<Item = IpAddr>) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::new();
-    for (_, ip) in all_addresses() {
+    for ip in ips {
         if !out.contains(&ip) {
             out.push(ip);
         }

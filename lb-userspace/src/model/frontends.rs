@@ -3,17 +3,12 @@
 //! addresses, externalIPs and LoadBalancer ingress IPs, and for each frontend the endpoint set
 //! its traffic policy selects (from [`super::endpoints`]) and whether it masquerades.
 use super::endpoints::{endpoint_sets, EndpointSets};
+use super::node::push_unique;
 use super::{FrontendSpec, NodeInfo};
 use crate::objects::{ServiceObj, ServiceSpecObj, SliceView};
 use crate::types::{parse_ip, Family, FrontendAddr, FrontendKind, Proto};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-
-fn push_unique(list: &mut Vec<IpAddr>, ip: IpAddr) {
-    if !list.contains(&ip) {
-        list.push(ip);
-    }
-}
 
 /// The addresses of `addrs` in order, without duplicates; a string that is no IP address is
 /// left out with a warning naming `what`.

@@ -30,7 +30,8 @@ pub(super) struct NodeAddresses {
     pub(super) nodeports: Vec<IpAddr>,
 }
 
-fn push_unique(list: &mut Vec<IpAddr>, ip: IpAddr) {
+/// Appends `ip` unless `list` has it.
+pub(super) fn push_unique(list: &mut Vec<IpAddr>, ip: IpAddr) {
     if !list.contains(&ip) {
         list.push(ip);
     }
