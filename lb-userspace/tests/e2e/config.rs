@@ -6,8 +6,7 @@
 //!
 //! The binary tests need no root; the traffic test does (fails, never skips, without it).
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::support::*;
@@ -20,28 +19,16 @@ const KP_HEAD: &str =
     "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
 
 /// A directory of configuration files, removed on drop.
-struct Dir(PathBuf);
+struct Dir(TempDir);
 
 impl Dir {
     fn new() -> Dir {
-        let d = std::env::temp_dir()
-            .join("podlb-test")
-            .join(unique_name("config"));
-        fs::create_dir_all(&d).unwrap();
-        Dir(d)
+        Dir(TempDir::new("config"))
     }
 
     /// Writes `name` with `text`; returns its path.
     fn file(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        fs::write(&p, text).unwrap();
-        p.display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        self.0.file(name, text).display().to_string()
     }
 }
 
@@ -80,7 +67,7 @@ fn assert_refused(args: &[&str], want: &str) {
 #[test]
 fn bad_configuration_is_refused_before_anything_is_touched() {
     let d = Dir::new();
-    let root = d.0.join("bpf");
+    let root = d.0.path().join("bpf");
     let root_s = root.display().to_string();
     let file = |name: &str, body: &str| d.file(name, &format!("{HEAD}{body}"));
     let cases: Vec<(String, String)> = vec![
@@ -156,7 +143,7 @@ fn bad_configuration_is_refused_before_anything_is_touched() {
         stderr(&o)
     );
     assert!(stderr(&o).contains("at line 4 column 1"), "{}", stderr(&o));
-    let missing = d.0.join("missing.yaml").display().to_string();
+    let missing = d.0.path().join("missing.yaml").display().to_string();
     assert_refused(
         &["--config", &missing],
         &format!("--config {missing}: cannot read it: No such file or directory (os error 2)"),

@@ -91,25 +91,6 @@ fn config_of(spec: &PodSpec) -> Value {
     serde_yaml::from_str(text).expect("config.yaml is YAML")
 }
 
-/// A scratch directory under the test dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(what: &str) -> Scratch {
-        let p = std::env::temp_dir()
-            .join("podlb-test")
-            .join(unique_name(what));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Node (its uplink named eth0, as the ConfigMap expects), a bpffs standing for the host's
 /// /sys/fs/bpf, the HTTPS API stand-in and the service account, and the container. Field
 /// order is drop order; Drop removes the container before `podlb reset` and the unmount.
@@ -117,8 +98,8 @@ struct Bed {
     container: Option<Container>,
     _servers: Vec<TcpServer>,
     api: ApiServer,
-    _sa: Scratch,
-    configmaps: Scratch,
+    _sa: TempDir,
+    configmaps: TempDir,
     bpf: BpfRoot,
     node: Node,
 }
@@ -142,8 +123,8 @@ impl Bed {
         .expect("building the node");
         let bpf = BpfRoot::new().expect("a bpffs for the node's /sys/fs/bpf");
         let api = ApiServer::start_tls(&node.ns().path()).expect("starting the HTTPS API stand-in");
-        let sa = Scratch::new("serviceaccount");
-        api.write_service_account(&sa.0).unwrap();
+        let sa = TempDir::new("serviceaccount");
+        api.write_service_account(sa.path()).unwrap();
         let servers = BACKENDS
             .iter()
             .map(|&i| TcpServer::start(node.pod(i).ns(), TCP_BACKEND_PORT, node.pod(i).name()))
@@ -153,7 +134,7 @@ impl Bed {
             _servers: servers,
             api,
             _sa: sa,
-            configmaps: Scratch::new("configmaps"),
+            configmaps: TempDir::new("configmaps"),
             bpf,
             node,
         }
@@ -171,8 +152,8 @@ impl Bed {
                     PathBuf::from("/sys/fs/cgroup"),
                 ),
             ]),
-            configmaps: self.configmaps.0.clone(),
-            service_account_dir: Some(self._sa.0.clone()),
+            configmaps: self.configmaps.path().to_path_buf(),
+            service_account_dir: Some(self._sa.path().to_path_buf()),
             kubelet_env: vec![
                 ("KUBERNETES_SERVICE_HOST".into(), self.api.host()),
                 (

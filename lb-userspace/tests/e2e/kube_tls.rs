@@ -7,22 +7,13 @@
 //! `cargo xtask build && PODLB_EBPF_OBJ=... cargo test --release -p lb-userspace --test e2e -- kube_tls::`
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::*;
 use serde_json::json;
 use testkit::apiserver::{ApiServer, Kind};
 use testkit::testbed::*;
-
-/// A kubeconfig file, removed on drop.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 // The agent lists and watches over TLS with the kubeconfig's CA data and token: a Service is
 // programmed, answered by its backends, and follows a change of its endpoints (the watch).
@@ -36,11 +27,10 @@ fn agent_over_tls_programs_a_service() {
     })
     .expect("building the node");
     let api = ApiServer::start_tls(&node.ns().path()).expect("starting the HTTPS API stand-in");
-    let dir = std::env::temp_dir().join("podlb-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = TempFile(dir.join(unique_name("kubeconfig-tls")));
-    api.write_kubeconfig(&kubeconfig.0).unwrap();
-    let kc = std::fs::read_to_string(&kubeconfig.0).unwrap();
+    let dir = TempDir::new("kubeconfig-tls");
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let kc = std::fs::read_to_string(&kubeconfig).unwrap();
     assert!(kc.contains("server: https://127.0.0.1:"), "{kc}");
     assert!(kc.contains("certificate-authority-data: "), "{kc}");
 
@@ -53,7 +43,7 @@ fn agent_over_tls_programs_a_service() {
     let agent = Agent::start_kube(
         Path::new(env!("CARGO_BIN_EXE_podlb")),
         &node,
-        &kubeconfig.0,
+        &kubeconfig,
         &[],
     )
     .expect("starting the agent");

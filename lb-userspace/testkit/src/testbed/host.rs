@@ -1,5 +1,5 @@
 //! What the test bed does on the host, below the namespaces: the root check, names unique per
-//! process and call, running commands, waiting for a condition, and the removal of what dead
+//! process and call, scratch directories, running commands, waiting for a condition, and the removal of what dead
 //! test processes left behind.
 use std::fs;
 use std::io::Write;
@@ -27,6 +27,36 @@ pub(crate) fn unique_prefix() -> String {
 /// A short unique name such as `plb1234-7-pod0` (process id + per-process counter + role).
 pub fn unique_name(role: &str) -> String {
     format!("{}-{role}", unique_prefix())
+}
+
+/// A scratch directory, `$TMPDIR/podlb-test/<unique name>`, removed with what it holds on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(role: &str) -> TempDir {
+        let dir = std::env::temp_dir()
+            .join("podlb-test")
+            .join(unique_name(role));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes the file `name` in the directory with `text`; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        fs::write(&p, text).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Fails with a clear message unless running as root (the test bed needs it; never skip).

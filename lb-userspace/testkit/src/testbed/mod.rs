@@ -71,7 +71,9 @@ pub use addr::*;
 pub use agent::Agent;
 pub use clients::*;
 pub use cluster::{Cluster, ClusterOptions};
-pub use host::{cleanup_stale, require_root, unique_name, wait_for, wait_until, BPF_TEST_DIR};
+pub use host::{
+    cleanup_stale, require_root, unique_name, wait_for, wait_until, TempDir, BPF_TEST_DIR,
+};
 pub use netns::Netns;
 pub use node::{Node, NodeOptions, Pod, PodNetwork};
 pub use process::{spawn_in_netns, spawn_in_netns_path, BpfRoot, Process};

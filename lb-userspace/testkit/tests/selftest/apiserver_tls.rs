@@ -2,7 +2,7 @@
 //! kube-rs configured as in a pod: the service account files the stand-in writes, the CA they
 //! hold, and the bearer token. The stand-in listens in this process's network namespace
 //! (setns into it needs root).
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -14,28 +14,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
 use testkit::apiserver::{ApiServer, Kind};
-use testkit::testbed::{require_root, unique_name};
+use testkit::testbed::{require_root, TempDir};
 
 const T: Duration = Duration::from_secs(10);
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let dir = std::env::temp_dir()
-            .join("podlb-test")
-            .join(unique_name(what));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn start_tls() -> ApiServer {
     require_root().expect("the stand-in's HTTPS self tests must run as root (setns)");
@@ -103,20 +84,20 @@ async fn incluster_client_lists_and_watches_over_tls() {
     api.apply(service("dns", "kube-system", "10.96.0.53"))
         .unwrap();
     let sa = TempDir::new("serviceaccount");
-    api.write_service_account(&sa.0).unwrap();
+    api.write_service_account(sa.path()).unwrap();
     assert_eq!(
-        std::fs::read_to_string(sa.0.join("namespace")).unwrap(),
+        std::fs::read_to_string(sa.path().join("namespace")).unwrap(),
         "kube-system"
     );
     assert_eq!(
-        std::fs::read_to_string(sa.0.join("token")).unwrap(),
+        std::fs::read_to_string(sa.path().join("token")).unwrap(),
         api.token().unwrap()
     );
-    assert!(std::fs::read_to_string(sa.0.join("ca.crt"))
+    assert!(std::fs::read_to_string(sa.path().join("ca.crt"))
         .unwrap()
         .starts_with("-----BEGIN CERTIFICATE-----"));
 
-    let config = incluster_config(&api.host(), api.port(), &sa.0);
+    let config = incluster_config(&api.host(), api.port(), sa.path());
     let client = Client::try_from(config).unwrap();
     let all: Api<Service> = Api::all(client.clone());
     let list = all.list(&ListParams::default()).await.unwrap();
@@ -192,7 +173,7 @@ async fn tls_kubeconfig_carries_ca_and_token() {
     let api = start_tls();
     api.apply(service("web", "default", "10.96.0.10")).unwrap();
     let dir = TempDir::new("kubeconfig");
-    let path = dir.0.join("kubeconfig");
+    let path = dir.path().join("kubeconfig");
     api.write_kubeconfig(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("certificate-authority-data: "), "{text}");
@@ -217,10 +198,10 @@ async fn wrong_or_missing_token_gets_401() {
     let api = start_tls();
     api.apply(service("web", "default", "10.96.0.10")).unwrap();
     let sa = TempDir::new("serviceaccount");
-    api.write_service_account(&sa.0).unwrap();
+    api.write_service_account(sa.path()).unwrap();
 
-    std::fs::write(sa.0.join("token"), "not-the-token").unwrap();
-    let config = incluster_config(&api.host(), api.port(), &sa.0);
+    std::fs::write(sa.path().join("token"), "not-the-token").unwrap();
+    let config = incluster_config(&api.host(), api.port(), sa.path());
     let all: Api<Service> = Api::all(Client::try_from(config.clone()).unwrap());
     let e = all.list(&ListParams::default()).await.unwrap_err();
     assert_eq!(
@@ -250,9 +231,9 @@ async fn client_without_the_ca_fails() {
     let other = start_tls();
     assert_ne!(api.ca_pem(), other.ca_pem());
     let sa = TempDir::new("serviceaccount");
-    other.write_service_account(&sa.0).unwrap();
-    std::fs::write(sa.0.join("token"), api.token().unwrap()).unwrap();
-    let config = incluster_config(&api.host(), api.port(), &sa.0);
+    other.write_service_account(sa.path()).unwrap();
+    std::fs::write(sa.path().join("token"), api.token().unwrap()).unwrap();
+    let config = incluster_config(&api.host(), api.port(), sa.path());
     let all: Api<Service> = Api::all(Client::try_from(config).unwrap());
     let e = all.list(&ListParams::default()).await.unwrap_err();
     let text = format!("{e:?}");
@@ -273,6 +254,6 @@ fn plain_standin_has_no_service_account() {
     assert!(api.url().starts_with("http://127.0.0.1:"));
     assert_eq!(api.token(), None);
     let sa = TempDir::new("serviceaccount");
-    let e = api.write_service_account(&sa.0).unwrap_err();
+    let e = api.write_service_account(sa.path()).unwrap_err();
     assert!(format!("{e:#}").contains("start_tls"), "{e:#}");
 }
