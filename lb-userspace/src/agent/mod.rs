@@ -218,7 +218,7 @@ impl Agent {
             cfg.resync_interval,
         );
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(Agent {
+        let mut agent = Agent {
             cfg,
             dp,
             maps,
@@ -236,7 +236,11 @@ impl Agent {
             reported: BTreeSet::new(),
             failed_attach: Vec::new(),
             reading: None,
-        })
+        };
+        // Before the first sync: it then has the SNAT and NodePort addresses, and /healthz
+        // turns ready only with the programs attached to the interfaces there are.
+        agent.poll_interfaces();
+        Ok(agent)
     }
 
     /// Waits for the next thing to do.
